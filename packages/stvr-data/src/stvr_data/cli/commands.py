@@ -2,4 +2,6 @@
 
 from __future__ import annotations
 
-ALL: list = []
+from stvr_data.cli.build import build_ava
+
+ALL: list = [build_ava]

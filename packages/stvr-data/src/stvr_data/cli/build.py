@@ -1,0 +1,88 @@
+"""`stvr-data build-ava`: parse arguments, delegate to `stvr_data.ava.prepare_ava`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from stvr_data.build import BuildOptions, summary
+
+
+def parse_resolution(ctx, param, value: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not WIDTHxHEIGHT, e.g. 320x320") from None
+    if width <= 0 or height <= 0 or width % 16 or height % 16:
+        raise click.BadParameter(f"'{value}': both sides must be positive multiples of 16 (feature stride)")
+    return width, height
+
+
+def common_build_options(func):
+    """Flags shared by every corpus build command."""
+    options = [
+        click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+                     help="Benchmark directory to write (created; re-running resumes)."),
+        click.option("--seed", default=0, show_default=True, help="Seed of the label split and the fixed pairs."),
+        click.option("--workers", default=1, show_default=True,
+                     help="Videos processed in parallel by the media step (the result does not depend on it)."),
+        click.option("--skip-media", is_flag=True, help="Build the manifests only; no video is fetched or cut."),
+        click.option("--resolution", default="320x320", show_default=True, callback=parse_resolution,
+                     help="WIDTHxHEIGHT of the 24-fps clip files."),
+        click.option("--force", is_flag=True, help="Rebuild even if the directory holds this exact build; re-cut clips."),
+        click.option("--youtube-fallback", is_flag=True,
+                     help="Try YouTube (yt-dlp) for videos the source does not have."),
+        click.option("-v", "--verbose", is_flag=True, help="Log each step."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_options(seed, workers, skip_media, resolution, force, youtube_fallback) -> BuildOptions:
+    return BuildOptions(seed=seed, workers=workers, skip_media=skip_media, resolution=resolution,
+                        force=force, youtube_fallback=youtube_fallback)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@click.command("build-ava")
+@click.option("--annotations", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder with the AVA release files (ava_{train,val}_v2.x.csv, action list, exclusions, file names).")
+@click.option("--videos", default=None,
+              help="Folder or http(s) base URL holding the AVA videos (<base>/<file name>). Needed unless --skip-media.")
+@common_build_options
+@click.option("--min-tubelets", default=100, show_default=True,
+              help="A held-out label needs more than this many tubelets in the validation videos (paper: 100).")
+@click.option("--num-val-labels", default=27, show_default=True, help="Combined labels held out for validation.")
+@click.option("--num-test-labels", default=27, show_default=True, help="Combined labels held out for test.")
+@click.option("--split-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Take the val/test labels from an official val_test.json instead of choosing them.")
+@click.option("--skip-bad-rows", is_flag=True,
+              help="Drop malformed annotation rows and list them in reports/bad_rows.csv instead of stopping.")
+def build_ava(annotations, videos, out, seed, workers, skip_media, resolution, force, youtube_fallback,
+              verbose, min_tubelets, num_val_labels, num_test_labels, split_file, skip_bad_rows):
+    """Build the STVR benchmark from AVA (paper §5).
+
+    Links per-second person boxes into combined-label tubelets, holds out val/test
+    labels (never seen in training), makes the fixed query/reference pairs and their
+    frame-level ground truth, cuts 900-1800 s of every video to 24-fps clips, and writes
+    Parquet manifests, dataset.json and samples_per_label.png into OUT.
+    """
+    from stvr_data.ava import prepare_ava
+
+    setup_logging(verbose)
+    if videos is None and not skip_media:
+        raise click.UsageError("--videos is required unless --skip-media")
+    card = prepare_ava(annotations, videos, out,
+                       options=build_options(seed, workers, skip_media, resolution, force, youtube_fallback),
+                       min_tubelets=min_tubelets, num_val_labels=num_val_labels,
+                       num_test_labels=num_test_labels, split_file=split_file,
+                       skip_bad_rows=skip_bad_rows)
+    click.echo(summary(card))
+    click.echo(f"wrote {out}")

@@ -111,6 +111,18 @@ GROUNDTRUTH_SCHEMA = _schema(
     _field("y2", pa.float32(), "Normalised bottom edge.", True),
 )
 
+DETECTIONS_SCHEMA = _schema(
+    "detections",
+    "Detections in the scorer's format: one row per box per image.",
+    _field("pair_id", pa.string(), "Pair the detection belongs to."),
+    _field("timestamp", pa.float64(), "Image (8-frame clip) start time (s); matched to images by round(3*t)."),
+    _field("x1", pa.float32(), "Normalised left edge."),
+    _field("y1", pa.float32(), "Normalised top edge."),
+    _field("x2", pa.float32(), "Normalised right edge."),
+    _field("y2", pa.float32(), "Normalised bottom edge."),
+    _field("score", pa.float32(), "Confidence that the box is the matching actor (higher first)."),
+)
+
 TABLES = {
     "videos": VIDEOS_SCHEMA,
     "tubelets": TUBELETS_SCHEMA,

@@ -1,0 +1,82 @@
+"""Clip backbones: [B, 3, 8, H, W] (RGB in [-1, 1]) -> [B, 1024, H/16, W/16].
+
+Both fold two temporal slices of 512 channels into 1024 with channel index t*512 + c,
+the layout of the authors' code (Feng et al., CVPR 2019, §6.2). `i3d` is the
+Kinetics-400 I3D to `Mixed_4c` (`i3d.py`, weights from `stvr-model convert-i3d`);
+`small` is a light 3D-conv network for CPU demos and tests (`small.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stvr_model.backbones.convert import WeightsError, convert_i3d
+from stvr_model.backbones.i3d import I3D, I3DBackbone, fold_time, select_state_for
+from stvr_model.backbones.small import SmallBackbone, SmallBackboneConfig
+
+log = logging.getLogger(__name__)
+
+BACKBONES: dict[str, Callable[[], nn.Module]] = {
+    "i3d": I3DBackbone,
+    "small": SmallBackbone,
+}
+
+__all__ = [
+    "BACKBONES",
+    "I3D",
+    "I3DBackbone",
+    "SmallBackbone",
+    "SmallBackboneConfig",
+    "WeightsError",
+    "build_backbone",
+    "convert_i3d",
+    "fold_time",
+    "load_weights",
+]
+
+
+def build_backbone(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
+    """The backbone `name` ("i3d" or "small"), with weights from a torch state dict file.
+
+    `weights=None` leaves the random initialisation (logged as a warning: an I3D
+    without its Kinetics weights is a much weaker feature extractor).
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+    model = BACKBONES[name]()
+    if weights is None:
+        log.warning("backbone %r uses random initialisation (no weights file given)", name)
+        return model
+    load_weights(model, weights)
+    log.info("backbone %r loaded weights from %s", name, weights)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a state dict saved with torch.save into `model` (weights_only, strict).
+
+    For an `I3D`, entries of endpoints it does not build (after its final endpoint)
+    are ignored, so the full converted network loads into the `Mixed_4c` backbone.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises several unrelated types for a bad file
+        raise WeightsError(f"{path}: not a torch state dict: {err}") from err
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
+    if isinstance(model, I3D):
+        state = select_state_for(model, state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise WeightsError(f"{path}: does not fit {type(model).__name__}: {' '.join(first[:3])}") from err

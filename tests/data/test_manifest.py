@@ -75,3 +75,12 @@ def test_schema_markdown_lists_every_field():
     for schema in manifest.TABLES.values():
         for name in schema.names:
             assert f"`{name}`" in text
+
+
+def test_committed_schema_doc_is_current():
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "manifests" / "SCHEMA.md"
+    assert doc.read_text() == manifest.schema_markdown(), (
+        "manifests/SCHEMA.md is stale: regenerate it with "
+        "python -c 'from stvr_data import manifest; print(manifest.schema_markdown(), end=\"\")' > manifests/SCHEMA.md")

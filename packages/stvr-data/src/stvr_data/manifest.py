@@ -233,7 +233,7 @@ def read_dataset_card(benchmark: str | os.PathLike) -> dict:
 def schema_markdown() -> str:
     """The schema documentation (manifests/SCHEMA.md is generated from this)."""
     lines = [f"# STVR manifest schema, version {SCHEMA_VERSION}", "", __doc__.split("\n\n", 1)[1], ""]
-    for name, schema in TABLES.items():
+    for name, schema in [*TABLES.items(), ("detections", DETECTIONS_SCHEMA)]:
         if name.endswith("_test"):
             continue
         title = name.replace("_val", "_{val,test}")

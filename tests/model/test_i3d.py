@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from stvr_model.backbones import WeightsError, build_backbone, load_weights
 from stvr_model.backbones.convert import convert_i3d, default_cache_dir, fetch_checkpoint
 from stvr_model.backbones.i3d import (
@@ -103,6 +104,7 @@ def test_backbone_output_shape_is_stride_16_rounded_up(h, w):
     with torch.no_grad():
         out = model(torch.zeros(2, 3, 8, h, w))
     assert out.shape == (2, 1024, -(-h // 16), -(-w // 16))
+    assert model.out_channels == 1024
 
 
 def test_backbone_folds_time_as_t_times_512_plus_c():

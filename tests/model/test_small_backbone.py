@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from stvr_model.backbones import build_backbone
 from stvr_model.backbones.small import SmallBackbone, SmallBackboneConfig
 
@@ -14,6 +15,7 @@ def test_output_is_1024_channels_at_stride_16(h, w):
     with torch.no_grad():
         out = model(torch.zeros(2, 3, 8, h, w))
     assert out.shape == (2, 1024, -(-h // 16), -(-w // 16))
+    assert model.out_channels == 1024
 
 
 def test_channels_are_t_times_512_plus_c():

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from stvr_data.errors import StvrDataError
 
+from stvr_data.errors import StvrDataError
 from stvr_model.backbones.i3d import I3D
 
 log = logging.getLogger(__name__)

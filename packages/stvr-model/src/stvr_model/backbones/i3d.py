@@ -293,6 +293,7 @@ class I3DBackbone(I3D):
 
     def __init__(self):
         super().__init__(final_endpoint="Mixed_4c")
+        self.out_channels = BACKBONE_CHANNELS  # 2 temporal slices x 512 after folding
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         check_clips(clips)

@@ -87,6 +87,8 @@ def _read_lines(path: Path) -> pa.Array:
     """Every line of a text file as a string array, blank lines kept (line = index + 1)."""
     if not path.is_file():
         raise AnnotationError(path, None, "file not found")
+    if path.stat().st_size == 0:  # an empty exclusion list is valid; Arrow refuses it
+        return pa.array([], type=pa.string())
     try:
         table = pa_csv.read_csv(
             path,

@@ -1,0 +1,354 @@
+"""The spatio-temporal re-localization detector of the paper's Figure 5 (§4, §6.2).
+
+Query: every query clip goes through the backbone and the query box is cropped from its
+feature map (14x14 crop, 2x2 max-pool -> 7x7). Reference: every clip goes through the
+same backbone, then the recurrent cell carries a state over the clips (the warp LSTM
+or a baseline), and on each state's h the RPN proposes actor boxes, which are cropped
+(7x7), matched against the query clips by attention (eq. 10), concatenated with the
+attended query and classified as background / other actor / matching actor with a
+class-specific box refinement. Settings follow the authors' TensorFlow pipeline config
+(`data/faster_rcnn_resnet101_pets.config` of the STVR release).
+
+The backbone and the cell are passed in (`stvr_model.backbones.build_backbone`,
+`stvr_model.cells.build_cell`); this module only wires them to the heads.
+Boxes are pixel xyxy in the clip frame; `stvr_model.boxes` converts at the edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
+
+from stvr_model.heads import (
+    MATCHING_ACTOR,
+    OTHER_ACTOR,
+    ActorProposalNetwork,
+    CropAndPool,
+    QueryAttention,
+    RelocalizationHead,
+    ResidualBoxHead,
+)
+
+Detections = list[list[dict[str, Tensor]]]
+
+
+class DetectorInputError(ValueError):
+    """A detector setting or input that does not fit: names the field or argument."""
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Sizes and thresholds of the detector; defaults are the authors' (see module doc)."""
+
+    image_size: tuple[int, int] = (320, 320)  # (H, W) of every clip frame, pixels
+    feature_stride: int = 16  # backbone output stride (I3D Mixed_4c)
+    feature_channels: int = 1024  # backbone output channels (2 x 512, index t*512+c)
+    # 4 scales x 3 ratios = 12 anchors per location: the authors' scales 0.25..2 of 256 px
+    anchor_sizes: tuple[float, ...] = (64.0, 128.0, 256.0, 512.0)
+    anchor_aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_fg_iou_thresh: float = 0.7
+    rpn_bg_iou_thresh: float = 0.3
+    rpn_batch_size_per_clip: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_pre_nms_top_n: int = 6000  # the authors ran NMS over every anchor (20*20*12 = 4800)
+    rpn_nms_thresh: float = 0.7
+    rpn_post_nms_top_n: int = 32  # proposals per clip, training and test
+    roi_crop_size: int = 14  # TF crop_and_resize size, then max-pooled
+    roi_pool_kernel: int = 2  # -> 7x7 proposal and query features
+    roi_sampling_ratio: int = 1
+    attention_dim: int = 128
+    box_head_blocks: int = 3  # ResNet bottleneck units on the 2C-channel concatenation
+    num_classes: int = 3  # background, other actor, matching actor
+    roi_fg_iou_thresh: float = 0.5
+    roi_bg_iou_thresh: float = 0.5
+    roi_batch_size_per_clip: int = 16
+    roi_positive_fraction: float = 0.25
+    add_gt_to_proposals: bool = False  # the authors did not; torchvision does
+    bbox_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    rpn_objectness_weight: float = 1.0
+    rpn_box_weight: float = 2.0
+    classifier_weight: float = 1.0
+    box_weight: float = 2.0
+    detection_score_thresh: float = 0.0
+    detection_nms_thresh: float = 0.6
+    detections_per_clip: int = 15
+    backbone_chunk_size: int | None = None  # clips per backbone call; None = all at once
+
+    def __post_init__(self) -> None:
+        for name, size in zip(("height", "width"), self.image_size, strict=True):
+            if size <= 0 or size % self.feature_stride:
+                raise DetectorInputError(
+                    f"image_size {name} {size} is not a positive multiple of "
+                    f"feature_stride {self.feature_stride}"
+                )
+        if self.roi_crop_size % self.roi_pool_kernel:
+            raise DetectorInputError(
+                f"roi_crop_size {self.roi_crop_size} not divisible by roi_pool_kernel "
+                f"{self.roi_pool_kernel}"
+            )
+        if self.num_classes != 3:
+            raise DetectorInputError(
+                f"num_classes {self.num_classes}: the detector has exactly 3 "
+                "(background, other actor, matching actor)"
+            )
+        if (2 * self.feature_channels) % 4:
+            raise DetectorInputError(f"feature_channels {self.feature_channels} must be even")
+        if self.backbone_chunk_size is not None and self.backbone_chunk_size < 1:
+            raise DetectorInputError(f"backbone_chunk_size {self.backbone_chunk_size} < 1")
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {
+            "loss_rpn_objectness": self.rpn_objectness_weight,
+            "loss_rpn_box": self.rpn_box_weight,
+            "loss_classifier": self.classifier_weight,
+            "loss_box": self.box_weight,
+        }
+
+
+def build_rpn(config: DetectorConfig) -> ActorProposalNetwork:
+    """torchvision's anchor generator and RPN head with the authors' settings."""
+    anchors = AnchorGenerator((config.anchor_sizes,), (config.anchor_aspect_ratios,))
+    return ActorProposalNetwork(
+        anchors,
+        RPNHead(config.feature_channels, anchors.num_anchors_per_location()[0]),
+        fg_iou_thresh=config.rpn_fg_iou_thresh,
+        bg_iou_thresh=config.rpn_bg_iou_thresh,
+        batch_size_per_image=config.rpn_batch_size_per_clip,
+        positive_fraction=config.rpn_positive_fraction,
+        pre_nms_top_n={"training": config.rpn_pre_nms_top_n, "testing": config.rpn_pre_nms_top_n},
+        post_nms_top_n={
+            "training": config.rpn_post_nms_top_n,
+            "testing": config.rpn_post_nms_top_n,
+        },
+        nms_thresh=config.rpn_nms_thresh,
+    )
+
+
+def build_second_stage(config: DetectorConfig, roi_pool: nn.Module) -> RelocalizationHead:
+    """Attention, box head and 3-class predictor with the authors' settings."""
+    channels = config.feature_channels
+    predictor = FastRCNNPredictor(2 * channels, config.num_classes)
+    for layer in (predictor.cls_score, predictor.bbox_pred):
+        nn.init.xavier_uniform_(layer.weight)  # the authors' fc initializer (Glorot)
+        nn.init.zeros_(layer.bias)
+    return RelocalizationHead(
+        roi_pool,
+        QueryAttention(channels, config.attention_dim),
+        ResidualBoxHead(2 * channels, config.box_head_blocks),
+        predictor,
+        fg_iou_thresh=config.roi_fg_iou_thresh,
+        bg_iou_thresh=config.roi_bg_iou_thresh,
+        batch_size_per_clip=config.roi_batch_size_per_clip,
+        positive_fraction=config.roi_positive_fraction,
+        bbox_reg_weights=config.bbox_reg_weights,
+        score_thresh=config.detection_score_thresh,
+        nms_thresh=config.detection_nms_thresh,
+        detections_per_clip=config.detections_per_clip,
+        add_gt_to_proposals=config.add_gt_to_proposals,
+    )
+
+
+class ReLocalizationDetector(nn.Module):
+    """Backbone + recurrent cell + RPN + attention second stage (Figure 5).
+
+    forward(query_clips [B, Tq, 3, 8, H, W] in [-1, 1], query_boxes [B, Tq, 4] pixel
+    xyxy, ref_clips [B, Tr, 3, 8, H, W], targets (B lists of Tr dicts {"boxes" [K, 4]
+    pixel xyxy float, "labels" [K] int64, 1 other actor / 2 matching actor}) or None,
+    query_valid [B, Tq] bool (False = padding), flows [B, Tr, 2, H/16, W/16] (feature
+    pixels, handed to the cell as `flow=`), ref_valid [B, Tr] bool (False = padding: no
+    loss, no detections)) -> (detections: B lists of Tr dicts {"boxes" [D, 4] pixel
+    xyxy, "scores" [D] probability of the matching actor, best first}, losses: {} without
+    targets, else the four weighted losses named in `DetectorConfig.loss_weights`, each
+    a mean over the clips' sampled anchors or RoIs; their sum is the training loss).
+    Same in train and eval mode, except that training samples the RoIs.
+    """
+
+    def __init__(self, backbone: nn.Module, cell: nn.Module, config: DetectorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.cell = cell
+        roi_pool = CropAndPool(
+            config.roi_crop_size,
+            config.roi_pool_kernel,
+            1.0 / config.feature_stride,
+            config.roi_sampling_ratio,
+        )
+        self.rpn = build_rpn(config)
+        self.second_stage = build_second_stage(config, roi_pool)
+
+    def forward(
+        self,
+        query_clips: Tensor,
+        query_boxes: Tensor,
+        ref_clips: Tensor,
+        targets: list[list[dict[str, Tensor]]] | None = None,
+        query_valid: Tensor | None = None,
+        flows: Tensor | None = None,
+        ref_valid: Tensor | None = None,
+    ) -> tuple[Detections, dict[str, Tensor]]:
+        batch, steps = ref_clips.shape[:2]
+        query_valid = _mask_or_all(query_valid, query_clips)
+        check_inputs(self.config, query_clips, query_boxes, ref_clips, query_valid, flows)
+        if targets is not None:
+            check_targets(targets, batch, steps)
+        queries = self.encode_query(query_clips, query_boxes, query_valid)
+        hidden = self.propagate(ref_clips, flows)  # (B, Tr, C, h, w)
+        clip_valid = _check_ref_valid(ref_valid, batch, steps, ref_clips.device)
+        owner = torch.arange(batch, device=ref_clips.device).repeat_interleave(steps)
+        features = hidden.flatten(0, 1)  # (B*Tr, C, h, w), a view
+        if not bool(clip_valid.all()):  # select only when there is padding: it copies
+            features, owner = features[clip_valid.flatten()], owner[clip_valid.flatten()]
+        clip_targets = None
+        if targets is not None:
+            flat = [t for row in targets for t in row]
+            clip_targets = [
+                t for t, v in zip(flat, clip_valid.flatten().tolist(), strict=True) if v
+            ]
+        size = self.config.image_size
+        proposals, rpn_losses = self.rpn(features, size, clip_targets)
+        found, head_losses = self.second_stage(
+            features, proposals, queries, query_valid, owner, size, clip_targets
+        )
+        weights = self.config.loss_weights
+        losses = {k: weights[k] * v for k, v in {**rpn_losses, **head_losses}.items()}
+        return _unflatten(found, clip_valid), losses
+
+    def extract(self, clips: Tensor) -> Tensor:
+        """Backbone over N clips [N, 3, 8, H, W] -> [N, C, H/stride, W/stride], in chunks
+        of `backbone_chunk_size` clips when set (bounds memory at evaluation)."""
+        chunk = self.config.backbone_chunk_size or max(len(clips), 1)
+        features = torch.cat([self.backbone(part) for part in clips.split(chunk)])
+        h, w = (s // self.config.feature_stride for s in self.config.image_size)
+        expected = (len(clips), self.config.feature_channels, h, w)
+        if tuple(features.shape) != expected:
+            raise DetectorInputError(
+                f"backbone output {tuple(features.shape)}, expected {expected} "
+                "(feature_channels and feature_stride in DetectorConfig)"
+            )
+        return features
+
+    def encode_query(self, query_clips: Tensor, query_boxes: Tensor, query_valid: Tensor) -> Tensor:
+        """Query features [B, Tq, C, S, S] (paper eq. 7); padded clips are not run through
+        the backbone and stay zero."""
+        if bool(query_valid.all()):  # no padding: views, no copies of the clips
+            clips, boxes = query_clips.flatten(0, 1), query_boxes.flatten(0, 1)
+        else:
+            clips, boxes = query_clips[query_valid], query_boxes[query_valid]
+        features = self.extract(clips)
+        index = torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None]
+        crops = self.second_stage.roi_pool(features, torch.cat([index, boxes], dim=1))
+        queries = crops.new_zeros(*query_valid.shape, *crops.shape[1:])
+        queries[query_valid] = crops
+        return queries
+
+    def propagate(self, ref_clips: Tensor, flows: Tensor | None = None) -> Tensor:
+        """The cell's h after each reference clip [B, Tr, C, h, w] (paper eq. 8); the
+        backbone sees all B*Tr clips in one call, the cell steps through Tr in order."""
+        batch, steps = ref_clips.shape[:2]
+        x = self.extract(ref_clips.flatten(0, 1)).unflatten(0, (batch, steps))
+        state, hidden = None, []
+        for t in range(steps):
+            extra = {} if flows is None else {"flow": flows[:, t]}
+            state = self.cell(x[:, t], state, **extra)
+            hidden.append(state.h)
+        return torch.stack(hidden, dim=1)
+
+
+def _mask_or_all(mask: Tensor | None, clips: Tensor) -> Tensor:
+    if mask is None:
+        return torch.ones(clips.shape[:2], dtype=torch.bool, device=clips.device)
+    return mask
+
+
+def _check_ref_valid(ref_valid: Tensor | None, batch: int, steps: int, device) -> Tensor:
+    if ref_valid is None:
+        return torch.ones((batch, steps), dtype=torch.bool, device=device)
+    if tuple(ref_valid.shape) != (batch, steps) or ref_valid.dtype != torch.bool:
+        raise DetectorInputError(
+            f"ref_valid must be bool [{batch}, {steps}], got {ref_valid.dtype} "
+            f"{tuple(ref_valid.shape)}"
+        )
+    if not bool(ref_valid.any()):
+        raise DetectorInputError("ref_valid marks every reference clip as padding")
+    return ref_valid
+
+
+def check_inputs(
+    config: DetectorConfig,
+    query_clips: Tensor,
+    query_boxes: Tensor,
+    ref_clips: Tensor,
+    query_valid: Tensor,
+    flows: Tensor | None,
+) -> None:
+    """Raise DetectorInputError naming the argument whose shape or content does not fit."""
+    frame = (3, 8, *config.image_size)
+    for name, clips in (("query_clips", query_clips), ("ref_clips", ref_clips)):
+        if clips.dim() != 6 or tuple(clips.shape[2:]) != frame:
+            raise DetectorInputError(
+                f"{name} must be [B, T, {', '.join(map(str, frame))}], got {tuple(clips.shape)}"
+            )
+    batch, q_steps = query_clips.shape[:2]
+    if ref_clips.shape[0] != batch:
+        raise DetectorInputError(f"ref_clips batch {ref_clips.shape[0]} != query batch {batch}")
+    if tuple(query_boxes.shape) != (batch, q_steps, 4):
+        raise DetectorInputError(
+            f"query_boxes must be [{batch}, {q_steps}, 4], got {tuple(query_boxes.shape)}"
+        )
+    if tuple(query_valid.shape) != (batch, q_steps) or query_valid.dtype != torch.bool:
+        raise DetectorInputError(
+            f"query_valid must be bool [{batch}, {q_steps}], got {query_valid.dtype} "
+            f"{tuple(query_valid.shape)}"
+        )
+    empty = torch.where(~query_valid.any(dim=1))[0].tolist()
+    if empty:
+        raise DetectorInputError(f"query_valid: batch rows {empty} have no valid query clip")
+    if flows is not None:
+        h, w = (s // config.feature_stride for s in config.image_size)
+        expected = (batch, ref_clips.shape[1], 2, h, w)
+        if tuple(flows.shape) != expected:
+            raise DetectorInputError(f"flows must be {list(expected)}, got {tuple(flows.shape)}")
+
+
+def check_targets(targets: list[list[dict[str, Tensor]]], batch: int, steps: int) -> None:
+    """Raise DetectorInputError naming targets[b][t] and the field that does not fit."""
+    if len(targets) != batch:
+        raise DetectorInputError(f"targets has {len(targets)} rows for a batch of {batch}")
+    for b, row in enumerate(targets):
+        if len(row) != steps:
+            raise DetectorInputError(f"targets[{b}] has {len(row)} clips, expected {steps}")
+        for t, target in enumerate(row):
+            boxes, labels = target.get("boxes"), target.get("labels")
+            where = f"targets[{b}][{t}]"
+            if boxes is None or boxes.dim() != 2 or boxes.shape[1] != 4:
+                raise DetectorInputError(f"{where}['boxes'] must be a [K, 4] tensor")
+            if labels is None or tuple(labels.shape) != (len(boxes),):
+                raise DetectorInputError(f"{where}['labels'] must be a [{len(boxes)}] tensor")
+            allowed = (labels == OTHER_ACTOR) | (labels == MATCHING_ACTOR)
+            if not bool(allowed.all()):
+                raise DetectorInputError(
+                    f"{where}['labels'] holds {labels[~allowed].tolist()}: only "
+                    f"{OTHER_ACTOR} (other actor) and {MATCHING_ACTOR} (matching actor)"
+                )
+
+
+def _unflatten(found: list[dict[str, Tensor]], clip_valid: Tensor) -> Detections:
+    """Detections of the valid clips back into [B][Tr]; padded clips get none."""
+    remaining = iter(found)
+    template = found[0]["boxes"] if found else None
+    out: Detections = []
+    for row in clip_valid.tolist():
+        out.append([next(remaining) if valid else _no_detections(template) for valid in row])
+    return out
+
+
+def _no_detections(like: Tensor | None) -> dict[str, Tensor]:
+    boxes = torch.zeros((0, 4)) if like is None else like.new_zeros((0, 4))
+    return {"boxes": boxes, "scores": boxes[:, 0]}

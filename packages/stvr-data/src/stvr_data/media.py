@@ -41,6 +41,9 @@ CLIP_END = 1800.0
 CLIP_FPS = 24
 CLIP_SIZE = (320, 320)
 KEYFRAME_INTERVAL = 8  # one 8-frame model clip per GOP: random access decodes <= 7 extra frames
+# x264's bitstream depends on its thread count, so the count is fixed, not left to the
+# machine; its cost against a free choice is measured in benchmarks/media.py.
+ENCODER_THREADS = 2
 CRF = 18  # visually lossless at 320x320; the detector should not learn the codec's artefacts
 
 
@@ -114,9 +117,9 @@ def cut_command(src, dest, *, start: float, end: float, frames: int, fps: int,
     """The ffmpeg-python graph `cut_clip` runs: `frames` output frames from `start` (s).
 
     `threads` sets the decoder's threads (None: ffmpeg's choice). The encoder always
-    runs on one thread: x264's output depends on its thread count, and a 320x320
-    encode costs little next to decoding the source, so the clip's bytes are the same
-    whatever the parallelism.
+    runs `ENCODER_THREADS` threads, whatever the machine or the parallelism, because
+    x264's output depends on its thread count: so a clip's bytes (and the dataset
+    card's hashes) do not depend on ``--workers``.
     """
     width, height = size
     decoder = {} if threads is None else {"threads": threads}
@@ -127,7 +130,7 @@ def cut_command(src, dest, *, start: float, end: float, frames: int, fps: int,
     )
     return video.output(
         str(dest), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=CRF, preset="veryfast",
-        g=KEYFRAME_INTERVAL, keyint_min=KEYFRAME_INTERVAL, sc_threshold=0, threads=1,
+        g=KEYFRAME_INTERVAL, keyint_min=KEYFRAME_INTERVAL, sc_threshold=0, threads=ENCODER_THREADS,
         fps_mode="passthrough", movflags="+faststart", an=None, sn=None,
         metadata=f"comment={clip_tag(start, end, fps, size)}", **{"frames:v": frames},
     ).global_args("-nostdin", "-loglevel", "error", "-y")

@@ -58,7 +58,7 @@ def _bad_row(source: str, frame: pd.DataFrame, mask: np.ndarray, problem: str) -
     """An error naming the first row where `mask` holds (rows counted from 1, header excluded)."""
     pos = int(np.flatnonzero(mask)[0])
     row = frame.iloc[pos]
-    where = f"pair_id={row['pair_id']!r}, timestamp={row['timestamp']!r}"
+    where = f"pair_id={str(row['pair_id'])!r}, timestamp={row['timestamp']}"
     more = int(np.count_nonzero(mask)) - 1
     tail = f" ({more} more rows like it)" if more else ""
     return DetectionsError(f"{source}: row {pos + 1} ({where}): {problem}{tail}")
@@ -204,15 +204,15 @@ def _index_groundtruth(groundtruth: pd.DataFrame) -> _Groundtruth:
         num_groundtruth=np.bincount(label_codes[is_box], minlength=len(labels)))
 
 
-def _overlaps(groundtruth: pd.DataFrame, detections: pd.DataFrame) -> _Overlaps:
+def _overlaps(groundtruth: pd.DataFrame, detections: pd.DataFrame, source: str) -> _Overlaps:
     gt = _index_groundtruth(groundtruth)
-    det = validate_detections(detections, pair_ids=gt.pair_ids)
+    det = validate_detections(detections, source=source, pair_ids=gt.pair_ids)
     pair = pd.Categorical(det["pair_id"], categories=gt.pair_ids).codes
     keys = _image_keys(pair, _frames(det["timestamp"].to_numpy()), gt.stride)
     image = np.minimum(np.searchsorted(gt.image_keys, keys), len(gt.image_keys) - 1)
     outside = gt.image_keys[image] != keys
     if outside.any():
-        raise _bad_row("detections", det, outside, "timestamp is not an image of the pair's "
+        raise _bad_row(source, det, outside, "timestamp is not an image of the pair's "
                        "reference (images are at ref_start + k/3 s, ref_end exclusive)")
     boxes = det[["x1", "y1", "x2", "y2"]].to_numpy()
     keep = np.flatnonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
@@ -324,16 +324,18 @@ def frame_map(groundtruth: pd.DataFrame, detections: pd.DataFrame,
 
 
 def frame_map_at(groundtruth: pd.DataFrame, detections: pd.DataFrame,
-                 thresholds: Iterable[float] = SUMMARY_THRESHOLDS) -> dict[float, dict]:
-    """`frame_map` at several IoU thresholds, sharing the overlap computation."""
-    ov = _overlaps(groundtruth, detections)
+                 thresholds: Iterable[float] = SUMMARY_THRESHOLDS, *,
+                 source: str = "detections") -> dict[float, dict]:
+    """`frame_map` at several IoU thresholds, sharing the overlap computation; `source`
+    names the detections in error messages."""
+    ov = _overlaps(groundtruth, detections, source)
     return {float(t): _result(_curves(ov, t), ov, t) for t in thresholds}
 
 
 def precision_recall(groundtruth: pd.DataFrame, detections: pd.DataFrame,
-                     iou_threshold: float = 0.5) -> dict[str, PRCurve]:
+                     iou_threshold: float = 0.5, *, source: str = "detections") -> dict[str, PRCurve]:
     """Each label's precision-recall curve (the points the AP is computed from)."""
-    ov = _overlaps(groundtruth, detections)
+    ov = _overlaps(groundtruth, detections, source)
     return {c.label: c for c in _curves(ov, iou_threshold)}
 
 
@@ -349,7 +351,9 @@ def plot_precision_recall(curves: dict[str, PRCurve], out_dir: str | Path) -> li
     paths = []
     for label, curve in curves.items():
         fig, ax = plt.subplots(figsize=(4.5, 4.0))
-        ax.step(np.r_[0.0, curve.recall], np.r_[1.0, curve.precision], where="post")
+        # "pre": the precision reached at recall r holds on (previous recall, r], as in the AP sum.
+        first = curve.precision[:1] if len(curve.precision) else np.zeros(1)
+        ax.step(np.r_[0.0, curve.recall], np.r_[first, curve.precision], where="pre")
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
                title=f"{label}: AP {curve.average_precision:.3f} ({curve.num_groundtruth} boxes)")
         fig.tight_layout()

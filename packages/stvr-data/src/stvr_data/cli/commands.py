@@ -7,3 +7,8 @@ from stvr_data.cli.ucf import build_ucf
 
 ALL: list = [build_ava]
 ALL.append(build_ucf)
+
+from stvr_data.cli.evaluate import evaluate  # noqa: E402
+from stvr_data.cli.official import export_official, import_official  # noqa: E402
+
+ALL += [import_official, export_official, evaluate]

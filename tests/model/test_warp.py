@@ -1,0 +1,190 @@
+"""sparse_image_warp against TensorFlow's outputs, hand-computed cases and gradcheck."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stvr_model.warp import (
+    WarpError,
+    boundary_locations,
+    dense_image_warp,
+    interpolate_spline,
+    sparse_image_warp,
+)
+
+CASES = [f"case{k:02d}" for k in range(12)]
+
+
+@pytest.fixture(scope="module")
+def reference(shared_dir):
+    path = shared_dir / "fixtures" / "warp" / "tfa_sparse_image_warp.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    return dict(np.load(path))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_reproduces_tensorflow(reference, case):
+    order = int(reference[f"{case}_order"])
+    image = torch.from_numpy(reference[f"{case}_image"]).permute(0, 3, 1, 2)
+    warped, flow = sparse_image_warp(
+        image,
+        torch.from_numpy(reference[f"{case}_source"]),
+        torch.from_numpy(reference[f"{case}_dest"]),
+        interpolation_order=order,
+        regularization_weight=float(reference[f"{case}_regularization_weight"]),
+        num_boundary_points=int(reference[f"{case}_num_boundary_points"]),
+    )
+    tolerance = 1e-6 if order == 1 else 1e-9
+    assert warped.dtype == torch.float64 and flow.dtype == torch.float64
+    np.testing.assert_allclose(flow.numpy(), reference[f"{case}_flow"], rtol=0, atol=tolerance)
+    np.testing.assert_allclose(
+        warped.permute(0, 2, 3, 1).numpy(), reference[f"{case}_warped"], rtol=0, atol=tolerance
+    )
+
+
+def test_fixture_covers_the_paper_settings(reference):
+    orders = {int(reference[f"{c}_order"]) for c in CASES}
+    boundaries = {int(reference[f"{c}_num_boundary_points"]) for c in CASES}
+    assert {1, 2} <= orders
+    assert boundaries == {0, 1, 2, 3}
+
+
+def test_boundary_points_are_tensorflows_lattice():
+    points = boundary_locations(20, 20, 4, torch.device("cpu"))
+    assert points.shape == (16, 2)
+    as_set = {tuple(p) for p in points.tolist()}
+    assert {(0.0, 0.0), (0.0, 4.75), (9.5, 19.0), (19.0, 19.0), (14.25, 0.0)} <= as_set
+    assert (9.5, 9.5) not in as_set
+    corners = boundary_locations(13, 17, 1, torch.device("cpu"))
+    assert corners.tolist() == [[0.0, 0.0], [0.0, 16.0], [12.0, 0.0], [12.0, 16.0]]
+    # Thirds are built in float32 by TensorFlow, so they carry float32 rounding.
+    thirds = boundary_locations(20, 20, 3, torch.device("cpu"))
+    assert float(np.float32(19 / 3)) in set(thirds[:, 1].tolist())
+
+
+def test_dense_warp_by_hand():
+    image = torch.tensor([[[[0.0, 10.0, 20.0], [30.0, 40.0, 50.0]]]], dtype=torch.float64)
+    flow = torch.zeros(1, 2, 3, 2, dtype=torch.float64)
+    flow[..., 1] = 0.25  # content moves right by a quarter pixel
+    flow[0, 1, 2, 0] = -3.0  # this pixel reads from below the image: clamped to the edge
+    out = dense_image_warp(image, flow)
+    expected = torch.tensor([[0.0, 7.5, 17.5], [30.0, 37.5, 47.5]], dtype=torch.float64)
+    assert torch.allclose(out[0, 0], expected, atol=1e-12)
+
+
+def test_constant_displacement_shifts_the_map():
+    torch.manual_seed(0)
+    image = torch.randn(2, 3, 12, 14, dtype=torch.float64)
+    ys, xs = torch.meshgrid(torch.tensor([3.0, 6, 9]), torch.tensor([3.0, 7, 11]), indexing="ij")
+    source = torch.stack([ys.flatten(), xs.flatten()], 1).expand(2, 9, 2)
+    shift = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    warped, flow = sparse_image_warp(image, source, source + shift, interpolation_order=2)
+    # An affine motion is reproduced exactly by the spline's linear part.
+    assert torch.allclose(flow, shift.expand_as(flow), atol=1e-9)
+    rows = (torch.arange(12) - 2).clamp(0, 11)
+    cols = (torch.arange(14) + 1).clamp(0, 13)
+    expected = image[:, :, rows][:, :, :, cols]
+    assert torch.allclose(warped, expected, atol=1e-9)
+
+
+def test_control_points_land_on_their_destination_with_boundary_points():
+    torch.manual_seed(1)
+    image = torch.randn(1, 4, 20, 20, dtype=torch.float64)
+    source = torch.tensor([[[5.0, 5.0], [10.0, 10.0], [15.0, 12.0]]], dtype=torch.float64)
+    dest = torch.tensor([[[6.0, 4.0], [11.0, 12.0], [14.0, 12.0]]], dtype=torch.float64)
+    warped, flow = sparse_image_warp(image, source, dest, num_boundary_points=4)
+    for (sy, sx), (dy, dx) in zip(source[0].long().tolist(), dest[0].long().tolist(), strict=True):
+        assert torch.allclose(warped[0, :, dy, dx], image[0, :, sy, sx], atol=1e-9)
+        assert flow[0, dy, dx].tolist() == pytest.approx([dy - sy, dx - sx], abs=1e-9)
+    assert flow[0, 0, 0].abs().max() < 1e-9 and flow[0, 19, 19].abs().max() < 1e-9
+
+
+def test_zero_displacement_returns_the_image_exactly():
+    image = torch.randn(2, 5, 20, 20)
+    points = torch.tensor([[[5.0, 5.0], [5.0, 15.0], [15.0, 10.0]]]).expand(2, 3, 2)
+    warped, flow = sparse_image_warp(image, points, points.clone(), num_boundary_points=4)
+    assert torch.equal(warped, image)
+    assert flow.dtype == torch.float32 and not flow.any()
+
+
+def test_float32_matches_float64():
+    torch.manual_seed(2)
+    image = torch.randn(2, 3, 10, 11, dtype=torch.float64)
+    source = torch.rand(2, 5, 2, dtype=torch.float64) * 8 + 1
+    dest = source + torch.randn(2, 5, 2, dtype=torch.float64)
+    ref, _ = sparse_image_warp(image, source, dest, num_boundary_points=2)
+    out, flow = sparse_image_warp(
+        image.float(), source.float(), dest.float(), num_boundary_points=2
+    )
+    assert out.dtype == torch.float32 and flow.dtype == torch.float32
+    assert torch.allclose(out.double(), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("order, boundary", [(1, 0), (2, 2), (3, 1)])
+def test_gradcheck(order, boundary):
+    torch.manual_seed(3)
+    image = torch.randn(2, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    source = (torch.rand(2, 4, 2, dtype=torch.float64) * 4 + 1).requires_grad_()
+    dest = (source.detach() + 0.6 * torch.randn(2, 4, 2, dtype=torch.float64)).requires_grad_()
+
+    def warp(img, src, dst):
+        return sparse_image_warp(img, src, dst, order, 0.0, boundary)
+
+    assert torch.autograd.gradcheck(warp, (image, source, dest), fast_mode=True)
+
+
+def test_spline_interpolates_its_centres():
+    torch.manual_seed(4)
+    centres = torch.rand(3, 7, 2, dtype=torch.float64) * 10
+    values = torch.randn(3, 7, 2, dtype=torch.float64)
+    for order in (1, 2, 3, 4):
+        out = interpolate_spline(centres, values, centres, order)
+        assert torch.allclose(out, values, atol=1e-8)
+
+
+def test_singular_system_is_reported():
+    image = torch.zeros(2, 1, 8, 8)
+    source = torch.tensor([[[2.0, 2.0], [2.0, 2.0], [5.0, 5.0], [2.0, 6.0]]]).expand(2, 4, 2)
+    with pytest.raises(WarpError, match=r"singular for batch item\(s\) \[0, 1\]"):
+        sparse_image_warp(image, source, source)
+    # The regulariser makes the same system solvable.
+    warped, _ = sparse_image_warp(image, source, source, regularization_weight=0.01)
+    assert warped.shape == image.shape
+
+
+@pytest.mark.parametrize(
+    "image_shape, points_shape, message",
+    [
+        ((2, 1, 8), (2, 3, 2), "image must be"),
+        ((2, 1, 8, 8), (3, 3, 2), "source points must be"),
+        ((2, 1, 8, 8), (2, 3, 3), "source points must be"),
+        ((2, 1, 1, 8), (2, 3, 2), "at least 2x2"),
+    ],
+)
+def test_bad_shapes_are_reported(image_shape, points_shape, message):
+    corners = torch.tensor([[1.0, 1.0, 0.0], [1.0, 5.0, 0.0], [5.0, 3.0, 0.0]])
+    points = corners[:, : points_shape[2]].expand(points_shape[0], 3, points_shape[2])
+    with pytest.raises(WarpError, match=message):
+        sparse_image_warp(torch.zeros(image_shape), points, points, regularization_weight=0.1)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    torch.manual_seed(5)
+    image = torch.randn(4, 8, 20, 20, dtype=torch.float64, requires_grad=True)
+    source = torch.rand(4, 9, 2, dtype=torch.float64) * 14 + 3
+    dest = source + torch.randn(4, 9, 2, dtype=torch.float64)
+    ref, ref_flow = sparse_image_warp(image, source, dest, num_boundary_points=4)
+    ref.sum().backward()
+    image_cuda = image.detach().cuda().requires_grad_()
+    out, flow = sparse_image_warp(image_cuda, source.cuda(), dest.cuda(), num_boundary_points=4)
+    out.sum().backward()
+    assert out.device.type == "cuda" and flow.device.type == "cuda"
+    assert torch.allclose(out.cpu(), ref, atol=1e-9)
+    assert torch.allclose(flow.cpu(), ref_flow, atol=1e-9)
+    assert torch.allclose(image_cuda.grad.cpu(), image.grad, atol=1e-9)

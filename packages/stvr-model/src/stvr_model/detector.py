@@ -134,8 +134,10 @@ def build_second_stage(config: DetectorConfig, roi_pool: nn.Module) -> Relocaliz
     """Attention, box head and 3-class predictor with the authors' settings."""
     channels = config.feature_channels
     predictor = FastRCNNPredictor(2 * channels, config.num_classes)
-    for layer in (predictor.cls_score, predictor.bbox_pred):
-        nn.init.xavier_uniform_(layer.weight)  # the authors' fc initializer (Glorot)
+    # Small initial logits and deltas (torchvision/Detectron2 practice, not the authors'
+    # Glorot): training starts from uniform class odds and boxes equal to the proposals.
+    for layer, std in ((predictor.cls_score, 0.01), (predictor.bbox_pred, 0.001)):
+        nn.init.normal_(layer.weight, std=std)
         nn.init.zeros_(layer.bias)
     return RelocalizationHead(
         roi_pool,

@@ -119,6 +119,10 @@ class ResidualBoxHead(nn.Module):
         for module in self.blocks.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        for block in self.blocks:
+            # Each unit starts as the identity (zero last scale, Goyal et al. 2017): without
+            # batch statistics, stacked units would otherwise grow the features' scale.
+            nn.init.zeros_(block.bn3.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.blocks(x).mean(dim=(-2, -1))

@@ -252,7 +252,7 @@ def test_bad_inputs_raise_errors_naming_the_argument(change, message):
         model(q, qb, r, t, query_valid=v)
 
 
-def test_bad_target_labels_and_flow_shapes_are_named():
+def test_bad_labels_flows_and_reference_masks_are_named():
     model = make_detector().eval()
     query, query_boxes, reference, targets = make_batch()
     targets[1][0] = {"boxes": torch.zeros((1, 4)), "labels": torch.tensor([3])}
@@ -260,6 +260,8 @@ def test_bad_target_labels_and_flow_shapes_are_named():
         model(query, query_boxes, reference, targets)
     with pytest.raises(DetectorInputError, match="flows"):
         model(query, query_boxes, reference, flows=torch.zeros(B, TR, 2, 3, 3))
+    with pytest.raises(DetectorInputError, match="every reference clip as padding"):
+        model(query, query_boxes, reference, ref_valid=torch.zeros(B, TR, dtype=torch.bool))
 
 
 def test_config_rejects_sizes_that_do_not_fit_the_stride():

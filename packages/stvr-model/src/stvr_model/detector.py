@@ -168,7 +168,9 @@ class ReLocalizationDetector(nn.Module):
     xyxy, "scores" [D] probability of the matching actor, best first}, losses: {} without
     targets, else the four weighted losses named in `DetectorConfig.loss_weights`, each
     a mean over the clips' sampled anchors or RoIs; their sum is the training loss).
-    Same in train and eval mode, except that training samples the RoIs.
+    Same in train and eval mode, except that training sends only a sample of the
+    proposals (with targets) through the second stage, so training-mode detections
+    cover those RoIs only; evaluate in eval mode.
     """
 
     def __init__(self, backbone: nn.Module, cell: nn.Module, config: DetectorConfig) -> None:
@@ -198,11 +200,11 @@ class ReLocalizationDetector(nn.Module):
         batch, steps = ref_clips.shape[:2]
         query_valid = _mask_or_all(query_valid, query_clips)
         check_inputs(self.config, query_clips, query_boxes, ref_clips, query_valid, flows)
+        clip_valid = _check_ref_valid(ref_valid, batch, steps, ref_clips.device)
         if targets is not None:
             check_targets(targets, batch, steps)
         queries = self.encode_query(query_clips, query_boxes, query_valid)
         hidden = self.propagate(ref_clips, flows)  # (B, Tr, C, h, w)
-        clip_valid = _check_ref_valid(ref_valid, batch, steps, ref_clips.device)
         owner = torch.arange(batch, device=ref_clips.device).repeat_interleave(steps)
         features = hidden.flatten(0, 1)  # (B*Tr, C, h, w), a view
         if not bool(clip_valid.all()):  # select only when there is padding: it copies

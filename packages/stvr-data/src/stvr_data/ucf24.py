@@ -106,8 +106,7 @@ def read_annotations(path: str | os.PathLike) -> UcfAnnotations:
         videos = _checked_videos(data["db"], path, len(classes))
         test = frozenset(v for v in videos if v not in train) if train else None
         return UcfAnnotations(str(path), "pyannot_with_class_names", videos, classes, test)
-    if isinstance(data, dict) and data and all(isinstance(v, dict) and "annotations" in v
-                                               for v in data.values()):
+    if isinstance(data, dict) and any(isinstance(v, dict) and "annotations" in v for v in data.values()):
         return UcfAnnotations(str(path), "pyannot", _checked_videos(data, path, len(CLASSES)))
     kind = f"dict with keys {sorted(map(str, data))[:6]}" if isinstance(data, dict) else type(data).__name__
     raise AnnotationError(path, None, f"not a UCF101-24 annotation file ({kind}); expected "
@@ -120,30 +119,37 @@ def _checked_videos(db, path: Path, num_classes: int) -> dict:
         raise AnnotationError(path, None, f"'db' is a {type(db).__name__}, expected a dict")
     for video_id, entry in db.items():
         where = f"video '{video_id}'"
-        missing = {"numf", "label", "annotations"} - set(entry)
-        if missing:
-            raise AnnotationError(path, None, f"{where}: missing fields {sorted(missing)}")
+        _require_fields(entry, ("numf", "label", "annotations"), path, where)
         if not 0 <= int(entry["label"]) < num_classes:
             raise AnnotationError(path, None, f"{where}: label {entry['label']} outside 0..{num_classes - 1}")
         for index, tube in enumerate(entry["annotations"]):
-            _check_tube(tube, int(entry["numf"]), path, f"{where} tube {index}")
+            _check_tube(tube, int(entry["numf"]), num_classes, path, f"{where} tube {index}")
     return dict(db)
 
 
-def _check_tube(tube: dict, numf: int, path: Path, where: str) -> None:
-    missing = {"sf", "ef", "boxes", "label"} - set(tube)
+def _require_fields(entry, fields: tuple[str, ...], path: Path, where: str) -> None:
+    if not isinstance(entry, dict):
+        raise AnnotationError(path, None, f"{where}: a {type(entry).__name__}, expected a dict")
+    missing = [name for name in fields if name not in entry]
     if missing:
-        raise AnnotationError(path, None, f"{where}: missing fields {sorted(missing)}")
+        raise AnnotationError(path, None, f"{where}: missing fields {missing}")
+
+
+def _check_tube(tube, numf: int, num_classes: int, path: Path, where: str) -> None:
+    _require_fields(tube, ("label", "sf", "ef", "boxes"), path, where)
+    if not 0 <= int(tube["label"]) < num_classes:
+        raise AnnotationError(path, None, f"{where}: label {tube['label']} outside 0..{num_classes - 1}")
     sf, ef = int(tube["sf"]), int(tube["ef"])
     if not 0 <= sf < ef <= numf:
         raise AnnotationError(path, None, f"{where}: frames sf={sf} ef={ef} outside 0 <= sf < ef <= numf={numf}")
     boxes = np.asarray(tube["boxes"])
     if boxes.shape != (ef - sf, 4):
         raise AnnotationError(path, None, f"{where}: 'boxes' has shape {boxes.shape}, expected ({ef - sf}, 4)")
-    wh = boxes[:, 2:].astype(np.float64)
-    if not np.isfinite(boxes.astype(np.float64)).all() or (wh <= 0).any():
-        frame = sf + int(np.nonzero(~(wh > 0).all(axis=1))[0][0]) if (wh <= 0).any() else sf
-        raise AnnotationError(path, None, f"{where}: 'boxes' has a non-finite or empty box (frame {frame})")
+    values = boxes.astype(np.float64)  # cast first: uint8 widths compare fine, sums do not
+    bad = ~(np.isfinite(values).all(axis=1) & (values[:, 2] > 0) & (values[:, 3] > 0))
+    if bad.any():
+        frame = sf + int(np.flatnonzero(bad)[0])
+        raise AnnotationError(path, None, f"{where}: 'boxes' at frame {frame} is not a finite, non-empty box")
 
 
 def _from_act_gt(gt: dict, path: Path) -> UcfAnnotations:
@@ -154,6 +160,8 @@ def _from_act_gt(gt: dict, path: Path) -> UcfAnnotations:
     for video_id, by_label in gt["gttubes"].items():
         if not by_label:
             continue
+        if video_id not in gt["nframes"] or video_id not in gt.get("resolution", {}):
+            raise AnnotationError(path, None, f"video '{video_id}': has tubes but no 'nframes' or 'resolution'")
         numf = int(gt["nframes"][video_id])
         labels = sorted(int(label) for label in by_label)
         tubes = [_act_tube(np.asarray(t, dtype=np.float64), label, path, f"video '{video_id}' label {label}")

@@ -198,6 +198,40 @@ def test_bad_files_are_named(tmp_path):
         ucf24.read_annotations(evil)
 
 
+def _tube(**change):
+    tube = {"label": 0, "sf": 0, "ef": 2, "boxes": np.array([[1, 1, 5, 5], [2, 1, 5, 5]], dtype=np.uint8)}
+    return {**tube, **change}
+
+
+@pytest.mark.parametrize("entry, message", [
+    ([1, 2], "video 'A/v_A': a list, expected a dict"),
+    ({"numf": 10, "label": 0}, r"video 'A/v_A': missing fields \['annotations'\]"),
+    ({"numf": 10, "label": 30, "annotations": []}, "video 'A/v_A': label 30 outside 0..23"),
+    ({"numf": 10, "label": 0, "annotations": [_tube(label=24)]}, "video 'A/v_A' tube 0: label 24 outside"),
+    ({"numf": 10, "label": 0, "annotations": [_tube(sf=1, ef=12)]},
+     "video 'A/v_A' tube 0: frames sf=1 ef=12 outside"),
+    ({"numf": 10, "label": 0, "annotations": [_tube(boxes=np.array([[1, 1, 5, 5], [1, 1, 0, 5]]))]},
+     "video 'A/v_A' tube 0: 'boxes' at frame 1 is not a finite, non-empty box"),
+])
+def test_malformed_entries_name_video_tube_and_field(tmp_path, entry, message):
+    good = {"numf": 10, "label": 0, "annotations": [_tube()]}
+    path = tmp_path / "bad.pkl"
+    for layout in ({"B/v_B": good, "A/v_A": entry},
+                   {"db": {"B/v_B": good, "A/v_A": entry}, "classes": list(ucf24.CLASSES)}):
+        path.write_bytes(pickle.dumps(layout))
+        with pytest.raises(AnnotationError, match=f"bad.pkl: {message}"):
+            ucf24.read_annotations(path)
+
+
+def test_act_gt_without_frame_count_is_named(tmp_path):
+    gt = _as_act_gt({}, [])
+    gt["gttubes"] = {"A/v_A": {0: [np.array([[1, 0, 0, 5, 5]], dtype=np.float32)]}}
+    path = tmp_path / "UCF101v2-GT.pkl"
+    path.write_bytes(pickle.dumps(gt))
+    with pytest.raises(AnnotationError, match="UCF101v2-GT.pkl: video 'A/v_A': has tubes but no 'nframes'"):
+        ucf24.read_annotations(path)
+
+
 def test_rar_archive_is_refused_with_advice(tmp_path, ucf_dir):
     with pytest.raises(MediaError, match="extract it first"):
         ucf24.check_videos_source("/data/UCF101.rar")

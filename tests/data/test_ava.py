@@ -63,6 +63,24 @@ def test_read_boxes_types_values_and_file_order(tmp_path):
     assert report.empty
 
 
+def test_clean_and_line_by_line_paths_agree(tmp_path):
+    # A clean file is read in one typed pass; a blank line, spaces or CRLF send it
+    # through the exact line-by-line path. Both must give the same rows.
+    rows = [f"v{i % 7},{902 + i % 5:04d},0.{i % 9}00,0.1,0.95,0.9,{1 + i % 3},{i % 4}" for i in range(200)]
+    clean, _ = read_boxes(write(tmp_path / "clean.csv", "\n".join(rows) + "\n"))
+    messy_text = "\r\n".join(rows[:100]) + "\r\n\n" + "\n".join(r.replace(",", " , ") for r in rows[100:])
+    messy, _ = read_boxes(write(tmp_path / "messy.csv", messy_text))
+    assert clean.drop(columns="line").equals(messy.drop(columns="line"))
+    assert clean["line"].tolist() == list(range(1, 201))
+    assert messy["line"].tolist() == list(range(1, 101)) + list(range(102, 202))
+
+
+def test_non_finite_number_in_an_otherwise_clean_file(tmp_path):
+    path = write(tmp_path / "inf.csv", GOOD + "vidA,0903,0.1,0.2,inf,0.4,12,0\n")
+    with pytest.raises(AnnotationError, match=r"inf\.csv:3: x2 'inf' is not a number"):
+        read_boxes(path)
+
+
 BAD_ROWS = [
     ("vidA,0903,0.1,0.2,0.3,0.4,12", "expected 8 comma-separated fields (video_id, timestamp, "
      "x1, y1, x2, y2, action_id, person_id), found 7"),

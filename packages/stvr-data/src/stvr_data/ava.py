@@ -30,7 +30,8 @@ and returned in a report frame (``file, line, problem, text``) instead.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,8 @@ _INT = r"^[-+]?[0-9]{1,9}$"
 
 def empty_report() -> pd.DataFrame:
     """A bad-row report with no rows."""
-    return pd.DataFrame({"file": pd.Series([], dtype=str), "line": pd.Series([], dtype="int64"),
-                         "problem": pd.Series([], dtype=str), "text": pd.Series([], dtype=str)})
+    return pd.DataFrame({name: pd.Series([], dtype="int64" if name == "line" else str)
+                         for name in REPORT_COLUMNS})
 
 
 # ---------------------------------------------------------------------------- CSV core
@@ -83,6 +84,49 @@ class _Checks:
         return self.messages[self.first[i]](i)
 
 
+def _csv_options(names, types: dict | None, on_invalid=None):
+    # No quoting: AVA files never quote, and a stray '"' must not swallow lines.
+    return dict(
+        read_options=pa_csv.ReadOptions(column_names=list(names)),
+        parse_options=pa_csv.ParseOptions(delimiter="\x1f" if types is None else ",",
+                                          quote_char=False, escape_char=False,
+                                          ignore_empty_lines=types is not None,
+                                          invalid_row_handler=on_invalid),
+        convert_options=pa_csv.ConvertOptions(column_types=types or {"text": pa.string()},
+                                              strings_can_be_null=False),
+    )
+
+
+def _read_clean(path: Path, types: dict) -> dict | None:
+    """Typed columns in one multithreaded pass when every line is a clean row (right
+    field count, no blank line, finite numbers, ids in int32); None otherwise, so
+    that the exact line-by-line path finds and names the problem."""
+    if not path.is_file():
+        raise AnnotationError(path, None, "file not found")
+    data = path.read_bytes()
+    lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    invalid: list = []
+    try:
+        table = pa_csv.read_csv(pa.BufferReader(data),
+                                **_csv_options(types, types, lambda row: invalid.append(row) or "skip"))
+    except pa.ArrowInvalid:
+        return None
+    if invalid or table.num_rows != lines:
+        return None
+    columns = {}
+    for name, type_ in types.items():
+        column = table.column(name).combine_chunks()
+        if column.null_count:
+            return None
+        if not pa.types.is_string(type_):
+            column = column.to_numpy()
+            limit = np.inf if pa.types.is_floating(type_) else 1e9
+            if not (np.abs(column) < limit).all():
+                return None
+        columns[name] = column
+    return columns
+
+
 def _read_lines(path: Path) -> pa.Array:
     """Every line of a text file as a string array, blank lines kept (line = index + 1)."""
     if not path.is_file():
@@ -90,40 +134,21 @@ def _read_lines(path: Path) -> pa.Array:
     if path.stat().st_size == 0:  # an empty exclusion list is valid; Arrow refuses it
         return pa.array([], type=pa.string())
     try:
-        table = pa_csv.read_csv(
-            path,
-            read_options=pa_csv.ReadOptions(column_names=["text"]),
-            # One column: the unit separator never occurs in AVA text, and no quoting.
-            parse_options=pa_csv.ParseOptions(delimiter="\x1f", quote_char=False,
-                                               escape_char=False, ignore_empty_lines=False),
-            convert_options=pa_csv.ConvertOptions(column_types={"text": pa.string()},
-                                                  strings_can_be_null=False),
-        )
+        table = pa_csv.read_csv(path, **_csv_options(["text"], None))
     except pa.ArrowInvalid as err:
         raise AnnotationError(path, None, f"not readable as CSV text ({err})") from None
     return table.column("text").combine_chunks()
 
 
-def _numeric(column: pa.Array, pattern: str, type_: pa.DataType) -> tuple[np.ndarray, np.ndarray]:
-    """(values, valid) for a string column; invalid entries become 0."""
-    valid = pc.match_substring_regex(column, pattern).to_numpy(zero_copy_only=False)
-    safe = pc.if_else(pa.array(valid), column, pa.scalar("0"))
-    return pc.cast(safe, type_).to_numpy(zero_copy_only=False), valid
+def _at(column, i: int):
+    value = column[i]
+    return value.as_py() if isinstance(value, pa.Scalar) else value
 
 
-@dataclass(frozen=True)
-class _Parsed:
-    """Columns of a comma-separated file, parsed but not yet filtered."""
-
-    path: Path
-    text: np.ndarray  # raw line text (object), for reports
-    line: np.ndarray  # 1-based line numbers
-    strings: dict[str, pa.Array]
-    checks: _Checks = field(repr=False)
-
-
-def _split_fields(path: Path, names: tuple[str, ...]) -> _Parsed:
-    """Split every non-blank line into `names`; rows with another field count are flagged."""
+def _exact_fields(path: Path, types: dict):
+    """``(columns, checks, line, text)`` of every non-blank line, flagging wrong field
+    counts, non-plain ids and bad numbers."""
+    names = tuple(types)
     lines = _read_lines(path)
     blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0)
     keep = np.flatnonzero(~blank.to_numpy(zero_copy_only=False))
@@ -132,53 +157,73 @@ def _split_fields(path: Path, names: tuple[str, ...]) -> _Parsed:
     wrong = count != len(names)
     # Rows with the wrong field count are blanked so that every row splits evenly;
     # they are reported by the first check, which takes precedence.
-    even = pc.if_else(pa.array(wrong), pa.scalar("," * (len(names) - 1)), lines)
-    parts = pc.split_pattern(even, ",")
-    strings = {name: pc.utf8_trim_whitespace(pc.list_element(parts, i))
-               for i, name in enumerate(names)}
+    parts = pc.split_pattern(pc.if_else(pa.array(wrong), pa.scalar("," * (len(names) - 1)), lines), ",")
     checks = _Checks(len(lines))
     checks.add(wrong, lambda i: f"expected {len(names)} comma-separated fields "
                                 f"({', '.join(names)}), found {count[i]}")
-    text = lines.to_numpy(zero_copy_only=False)
-    return _Parsed(path, text, keep + 1, strings, checks)
+    strings = {name: pc.utf8_trim_whitespace(pc.list_element(parts, i)) for i, name in enumerate(names)}
+    columns = {name: strings[name] for name, type_ in types.items() if pa.types.is_string(type_)}
+    _check_ids(checks, columns)
+    for name, type_ in types.items():
+        if not pa.types.is_string(type_):
+            columns[name] = _check_number(checks, name, strings[name], type_)
+    return columns, checks, keep + 1, lines
 
 
-def _check_plain_id(parsed: _Parsed, name: str) -> np.ndarray:
-    column = parsed.strings[name]
-    ok = pc.match_substring_regex(column, _PLAIN_ID).to_numpy(zero_copy_only=False)
-    values = column.to_numpy(zero_copy_only=False)
-    parsed.checks.add(~ok, lambda i: f"{name} {values[i]!r} is not a plain id ([A-Za-z0-9_-]+)")
-    return values
+def _check_ids(checks: _Checks, columns: dict) -> None:
+    for name, column in columns.items():
+        if isinstance(column, pa.Array) and pa.types.is_string(column.type):
+            ok = pc.match_substring_regex(column, _PLAIN_ID).to_numpy(zero_copy_only=False)
+            checks.add(~ok, lambda i, n=name, c=column: f"{n} {_at(c, i)!r} is not a plain id ([A-Za-z0-9_-]+)")
 
 
-def _check_number(parsed: _Parsed, name: str, type_: pa.DataType) -> np.ndarray:
-    pattern = _INT if pa.types.is_integer(type_) else _FLOAT
-    values, ok = _numeric(parsed.strings[name], pattern, type_)
-    raw = parsed.strings[name].to_numpy(zero_copy_only=False)
-    kind = "an integer" if pa.types.is_integer(type_) else "a number"
-    parsed.checks.add(~ok, lambda i: f"{name} {raw[i]!r} is not {kind}")
-    return values
+def _check_number(checks: _Checks, name: str, column: pa.Array, type_: pa.DataType) -> np.ndarray:
+    integer = pa.types.is_integer(type_)
+    ok = pc.match_substring_regex(column, _INT if integer else _FLOAT).to_numpy(zero_copy_only=False)
+    checks.add(~ok, lambda i: f"{name} {_at(column, i)!r} is not {'an integer' if integer else 'a number'}")
+    return pc.cast(pc.if_else(pa.array(ok), column, pa.scalar("0")), type_).to_numpy(zero_copy_only=False)
 
 
-def _finish(parsed: _Parsed, frame: pd.DataFrame, skip_bad_rows: bool):
-    """Raise on the first bad row, or drop bad rows and report them."""
-    bad = parsed.checks.bad
-    if not bad.any():
-        return frame.assign(line=parsed.line).reset_index(drop=True), empty_report()
-    rows = np.flatnonzero(bad)
-    if not skip_bad_rows:
-        first = rows[0]
-        raise AnnotationError(parsed.path, int(parsed.line[first]), parsed.checks.problem(first))
+def _parse(path, types: dict, validate, skip_bad_rows: bool):
+    """``(columns, line, report)`` of a headerless CSV with `types` fields.
+
+    `validate(checks, columns)` adds value checks. Clean files take the fast path;
+    otherwise every line is re-read to name the first bad one (or, with
+    `skip_bad_rows`, to drop and report all of them).
+    """
+    path = Path(path)
+    columns = _read_clean(path, types)
+    if columns is not None:
+        checks = _Checks(len(next(iter(columns.values()))))
+        _check_ids(checks, columns)
+        validate(checks, columns)
+        if not checks.bad.any():
+            return columns, np.arange(1, len(checks.first) + 1), empty_report()
+    columns, checks, line, text = _exact_fields(path, types)
+    validate(checks, columns)
+    rows = np.flatnonzero(checks.bad)
+    if len(rows) and not skip_bad_rows:
+        raise AnnotationError(path, int(line[rows[0]]), checks.problem(rows[0]))
     report = pd.DataFrame({
-        "file": str(parsed.path), "line": parsed.line[rows].astype(np.int64),
-        "problem": [parsed.checks.problem(i) for i in rows],
-        "text": parsed.text[rows].astype(str),
+        "file": pd.Series([str(path)] * len(rows), dtype=str), "line": line[rows].astype(np.int64),
+        "problem": pd.Series([checks.problem(i) for i in rows], dtype=str),
+        "text": pd.Series(text.take(pa.array(rows)).to_pylist(), dtype=str),
     })
-    keep = ~bad
-    return frame[keep].assign(line=parsed.line[keep]).reset_index(drop=True), report
+    keep = np.flatnonzero(~checks.bad)
+    columns = {name: (c.take(pa.array(keep)) if isinstance(c, pa.Array) else c[keep])
+               for name, c in columns.items()}
+    return columns, line[keep], report
+
+
+def _strings(column: pa.Array) -> pd.Series:
+    return column.to_pandas().astype(str)
 
 
 # ---------------------------------------------------------------------------- readers
+
+_BOX_TYPES = {"video_id": pa.string(), "timestamp": pa.float64(),
+              **{name: pa.float64() for name in BOX_COLUMNS},
+              "action_id": pa.int64(), "person_id": pa.int64()}
 
 
 def read_boxes(path, *, action_ids: set[int] | None = None,
@@ -192,73 +237,72 @@ def read_boxes(path, *, action_ids: set[int] | None = None,
     bad rows (``file, line, problem, text``); it is empty unless `skip_bad_rows`.
 
     A row is bad when it has not 8 fields, a video id outside ``[A-Za-z0-9_-]+``,
-    a field that is not a number, a negative timestamp, a box coordinate outside
-    ``[0, 1]``, ``x2 <= x1`` or ``y2 <= y1``, or an action id not in `action_ids`
-    (when given). Blank lines are ignored. The first bad row raises
+    a field that is not a number, a negative timestamp or person id, a box
+    coordinate outside ``[0, 1]``, ``x2 <= x1`` or ``y2 <= y1``, or an action id not
+    in `action_ids` (when given). Blank lines are ignored. The first bad row raises
     `AnnotationError(path, line, problem)` unless `skip_bad_rows`.
     """
-    parsed = _split_fields(Path(path), BOX_FIELDS)
-    columns = {"video_id": _check_plain_id(parsed, "video_id"),
-               "timestamp": _check_number(parsed, "timestamp", pa.float64())}
-    for name in BOX_COLUMNS:
-        columns[name] = _check_number(parsed, name, pa.float64())
-    for name in ("action_id", "person_id"):
-        columns[name] = _check_number(parsed, name, pa.int64())
-    _check_values(parsed, columns, action_ids)
+    columns, line, report = _parse(path, _BOX_TYPES, partial(_check_values, action_ids=action_ids),
+                                   skip_bad_rows)
     frame = pd.DataFrame({
-        "video_id": pd.Series(columns["video_id"], dtype=str),
+        "video_id": _strings(columns["video_id"]),
         "timestamp": columns["timestamp"],
         **{name: columns[name].astype(np.float32) for name in BOX_COLUMNS},
         "action_id": columns["action_id"].astype(np.int32),
         "person_id": columns["person_id"].astype(np.int32),
+        "line": line.astype(np.int64),
     })
-    return _finish(parsed, frame, skip_bad_rows)
+    return frame, report
 
 
-def _check_values(parsed: _Parsed, columns: dict, action_ids: set[int] | None) -> None:
-    """Range checks on parsed box rows (rows already failing keep their first problem)."""
+def _check_values(checks: _Checks, columns: dict, action_ids: set[int] | None,
+                  boxes: bool = True) -> None:
+    """Range checks on parsed rows (rows already failing keep their first problem)."""
     time = columns["timestamp"]
-    parsed.checks.add(time < 0, lambda i: f"timestamp {time[i]:g} is negative")
+    checks.add(time < 0, lambda i: f"timestamp {time[i]:g} is negative")
+    if not boxes:
+        return
     for name in BOX_COLUMNS:
         value = columns[name]
         outside = (value < 0) | (value > 1)
-        parsed.checks.add(outside, lambda i, n=name, v=value: f"box {n}={v[i]:g} outside [0, 1]")
+        checks.add(outside, lambda i, n=name, v=value: f"box {n}={v[i]:g} outside [0, 1]")
     x1, y1, x2, y2 = (columns[name] for name in BOX_COLUMNS)
-    parsed.checks.add(x2 <= x1, lambda i: f"empty box: x2={x2[i]:g} <= x1={x1[i]:g}")
-    parsed.checks.add(y2 <= y1, lambda i: f"empty box: y2={y2[i]:g} <= y1={y1[i]:g}")
+    checks.add(x2 <= x1, lambda i: f"empty box: x2={x2[i]:g} <= x1={x1[i]:g}")
+    checks.add(y2 <= y1, lambda i: f"empty box: y2={y2[i]:g} <= y1={y1[i]:g}")
     person = columns["person_id"]
-    parsed.checks.add(person < 0, lambda i: f"person_id {person[i]} is negative")
+    checks.add(person < 0, lambda i: f"person_id {person[i]} is negative")
     if action_ids is not None:
         action = columns["action_id"]
         known = np.isin(action, np.fromiter(action_ids, dtype=np.int64, count=len(action_ids)))
-        parsed.checks.add(~known, lambda i: f"unknown action id {action[i]} (not in the action list)")
+        checks.add(~known, lambda i: f"unknown action id {action[i]} (not in the action list)")
 
 
 def read_excluded_timestamps(path, *, skip_bad_rows: bool = False) -> pd.DataFrame:
     """Read ``ava_*_excluded_timestamps_v2.X.csv``: columns ``video_id`` (str) and
     ``timestamp`` (float64 seconds). Bad rows raise `AnnotationError` (or are
-    dropped with `skip_bad_rows`; the report is then available via
-    `read_excluded_timestamps_report`)."""
+    dropped with `skip_bad_rows`; `read_excluded_timestamps_report` also returns
+    the report)."""
     return read_excluded_timestamps_report(path, skip_bad_rows=skip_bad_rows)[0]
 
 
 def read_excluded_timestamps_report(path, *, skip_bad_rows: bool = False):
     """`read_excluded_timestamps` plus its bad-row report: ``(excluded, report)``."""
-    parsed = _split_fields(Path(path), ("video_id", "timestamp"))
-    video = _check_plain_id(parsed, "video_id")
-    time = _check_number(parsed, "timestamp", pa.float64())
-    parsed.checks.add(time < 0, lambda i: f"timestamp {time[i]:g} is negative")
-    frame = pd.DataFrame({"video_id": pd.Series(video, dtype=str), "timestamp": time})
-    excluded, report = _finish(parsed, frame, skip_bad_rows)
-    return excluded.drop(columns="line"), report
+    types = {"video_id": pa.string(), "timestamp": pa.float64()}
+    columns, _, report = _parse(path, types, partial(_check_values, action_ids=None, boxes=False),
+                                skip_bad_rows)
+    return pd.DataFrame({"video_id": _strings(columns["video_id"]),
+                         "timestamp": columns["timestamp"]}), report
 
 
 def drop_excluded(boxes: pd.DataFrame, excluded: pd.DataFrame) -> pd.DataFrame:
     """Rows of `boxes` whose ``(video_id, timestamp)`` is not in `excluded`; order kept."""
     if excluded.empty:
         return boxes.reset_index(drop=True)
-    keys = pd.MultiIndex.from_arrays([excluded["video_id"].astype(str), excluded["timestamp"]])
-    mine = pd.MultiIndex.from_arrays([boxes["video_id"].astype(str), boxes["timestamp"]])
+    # Integer video codes: matching on codes is much faster than on strings.
+    codes, videos = pd.factorize(boxes["video_id"])
+    theirs = pd.Index(videos).get_indexer(excluded["video_id"])
+    keys = pd.MultiIndex.from_arrays([theirs, excluded["timestamp"].to_numpy()])
+    mine = pd.MultiIndex.from_arrays([codes, boxes["timestamp"].to_numpy()])
     return boxes[~mine.isin(keys)].reset_index(drop=True)
 
 

@@ -32,6 +32,7 @@ from stvr_data.tubelets import (
     boxes_values,
     explode,
     keyframe_index,
+    take_strings,
 )
 
 
@@ -178,13 +179,13 @@ def make_pairs(tubelets: pd.DataFrame, *, split: str, seed: int, bounds=None,
     frame = pd.DataFrame({
         "pair_id": pd.Series(_pair_ids(split, len(query)).to_numpy(zero_copy_only=False), dtype=str),
         "split": split,
-        "label": pd.Series(table["label"].to_numpy()[query], dtype=str),
+        "label": take_strings(table["label"], query),
         "query_tubelet_id": ids[query],
-        "query_video_id": pd.Series(table["video_id"].to_numpy()[query], dtype=str),
+        "query_video_id": take_strings(table["video_id"], query),
         "query_start": table["start"].to_numpy(np.float64)[query],
         "query_end": table["end"].to_numpy(np.float64)[query],
         "query_boxes": pd.Series(boxes.take(pa.array(query)), dtype=pd.ArrowDtype(boxes.type)),
-        "ref_video_id": pd.Series(table["video_id"].to_numpy()[target], dtype=str),
+        "ref_video_id": take_strings(table["video_id"], target),
         "ref_start": ref_start[target],
         "ref_end": ref_end[target],
         "target_tubelet_id": ids[target],
@@ -226,8 +227,8 @@ def groundtruth(pairs: pd.DataFrame, tubelets: pd.DataFrame, *, keyframe_interva
     pair, step, keyframe = _reference_keyframes(pairs, keyframe_interval, clips_per_second)
     images = pd.DataFrame({
         "pair": pair, "step": step, "keyframe": keyframe,
-        "video_id": pairs["ref_video_id"].to_numpy()[pair].astype(str),
-        "label": pairs["label"].to_numpy()[pair].astype(str),
+        "video_id": take_strings(pairs["ref_video_id"], pair),
+        "label": take_strings(pairs["label"], pair),
     })
     seconds = _seconds_table(tubelets, keyframe_interval, labels=pairs["label"].unique())
     merged = images.merge(seconds[["video_id", "label", "keyframe", "tubelet", *BOX_COLUMNS]],
@@ -237,8 +238,8 @@ def groundtruth(pairs: pd.DataFrame, tubelets: pd.DataFrame, *, keyframe_interva
     time = (pairs["ref_start"].to_numpy(np.float64)[pair]
             + merged["step"].to_numpy() * (keyframe_interval / clips_per_second))
     frame = pd.DataFrame({
-        "pair_id": pairs["pair_id"].to_numpy()[pair].astype(str),
-        "label": merged["label"].to_numpy().astype(str),
+        "pair_id": take_strings(pairs["pair_id"], pair),
+        "label": merged["label"].astype(str).reset_index(drop=True),
         "timestamp": time,
         **{name: merged[name].to_numpy(np.float32, na_value=np.nan) for name in BOX_COLUMNS},
     })
@@ -257,7 +258,7 @@ def reference_actors(pairs: pd.DataFrame, tubelets: pd.DataFrame, *,
     pair, step, keyframe = _reference_keyframes(pairs, keyframe_interval, 1)
     frames = pd.DataFrame({
         "pair": pair, "keyframe": keyframe,
-        "video_id": pairs["ref_video_id"].to_numpy()[pair].astype(str),
+        "video_id": take_strings(pairs["ref_video_id"], pair),
     })
     seconds = _seconds_table(tubelets, keyframe_interval)
     merged = frames.merge(seconds[["video_id", "keyframe", "label", "tubelet", *BOX_COLUMNS]],
@@ -265,7 +266,7 @@ def reference_actors(pairs: pd.DataFrame, tubelets: pd.DataFrame, *,
     merged = merged.sort_values(["pair", "keyframe", "tubelet"], kind="stable")
     pair = merged["pair"].to_numpy()
     return pd.DataFrame({
-        "pair_id": pairs["pair_id"].to_numpy()[pair].astype(str),
+        "pair_id": take_strings(pairs["pair_id"], pair),
         "timestamp": merged["keyframe"].to_numpy() * keyframe_interval,
         **{name: merged[name].to_numpy(np.float32) for name in BOX_COLUMNS},
         "matching": merged["label"].to_numpy() == pairs["label"].to_numpy()[pair],
@@ -317,13 +318,13 @@ def draw_train_pairs(tubelets: pd.DataFrame, rng: np.random.Generator, *,
     frame = pd.DataFrame({
         "pair_id": pd.Series(_pair_ids("train", len(query)).to_numpy(zero_copy_only=False), dtype=str),
         "split": "train",
-        "label": pd.Series(table["label"].to_numpy()[query], dtype=str),
+        "label": take_strings(table["label"], query),
         "query_tubelet_id": ids[query],
-        "query_video_id": pd.Series(table["video_id"].to_numpy()[query], dtype=str),
+        "query_video_id": take_strings(table["video_id"], query),
         "query_start": q_start,
         "query_end": q_start + (q_len - 1) * keyframe_interval,
         "query_boxes": _slice_boxes(boxes_arrow(table["boxes"]), query, q_off, q_len),
-        "ref_video_id": pd.Series(table["video_id"].to_numpy()[target], dtype=str),
+        "ref_video_id": take_strings(table["video_id"], target),
         "ref_start": ref_start,
         "ref_end": ref_start + r_len * keyframe_interval,
         "target_tubelet_id": ids[target],

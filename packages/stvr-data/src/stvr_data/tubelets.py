@@ -81,6 +81,11 @@ def boxes_values(array: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
     return values.reshape(-1, 4).astype(np.float32, copy=False), lengths
 
 
+def take_strings(column: pd.Series, rows: np.ndarray) -> pd.Series:
+    """``column[rows]`` as a fresh str Series (an Arrow take, no Python objects)."""
+    return column.take(rows).astype(str).reset_index(drop=True)
+
+
 def _sorted_codes(values: pd.Series) -> np.ndarray:
     """Integer codes whose order is the sort order of `values`."""
     codes, _ = pd.factorize(values, sort=True)
@@ -119,7 +124,7 @@ def person_seconds(boxes: pd.DataFrame, *, keyframe_interval: float = 1.0,
     label = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), ids), "+")
     rows = order[starts]
     return pd.DataFrame({
-        "video_id": boxes["video_id"].to_numpy()[rows].astype(str),
+        "video_id": take_strings(boxes["video_id"], rows),
         "person_id": person[starts].astype(np.int32),
         "timestamp": boxes["timestamp"].to_numpy(np.float64)[rows],
         **{name: coords[starts, j] for j, name in enumerate(BOX_COLUMNS)},
@@ -163,9 +168,9 @@ def runs_to_tubelets(seconds: pd.DataFrame, *, keyframe_interval: float = 1.0,
     ends = np.append(starts[1:], n)[: len(starts)] - 1
     time = seconds["timestamp"].to_numpy(np.float64)
     return pd.DataFrame({
-        "video_id": seconds["video_id"].to_numpy()[starts].astype(str),
+        "video_id": take_strings(seconds["video_id"], starts),
         "person_id": seconds["person_id"].to_numpy(np.int32)[starts],
-        "label": pd.Series(seconds["label"].to_numpy()[starts], dtype=str),
+        "label": take_strings(seconds["label"], starts),
         "start": time[starts],
         "end": time[ends],
         "boxes": boxes_series(seconds[BOX_COLUMNS].to_numpy(np.float32), np.append(starts, n)),
@@ -195,9 +200,9 @@ def explode(tubelets: pd.DataFrame, *, keyframe_interval: float = 1.0) -> pd.Dat
     step = np.arange(len(rows)) - np.repeat(first, lengths)
     time = tubelets["start"].to_numpy(np.float64)[rows] + step * keyframe_interval
     return pd.DataFrame({
-        "video_id": tubelets["video_id"].to_numpy()[rows].astype(str),
+        "video_id": take_strings(tubelets["video_id"], rows),
         "person_id": tubelets["person_id"].to_numpy(np.int32)[rows],
-        "label": pd.Series(tubelets["label"].to_numpy()[rows], dtype=str),
+        "label": take_strings(tubelets["label"], rows),
         "timestamp": time,
         **{name: values[:, j] for j, name in enumerate(BOX_COLUMNS)},
         "tubelet": rows.astype(np.int64),

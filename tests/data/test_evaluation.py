@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stvr_data.errors import DetectionsError
+from stvr_data.errors import DetectionsError, ManifestError
 from stvr_data.evaluation import (
     frame_map,
     frame_map_at,
@@ -235,6 +235,17 @@ def test_detections_outside_the_reference_images_are_an_error():
         frame_map(gt, det_rows([("test-00000", 11.0, FULL, 0.9)]))
     with pytest.raises(DetectionsError, match="unknown pair_id"):
         frame_map(gt, det_rows([("test-00001", 10.0, FULL, 0.9)]))
+
+
+def test_malformed_groundtruth_is_reported():
+    gt = gt_rows([("test-00000", "4", 10.0, FULL), ("test-00000", "4", 10 + 1 / 9, FULL)])
+    det = det_rows([("test-00000", 10.0, FULL, 0.9)])
+    with pytest.raises(ManifestError, match=r"row 2 \(pair_id='test-00000'\): timestamp 10.11.* not a clip start"):
+        frame_map(gt, det)  # 9 images a second would silently merge into 3
+    with pytest.raises(ManifestError, match="pair 'test-00000' has more than one label"):
+        frame_map(gt_rows([("test-00000", "4", 10.0, FULL), ("test-00000", "8", 11.0, FULL)]), det)
+    with pytest.raises(ManifestError, match=r"missing columns \['label'\]"):
+        frame_map(gt.drop(columns="label"), det)
 
 
 # --- cross-checks -------------------------------------------------------------------------

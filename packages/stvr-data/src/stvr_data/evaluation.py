@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stvr_data.errors import DetectionsError
+from stvr_data.errors import DetectionsError, ManifestError
 from stvr_data.manifest import CLIPS_PER_SECOND
 
 DETECTION_COLUMNS = ("pair_id", "timestamp", "x1", "y1", "x2", "y2", "score")
@@ -173,19 +173,32 @@ def _image_keys(codes: np.ndarray, frames: np.ndarray, stride: int) -> np.ndarra
     return codes.astype(np.int64) * stride + np.clip(frames, -1, stride - 2) + 1
 
 
-def _index_groundtruth(groundtruth: pd.DataFrame) -> _Groundtruth:
+def _check_groundtruth(groundtruth: pd.DataFrame) -> None:
+    """Ground truth from another tool than `read_benchmark_table`: columns, one label per
+    pair, timestamps on the 1/3 s clip grid (an image is one 8-frame clip at 24 fps)."""
     missing = [c for c in GROUNDTRUTH_COLUMNS if c not in groundtruth.columns]
     if missing:
-        raise DetectionsError(f"groundtruth: missing columns {missing}")
+        raise ManifestError(f"groundtruth: missing columns {missing}")
+    if len(groundtruth) == 0:
+        raise ManifestError("groundtruth: no rows")
+    labels_per_pair = groundtruth.groupby("pair_id", sort=False)["label"].nunique()
+    if (labels_per_pair > 1).any():
+        raise ManifestError(f"groundtruth: pair {labels_per_pair.index[labels_per_pair > 1][0]!r} "
+                            "has more than one label")
+    scaled = groundtruth["timestamp"].to_numpy(dtype=np.float64) * CLIPS_PER_SECOND
+    off_grid = ~(np.abs(scaled - np.rint(scaled)) < 1e-3) | (scaled < 0)
+    if off_grid.any():
+        row = int(np.flatnonzero(off_grid)[0])
+        raise ManifestError(f"groundtruth: row {row + 1} (pair_id={groundtruth['pair_id'].iloc[row]!r}): "
+                            f"timestamp {groundtruth['timestamp'].iloc[row]} is not a clip start "
+                            f"(a non-negative multiple of 1/{CLIPS_PER_SECOND} s)")
+
+
+def _index_groundtruth(groundtruth: pd.DataFrame) -> _Groundtruth:
+    _check_groundtruth(groundtruth)
     pairs = pd.Categorical(groundtruth["pair_id"].astype(str))
     label_codes, labels = pd.factorize(groundtruth["label"].astype(str), sort=True)
-    labels_per_pair = pd.Series(label_codes).groupby(pairs.codes).nunique()
-    if (labels_per_pair > 1).any():
-        pair = pairs.categories[int(labels_per_pair.index[labels_per_pair.to_numpy() > 1][0])]
-        raise DetectionsError(f"groundtruth: pair {pair!r} has more than one label")
     frames = _frames(groundtruth["timestamp"].to_numpy())
-    if len(frames) == 0 or frames.min() < 0:
-        raise DetectionsError("groundtruth: empty, or a negative timestamp")
     stride = int(frames.max()) + 3
     keys = _image_keys(pairs.codes, frames, stride)
     boxes = groundtruth[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64)
@@ -318,7 +331,7 @@ def frame_map(groundtruth: pd.DataFrame, detections: pd.DataFrame,
     Returns ``{"iou_threshold", "mAP", "per_label": {label: AP}, "num_images",
     "num_groundtruth", "num_detections"}``; a label without ground truth has AP NaN and is
     left out of the mean. Raises `DetectionsError` for invalid detections or detections
-    outside the ground truth's images.
+    outside the ground truth's images, `ManifestError` for malformed ground truth.
     """
     return frame_map_at(groundtruth, detections, (iou_threshold,))[float(iou_threshold)]
 

@@ -70,12 +70,14 @@ def _record_problem(record) -> str | None:
     if not (isinstance(record, list) and len(record) == 2 and all(isinstance(r, dict) for r in record)):
         return "expected [query, reference] objects"
     query, ref = record
-    for part, keys in (("query", ("id", "frames", "label", "boxes")), ("reference", ("id", "start", "end", "gt"))):
-        missing = [k for k in keys if k not in (query if part == "query" else ref)]
+    for part, obj, keys in (("query", query, ("id", "frames", "label", "boxes")),
+                            ("reference", ref, ("id", "start", "end", "gt"))):
+        missing = [k for k in keys if k not in obj]
         if missing:
             return f"{part} lacks {missing}"
     frames = query["frames"]
-    if not frames or any(not isinstance(f, int) for f in frames) or frames != list(range(frames[0], frames[0] + len(frames))):
+    if (not frames or any(not isinstance(f, int) for f in frames)
+            or frames != list(range(frames[0], frames[0] + len(frames)))):
         return "query frames must be consecutive whole seconds"
     if not query["label"] or any(not isinstance(a, int) for a in query["label"]):
         return "query label must be a non-empty list of action ids"

@@ -177,7 +177,7 @@ def make_pairs(tubelets: pd.DataFrame, *, split: str, seed: int, bounds=None,
     ids = table["tubelet_id"].to_numpy(np.int64)
     boxes = boxes_arrow(table["boxes"])
     frame = pd.DataFrame({
-        "pair_id": pd.Series(_pair_ids(split, len(query)).to_numpy(zero_copy_only=False), dtype=str),
+        "pair_id": _pair_ids(split, len(query)).to_pandas().astype(str),
         "split": split,
         "label": take_strings(table["label"], query),
         "query_tubelet_id": ids[query],
@@ -283,6 +283,26 @@ def _slice_boxes(boxes: pa.ListArray, rows: np.ndarray, offset: np.ndarray,
     return boxes_series(values[index], np.append(0, ends))
 
 
+def _train_draws(table: pd.DataFrame, rng: np.random.Generator, max_query_seconds: int,
+                 reference_seconds: int, keyframe_interval: float) -> dict:
+    """Query rows, query windows, target rows and reference windows of one epoch."""
+    label = pd.factorize(table["label"])[0]
+    order, position, first, size = _group_positions(label)
+    u_query, u_target, u_ref = rng.random((3, len(table)))
+    query = np.flatnonzero(size >= 2)
+    count = (keyframe_index(table["end"].to_numpy(), keyframe_interval)
+             - keyframe_index(table["start"].to_numpy(), keyframe_interval) + 1)
+    q_len = np.minimum(count, max_query_seconds)[query]
+    q_off = np.floor(u_query[query] * (count[query] - q_len + 1)).astype(np.int64)
+    # Draw among the size - 1 others, skipping the query's own slot.
+    pick = np.floor(u_target[query] * (size[query] - 1)).astype(np.int64)
+    pick += pick >= position[query] - first[query]
+    target = order[first[query] + pick]
+    r_len = np.minimum(count[target], reference_seconds)
+    r_off = np.floor(u_ref[query] * (count[target] - r_len + 1)).astype(np.int64)
+    return dict(query=query, q_off=q_off, q_len=q_len, target=target, r_off=r_off, r_len=r_len)
+
+
 def draw_train_pairs(tubelets: pd.DataFrame, rng: np.random.Generator, *,
                      max_query_seconds: int = 10, reference_seconds: int = 2,
                      keyframe_interval: float = 1.0) -> pd.DataFrame:
@@ -298,35 +318,24 @@ def draw_train_pairs(tubelets: pd.DataFrame, rng: np.random.Generator, *,
     Pair ids are ``'train-<index:05d>'`` in ``tubelet_id`` order.
     """
     table = split_tubelets(tubelets, "train")
-    label = pd.factorize(table["label"])[0]
-    order, position, first, size = _group_positions(label)
-    u_query, u_target, u_ref = rng.random((3, len(table)))
-    query = np.flatnonzero(size >= 2)
-    start, end = table["start"].to_numpy(np.float64), table["end"].to_numpy(np.float64)
-    count = keyframe_index(end, keyframe_interval) - keyframe_index(start, keyframe_interval) + 1
-    q_len = np.minimum(count, max_query_seconds)[query]
-    q_off = np.floor(u_query[query] * (count[query] - q_len + 1)).astype(np.int64)
-    # Draw among the size - 1 others, skipping the query's own slot.
-    pick = np.floor(u_target[query] * (size[query] - 1)).astype(np.int64)
-    pick += pick >= position[query] - first[query]
-    target = order[first[query] + pick]
-    r_len = np.minimum(count[target], reference_seconds)
-    r_off = np.floor(u_ref[query] * (count[target] - r_len + 1)).astype(np.int64)
-    ref_start = start[target] + r_off * keyframe_interval
-    q_start = start[query] + q_off * keyframe_interval
+    d = _train_draws(table, rng, max_query_seconds, reference_seconds, keyframe_interval)
+    query, target = d["query"], d["target"]
+    start = table["start"].to_numpy(np.float64)
+    q_start = start[query] + d["q_off"] * keyframe_interval
+    ref_start = start[target] + d["r_off"] * keyframe_interval
     ids = table["tubelet_id"].to_numpy(np.int64)
     frame = pd.DataFrame({
-        "pair_id": pd.Series(_pair_ids("train", len(query)).to_numpy(zero_copy_only=False), dtype=str),
+        "pair_id": _pair_ids("train", len(query)).to_pandas().astype(str),
         "split": "train",
         "label": take_strings(table["label"], query),
         "query_tubelet_id": ids[query],
         "query_video_id": take_strings(table["video_id"], query),
         "query_start": q_start,
-        "query_end": q_start + (q_len - 1) * keyframe_interval,
-        "query_boxes": _slice_boxes(boxes_arrow(table["boxes"]), query, q_off, q_len),
+        "query_end": q_start + (d["q_len"] - 1) * keyframe_interval,
+        "query_boxes": _slice_boxes(boxes_arrow(table["boxes"]), query, d["q_off"], d["q_len"]),
         "ref_video_id": take_strings(table["video_id"], target),
         "ref_start": ref_start,
-        "ref_end": ref_start + r_len * keyframe_interval,
+        "ref_end": ref_start + d["r_len"] * keyframe_interval,
         "target_tubelet_id": ids[target],
     })
     return frame[PAIRS_SCHEMA.names]

@@ -115,21 +115,27 @@ def person_seconds(boxes: pd.DataFrame, *, keyframe_interval: float = 1.0,
     if differs.any():
         _raise_conflict(boxes, order, int(np.flatnonzero(differs)[0]) + 1, source)
     starts = np.flatnonzero(new)
-    # The same action listed twice for one box counts once.
-    unique = new.copy()
-    unique[1:] |= action[1:] != action[:-1]
-    group = np.cumsum(new) - 1
-    offsets = np.searchsorted(group[unique], np.arange(len(starts) + 1))
-    ids = pc.cast(pa.array(action[unique]), pa.string())
-    label = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), ids), "+")
     rows = order[starts]
     return pd.DataFrame({
         "video_id": take_strings(boxes["video_id"], rows),
         "person_id": person[starts].astype(np.int32),
         "timestamp": boxes["timestamp"].to_numpy(np.float64)[rows],
         **{name: coords[starts, j] for j, name in enumerate(BOX_COLUMNS)},
-        "label": pd.Series(label.to_numpy(zero_copy_only=False), dtype=str),
+        "label": _group_labels(action, new),
     })
+
+
+def _group_labels(action: np.ndarray, new: np.ndarray) -> pd.Series:
+    """Combined label per group of rows; `new` marks each group's first row and
+    actions are sorted within a group. Built in Arrow: no Python string per row."""
+    # The same action listed twice for one box counts once.
+    unique = new.copy()
+    unique[1:] |= action[1:] != action[:-1]
+    group = np.cumsum(new) - 1
+    offsets = np.searchsorted(group[unique], np.arange(int(new.sum()) + 1))
+    ids = pc.cast(pa.array(action[unique]), pa.string())
+    label = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), ids), "+")
+    return label.to_pandas().astype(str)
 
 
 def _raise_conflict(boxes: pd.DataFrame, order: np.ndarray, k: int, source: str | None):

@@ -188,3 +188,14 @@ def test_cuda_matches_cpu():
     assert torch.allclose(out.cpu(), ref, atol=1e-9)
     assert torch.allclose(flow.cpu(), ref_flow, atol=1e-9)
     assert torch.allclose(image_cuda.grad.cpu(), image.grad, atol=1e-9)
+
+
+def test_points_get_gradients_at_zero_displacement():
+    # A zero-initialised offset predictor starts exactly here; it must still learn.
+    torch.manual_seed(6)
+    image = torch.randn(1, 3, 20, 20, dtype=torch.float64)
+    source = torch.tensor([[[5.0, 5.0], [10.0, 10.0], [15.0, 5.0]]], dtype=torch.float64)
+    offsets = torch.zeros(1, 3, 2, dtype=torch.float64, requires_grad=True)
+    warped, _ = sparse_image_warp(image, source, source + offsets, num_boundary_points=4)
+    (warped * torch.randn_like(warped)).sum().backward()
+    assert offsets.grad.abs().min() > 0

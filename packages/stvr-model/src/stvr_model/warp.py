@@ -179,7 +179,10 @@ def _taps(queries: Tensor, size: int, dtype: torch.dtype) -> tuple[Tensor, Tenso
     # TensorFlow's rule: floor clamped to [0, size-2], alpha = q - floor clamped to [0, 1];
     # outside the map this repeats the edge pixel and the gradient w.r.t. q is zero.
     floor = queries.floor().clamp(0, size - 2)
-    alpha = (queries - floor).to(dtype).clamp(0.0, 1.0)
+    alpha = (queries - floor).to(dtype)
+    # Not torch.clamp: its gradient is zero at alpha = 0 exactly, i.e. on integer queries,
+    # which would freeze a zero-initialised offset predictor. TF's min/max pass it there.
+    alpha = torch.where(alpha < 0, 0.0, torch.where(alpha > 1, 1.0, alpha))
     return floor.long(), alpha
 
 

@@ -1,0 +1,309 @@
+"""The five recurrent cells the detector chooses between (paper §3 and the baselines of §6.1).
+
+Every cell is an `nn.Module` called `cell(x, state=None, flow=None) -> CellState` with
+`x [B, C_in, H, W]`; `state=None` means zeros. The detector reads `state.h`.
+
+- `none`: the Clip baseline. No memory: `h` is `x` itself and `c` is None.
+- `convlstm`: the authors' ConvLSTM (`LSTMGates`): gates from a separable 3x3 conv on
+  `[x, h]` to a 128-channel bottleneck, then 1x1 to 4 gates; layer norm on each gate and
+  on `c`; forget bias 1.0; `h = tanh(c) * sigmoid(o) + x` (the skip needs
+  `hidden_channels == in_channels`; pass `skip=False` otherwise).
+- `warp`: ConvLSTM whose previous `h` and `c` are first warped by a polyharmonic spline
+  through a 3x3 grid of control points ((5, 10, 15)^2 on a 20x20 map) whose displacements
+  a 1x1 conv reads from `[x_t, h_{t-1}]` at those points; 4 zero-flow points per border
+  edge; spline order 2 (`interpolation_order=1` for the paper's other choice).
+- `traj`: TrajGRU-style links (Shi et al. 2017): a small conv net on `[x, h]` predicts L=5
+  flow fields; the aligned state mixes the L warped copies per channel (a grouped 1x1 conv;
+  a dense one over 5 x 1024 channels would cost more than the cell itself).
+- `flow`: ConvLSTM warped by an optical flow the caller passes as `flow=[B, 2, H, W]`.
+
+Only the alignment of the previous state differs between the four LSTM variants. All
+flows follow `warp.dense_image_warp`: `(dy, dx)` in feature-map pixels, the motion of the
+content since the previous step, so `aligned[p] = previous[p - flow[p]]`. After each call,
+the `warp`, `traj` and `flow` cells keep the dense flow they used in `last_flow` (detached;
+`[B, 2, H, W]`, and `[B, L, 2, H, W]` for `traj`) for pictures such as the paper's Fig. 7.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from stvr_model.warp import dense_image_warp, interpolate_bilinear, sparse_flow
+
+
+class CellError(ValueError):
+    """A cell built or called with arguments it cannot use."""
+
+
+class CellState(NamedTuple):
+    """What a cell carries to the next clip: hidden `h [B, C, H, W]` and memory `c` (or None)."""
+
+    h: Tensor
+    c: Tensor | None
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """Options of `build_cell`; each kind reads the ones it needs and ignores the rest."""
+
+    bottleneck: int = 128  # channels between the separable 3x3 conv and the gate 1x1 conv
+    forget_bias: float = 1.0
+    skip: bool = True  # h = tanh(c) * sigmoid(o) + x
+    control_grid: int = 3  # warp: control_grid x control_grid control points
+    interpolation_order: int = 2  # warp: polyharmonic spline order (paper: 1 or 2)
+    num_boundary_points: int = 4  # warp: TensorFlow's zero-flow border points per edge
+    regularization_weight: float = 0.0  # warp: spline smoothing
+    num_links: int = 5  # traj: L
+    link_channels: int = 32  # traj: width of the flow-predicting conv net
+
+    def __post_init__(self) -> None:
+        for name in (
+            "bottleneck",
+            "control_grid",
+            "interpolation_order",
+            "num_links",
+            "link_channels",
+        ):
+            if getattr(self, name) < 1:
+                raise CellError(f"cell option {name} must be >= 1, got {getattr(self, name)}")
+        if self.num_boundary_points < 0 or self.regularization_weight < 0:
+            raise CellError(
+                "cell options num_boundary_points and regularization_weight must be >= 0"
+            )
+
+
+@lru_cache(maxsize=16)
+def control_points(height: int, width: int, grid: int = 3) -> Tensor:
+    """The warp cell's control points `[grid*grid, 2]` (y, x), integer-valued, row-major.
+
+    Evenly spaced interior lines, rounded to pixels: (5, 10, 15) on a 20x20 map as in the
+    paper (§6.2), scaled with the map size otherwise.
+    """
+    ys = [round((k + 1) * height / (grid + 1)) for k in range(grid)]
+    xs = [round((k + 1) * width / (grid + 1)) for k in range(grid)]
+    return torch.tensor([(y, x) for y in ys for x in xs], dtype=torch.long)
+
+
+def _check_input(x: Tensor, in_channels: int) -> None:
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        raise CellError(f"cell input must be [B, {in_channels}, H, W], got {list(x.shape)}")
+
+
+class ClipCell(nn.Module):
+    """The Clip baseline: no recurrence, `state.h` is the input itself."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, config: CellConfig):
+        super().__init__()
+        if hidden_channels != in_channels:
+            raise CellError(
+                f"the none cell passes x through: hidden_channels {hidden_channels} "
+                f"!= in_channels {in_channels}"
+            )
+        self.in_channels = in_channels
+
+    def forward(
+        self, x: Tensor, state: CellState | None = None, flow: Tensor | None = None
+    ) -> CellState:
+        _check_input(x, self.in_channels)
+        return CellState(x, None)
+
+
+class LSTMGates(nn.Module):
+    """The authors' gate block: new `(h, c)` from the input and the aligned previous state."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, config: CellConfig):
+        super().__init__()
+        joint = in_channels + hidden_channels
+        self.depthwise = nn.Conv2d(joint, joint, 3, padding=1, groups=joint, bias=False)
+        self.bottleneck = nn.Conv2d(joint, config.bottleneck, 1)
+        self.expand = nn.Conv2d(config.bottleneck, 4 * hidden_channels, 1)
+        # GroupNorm(1, C) is layer norm over (C, H, W) with a per-channel affine, as TF's.
+        self.gate_norms = nn.ModuleList(nn.GroupNorm(1, hidden_channels) for _ in range(4))
+        self.cell_norm = nn.GroupNorm(1, hidden_channels)
+        self.forget_bias = config.forget_bias
+        self.skip = config.skip
+
+    def forward(self, x: Tensor, h: Tensor, c: Tensor) -> CellState:
+        z = self.expand(self.bottleneck(self.depthwise(torch.cat([x, h], dim=1))))
+        i, g, f, o = (
+            norm(part) for norm, part in zip(self.gate_norms, z.chunk(4, dim=1), strict=True)
+        )
+        c = torch.sigmoid(f + self.forget_bias) * c + torch.sigmoid(i) * torch.tanh(g)
+        c = self.cell_norm(c)
+        h = torch.tanh(c) * torch.sigmoid(o)
+        return CellState(h + x if self.skip else h, c)
+
+
+class ConvLSTMCell(nn.Module):
+    """ConvLSTM; subclasses change only `align`, how the previous state meets the input."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, config: CellConfig):
+        super().__init__()
+        if config.skip and hidden_channels != in_channels:
+            raise CellError(
+                f"the skip h = tanh(c)*sigmoid(o) + x needs hidden_channels == in_channels, "
+                f"got {hidden_channels} and {in_channels}; pass skip=False"
+            )
+        self.in_channels, self.hidden_channels = in_channels, hidden_channels
+        self.config = config
+        self.gates = LSTMGates(in_channels, hidden_channels, config)
+
+    def forward(
+        self, x: Tensor, state: CellState | None = None, flow: Tensor | None = None
+    ) -> CellState:
+        _check_input(x, self.in_channels)
+        h, c = self._previous(x, state)
+        h, c = self.align(x, h, c, flow)
+        return self.gates(x, h, c)
+
+    def _previous(self, x: Tensor, state: CellState | None) -> tuple[Tensor, Tensor]:
+        expected = (x.shape[0], self.hidden_channels, *x.shape[2:])
+        if state is None:
+            zeros = x.new_zeros(expected)
+            return zeros, zeros
+        h, c = state
+        if c is None or h.shape != expected or c.shape != expected:
+            got = [list(h.shape), None if c is None else list(c.shape)]
+            raise CellError(f"state (h, c) must both be {list(expected)}, got {got}")
+        return h, c
+
+    def align(self, x: Tensor, h: Tensor, c: Tensor, flow: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The previous state as seen from the current input; plain ConvLSTM leaves it."""
+        return h, c
+
+
+class WarpLSTMCell(ConvLSTMCell):
+    """The warp LSTM (paper eq. 3-5): warp `h` and `c` by a spline through control points."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, config: CellConfig):
+        super().__init__(in_channels, hidden_channels, config)
+        # A 1x1 conv, evaluated only at the control points (all the authors' strided conv
+        # kept). Zero-initialised: the cell starts as a ConvLSTM with an identity warp.
+        self.offset = nn.Conv2d(in_channels + hidden_channels, 2, 1)
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+        self.last_offsets: Tensor | None = None  # (B, P, 2) (dy, dx) at the control points
+        self.last_flow: Tensor | None = None  # (B, 2, H, W)
+
+    def predict_offsets(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Control points `[P, 2]` and their predicted displacements `[B, P, 2]` (dy, dx)."""
+        points = control_points(x.shape[2], x.shape[3], self.config.control_grid).to(x.device)
+        ys, xs = points[:, 0], points[:, 1]
+        features = torch.cat([x[:, :, ys, xs], h[:, :, ys, xs]], dim=1)  # (B, C_in + C, P)
+        offsets = self.offset(features.unsqueeze(3)).squeeze(3)  # (B, 2, P)
+        return points, offsets.transpose(1, 2)
+
+    def align(self, x: Tensor, h: Tensor, c: Tensor, flow: Tensor | None) -> tuple[Tensor, Tensor]:
+        points, offsets = self.predict_offsets(x, h)
+        source = points.to(offsets.dtype).unsqueeze(0).expand_as(offsets)
+        dense = sparse_flow(
+            source,
+            source + offsets,
+            x.shape[2],
+            x.shape[3],
+            self.config.interpolation_order,
+            self.config.regularization_weight,
+            self.config.num_boundary_points,
+        )
+        self.last_offsets = offsets.detach()
+        self.last_flow = dense.detach().permute(0, 3, 1, 2).to(x.dtype)
+        return dense_image_warp(h, dense), dense_image_warp(c, dense)
+
+
+def _warp_by_links(image: Tensor, flows: Tensor) -> Tensor:
+    """Warp `image [B, C, H, W]` by each of `flows [B, L, H, W, 2]` -> `[B, L, H, W, C]`.
+
+    All links read the same image, so their query points are stacked per batch item
+    instead of copying the image L times.
+    """
+    batch, links, height, width, _ = flows.shape
+    grid = torch.stack(
+        torch.meshgrid(
+            torch.arange(height, device=flows.device, dtype=flows.dtype),
+            torch.arange(width, device=flows.device, dtype=flows.dtype),
+            indexing="ij",
+        ),
+        dim=-1,
+    )
+    queries = (grid - flows).reshape(batch, links * height * width, 2)
+    return interpolate_bilinear(image, queries).view(batch, links, height, width, -1)
+
+
+class TrajLSTMCell(ConvLSTMCell):
+    """TrajLSTM: ConvLSTM whose state is gathered along L learned links (TrajGRU)."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, config: CellConfig):
+        super().__init__(in_channels, hidden_channels, config)
+        links = config.num_links
+        self.links = nn.Sequential(
+            nn.Conv2d(in_channels + hidden_channels, config.link_channels, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(config.link_channels, 2 * links, 5, padding=2),
+        )
+        # Per-channel mixing weights over the links, starting at their mean.
+        self.mix_h = nn.Parameter(torch.full((hidden_channels, links), 1.0 / links))
+        self.mix_c = nn.Parameter(torch.full((hidden_channels, links), 1.0 / links))
+        self.last_flow: Tensor | None = None  # (B, L, 2, H, W)
+
+    def align(self, x: Tensor, h: Tensor, c: Tensor, flow: Tensor | None) -> tuple[Tensor, Tensor]:
+        batch, _, height, width = x.shape
+        flows = self.links(torch.cat([x, h], dim=1)).view(batch, -1, 2, height, width)
+        self.last_flow = flows.detach()
+        dense = flows.permute(0, 1, 3, 4, 2)  # (B, L, H, W, 2)
+        h = torch.einsum("blyxc,cl->bcyx", _warp_by_links(h, dense), self.mix_h)
+        c = torch.einsum("blyxc,cl->bcyx", _warp_by_links(c, dense), self.mix_c)
+        return h, c
+
+
+class FlowLSTMCell(ConvLSTMCell):
+    """The optical-flow baseline: ConvLSTM with its state warped by a given flow.
+
+    `flow [B, 2, H, W]` is (dy, dx) in feature-map pixels, the motion since the previous
+    clip (e.g. `stvr_model.flow.clip_flow`). It may be omitted only when `state` is None.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, config: CellConfig):
+        super().__init__(in_channels, hidden_channels, config)
+        self.last_flow: Tensor | None = None  # (B, 2, H, W)
+
+    def forward(
+        self, x: Tensor, state: CellState | None = None, flow: Tensor | None = None
+    ) -> CellState:
+        if flow is None and state is not None:
+            raise CellError("the flow cell needs flow=[B, 2, H, W] whenever a state is passed")
+        return super().forward(x, state, flow)
+
+    def align(self, x: Tensor, h: Tensor, c: Tensor, flow: Tensor | None) -> tuple[Tensor, Tensor]:
+        if flow is None:
+            return h, c  # first clip: the state is zeros, nothing to align
+        expected = (x.shape[0], 2, *x.shape[2:])
+        if flow.shape != expected:
+            raise CellError(f"flow must be [B, 2, H, W] = {list(expected)}, got {list(flow.shape)}")
+        self.last_flow = flow.detach()
+        dense = flow.permute(0, 2, 3, 1)
+        return dense_image_warp(h, dense), dense_image_warp(c, dense)
+
+
+CELLS: dict[str, type[nn.Module]] = {
+    "none": ClipCell,
+    "convlstm": ConvLSTMCell,
+    "warp": WarpLSTMCell,
+    "traj": TrajLSTMCell,
+    "flow": FlowLSTMCell,
+}
+
+
+def build_cell(kind: str, in_channels: int, hidden_channels: int, **options) -> nn.Module:
+    """A recurrent cell of the given kind (see the module doc); options fill `CellConfig`."""
+    if kind not in CELLS:
+        raise CellError(f"unknown cell kind {kind!r}; choose one of {sorted(CELLS)}")
+    known = {f.name for f in fields(CellConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise CellError(f"unknown cell option(s) {unknown}; known: {sorted(known)}")
+    return CELLS[kind](in_channels, hidden_channels, CellConfig(**options))

@@ -303,3 +303,28 @@ def test_box_conversions_and_scorer_rows():
     ]
     with pytest.raises(ValueError, match=r"timestamps\[0\] has 1 entries for 2 clips"):
         detection_rows(detections, ["p1"], [[901.0]], (64, 128))
+
+
+@pytest.mark.parametrize("kind", ["none", "convlstm", "warp", "traj", "flow"])
+def test_real_small_backbone_and_each_real_cell_train_together(kind):
+    from stvr_model.backbones import build_backbone
+    from stvr_model.cells import build_cell
+
+    torch.manual_seed(0)
+    size = 128  # an 8x8 feature map: room for the warp cell's 3x3 control points
+    config = DetectorConfig(
+        image_size=(size, size), anchor_sizes=(16.0, 32.0, 64.0, 96.0), box_head_blocks=0
+    )
+    cell = build_cell(kind, config.feature_channels, config.feature_channels)
+    model = ReLocalizationDetector(build_backbone("small"), cell, config).train()
+    query = torch.rand(1, 2, 3, 8, size, size) * 2 - 1
+    query_boxes = torch.tensor([16.0, 16, 80, 112]).expand(1, 2, 4).clone()
+    reference = torch.rand(1, 2, 3, 8, size, size) * 2 - 1
+    box = {"boxes": torch.tensor([[16.0, 16, 80, 112]]), "labels": torch.tensor([2])}
+    flows = torch.randn(1, 2, 2, size // 16, size // 16) if kind == "flow" else None
+    detections, losses = model(query, query_boxes, reference, [[box, box]], flows=flows)
+    assert len(losses) == 4 and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    if kind != "none":  # the Clip baseline has no parameters: h is x itself
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in cell.parameters())
+    assert len(detections[0]) == 2

@@ -74,7 +74,7 @@ def build_ava(annotations, videos, out, seed, workers, skip_media, resolution, f
     frame-level ground truth, cuts 900-1800 s of every video to 24-fps clips, and writes
     Parquet manifests, dataset.json and samples_per_label.png into OUT.
     """
-    from stvr_data.ava import prepare_ava
+    from stvr_data.ava_recipe import prepare_ava
 
     setup_logging(verbose)
     if videos is None and not skip_media:
@@ -86,3 +86,27 @@ def build_ava(annotations, videos, out, seed, workers, skip_media, resolution, f
                        skip_bad_rows=skip_bad_rows)
     click.echo(summary(card))
     click.echo(f"wrote {out}")
+
+
+@click.command("download-ava")
+@click.option("--annotations", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder with the AVA release files (the file list names the videos).")
+@click.option("--source", required=True, help="http(s) base URL of the videos (e.g. the AVA mirror's .../trainval) or a folder.")
+@click.option("--dest", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to download into; partial transfers there are resumed.")
+@click.option("--workers", default=4, show_default=True, help="Parallel transfers.")
+def download_ava(annotations, source, dest, workers):
+    """Download the AVA videos named by the release's file list (resumable).
+
+    Optional: `build-ava --videos URL` fetches on the fly; this command is for keeping a
+    local copy. Videos that cannot be had are listed at the end and in DEST/failed.csv.
+    """
+    from stvr_data.ava_recipe import download_ava as run
+
+    result = run(annotations, source, dest, workers=workers)
+    failed = result[result.path.isna()]
+    if len(failed):
+        failed.to_csv(dest / "failed.csv", index=False)
+        for row in failed.itertuples():
+            click.echo(f"missing {row.file_name}: {row.error}", err=True)
+    click.echo(f"{len(result) - len(failed)} of {len(result)} videos in {dest}")

@@ -1,0 +1,84 @@
+"""Build a detector from plain settings, and save/load checkpoints safely.
+
+A checkpoint is a dict of tensors and plain Python values only, so it loads with
+`torch.load(weights_only=True)` (no code runs on load). It is written to a temporary
+file and renamed, so a run killed while saving keeps the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from stvr_data.errors import StvrDataError
+
+
+class CheckpointError(StvrDataError):
+    """A checkpoint that is missing, unreadable or not from this tool."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What is needed to rebuild the same network: stored in every checkpoint."""
+
+    cell: str = "warp"
+    backbone: str = "i3d"
+    image_size: tuple[int, int] = (320, 320)  # (height, width)
+    hidden_channels: int = 1024
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["image_size"] = list(self.image_size)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelSpec:
+        data = dict(data)
+        data["image_size"] = tuple(data["image_size"])
+        return cls(**data)
+
+
+def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torch.nn.Module:
+    """The re-localization detector for `spec` (backbone + recurrent cell + heads)."""
+    from stvr_model.backbones import build_backbone
+    from stvr_model.cells import build_cell
+    from stvr_model.detector import DetectorConfig, ReLocalizationDetector
+
+    backbone = build_backbone(spec.backbone, weights=backbone_weights)
+    cell = build_cell(spec.cell, spec.hidden_channels, spec.hidden_channels)
+    config = DetectorConfig(image_size=spec.image_size)
+    return ReLocalizationDetector(backbone, cell, config)
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for a bad file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or "model" not in state or "spec" not in state:
+        raise CheckpointError(f"{path}: not an stvr-model checkpoint (no model/spec entries)")
+    return state
+
+
+def model_from_checkpoint(path: str | os.PathLike, map_location="cpu"):
+    """(model in eval mode with the checkpoint's weights, the checkpoint dict)."""
+    state = load_checkpoint(path, map_location)
+    model = build_model(ModelSpec.from_dict(state["spec"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), state

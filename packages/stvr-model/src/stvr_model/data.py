@@ -1,0 +1,267 @@
+"""Query/reference pairs as tensors, read from a benchmark directory (paper §6.2).
+
+A benchmark (see `stvr_data.manifest`) stores one 24-fps clip file per video. An *image*
+is an 8-frame clip starting at `ref_start + k/3`; a keyframe's boxes hold for the clips it
+covers. Each sample gives:
+
+    query          float32 [Tq, 3, 8, H, W]  RGB in [-1, 1]
+    query_boxes    float32 [Tq, 4]           pixel [x1, y1, x2, y2] of the query actor
+    reference      float32 [Tr, 3, 8, H, W]
+    ref_valid      bool    [Tr]              False for zero padding
+    times          float64 [Tr]              source time (s) of each reference clip
+    targets        Tr dicts {boxes [K, 4] pixel xyxy, labels [K] int64}: 1 other actor,
+                   2 matching actor (same combined label as the query)
+
+Training pairs are re-drawn every epoch from the stored pools (`stvr_data.pairs`);
+every random choice (pairs, order, query window, crop, flip) is derived from
+`(seed, epoch, index)`, so a resumed run sees exactly the data it would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from stvr_data import manifest, pairs
+from stvr_data.errors import ManifestError
+from stvr_data.media import read_frames
+
+OTHER_ACTOR, MATCHING_ACTOR = 1, 2
+CLIP_SECONDS = 1.0 / manifest.CLIPS_PER_SECOND
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    reference_seconds: float | None = 2.0  # None: the whole reference (evaluation)
+    max_query_seconds: float = 10.0
+    query_clips_per_second: int = 3  # 3 = every clip of the query, as the authors; 1 is cheaper
+    hflip: bool = True
+    cache_seconds: int = 512  # decoded one-second blocks kept per loader worker
+
+
+class ClipReader:
+    """Decodes one-second blocks of the clip files, keeping the most recent in memory."""
+
+    def __init__(self, benchmark: str | Path, videos: pd.DataFrame, cache_seconds: int = 512):
+        self.root = Path(benchmark)
+        usable = videos[videos.status == "ok"]
+        self.videos = {row.video_id: row for row in usable.itertuples()}
+        self.cache: OrderedDict = OrderedDict()
+        self.capacity = cache_seconds
+
+    def has(self, video_id: str) -> bool:
+        return video_id in self.videos
+
+    def clip(self, video_id: str, time: float) -> np.ndarray:
+        """uint8 [8, H, W, 3]: the clip starting at source time `time` (on the 1/3 s grid)."""
+        second = math.floor(time + 1e-6)
+        offset = round((time - second) * manifest.CLIP_FPS)
+        block = self._second(video_id, second)
+        return block[offset:offset + manifest.CLIP_FRAMES]
+
+    def _second(self, video_id: str, second: int) -> np.ndarray:
+        key = (video_id, second)
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        video = self.videos.get(video_id)
+        if video is None:
+            raise ManifestError(f"{self.root}: video '{video_id}' has no usable clip file")
+        block = read_frames(self.root / video.clip_path, float(second), manifest.CLIP_FPS,
+                            clip_start=float(video.clip_start), fps=float(video.fps))
+        self.cache[key] = block
+        if len(self.cache) > self.capacity:
+            self.cache.popitem(last=False)
+        return block
+
+
+def clip_times(start: float, end: float) -> np.ndarray:
+    """Start times of the 8-frame clips tiling [start, end)."""
+    count = int(round((end - start) * manifest.CLIPS_PER_SECOND))
+    return start + np.arange(count) / manifest.CLIPS_PER_SECOND
+
+
+def _keyframe_index(times: np.ndarray, start: float, interval: float) -> np.ndarray:
+    return np.floor((times - start) / interval + 1e-6).astype(np.int64)
+
+
+class PairDataset(Dataset):
+    """Fixed val/test pairs, or training pairs re-drawn each epoch.
+
+    For training, index `i` is a global sample number: epoch `i // len(pool)`, position
+    `i % len(pool)` in that epoch's shuffled pairs; `len(dataset)` is one epoch.
+    """
+
+    def __init__(self, benchmark: str | Path, split: str, config: DataConfig = DataConfig(),
+                 *, seed: int = 0, training: bool | None = None):
+        self.root = Path(benchmark)
+        self.split = split
+        self.config = config
+        self.seed = seed
+        self.training = split == "train" if training is None else training
+        card = manifest.read_dataset_card(self.root)
+        self.interval = float(card.get("keyframe_interval", 1.0))
+        videos = manifest.read_benchmark_table(self.root, "videos")
+        self.reader = ClipReader(self.root, videos, config.cache_seconds)
+        self.size = (int(videos.height.iloc[0]), int(videos.width.iloc[0])) if len(videos) else (0, 0)
+        self.tubelets = manifest.read_benchmark_table(self.root, "tubelets")
+        self._epochs: OrderedDict = OrderedDict()
+        if split == "train":
+            pool = self.tubelets[(self.tubelets.split == "train")
+                                 & self.tubelets.video_id.map(self.reader.has)]
+            self.pool = pool.reset_index(drop=True)
+            self.length = len(self._epoch(0)[0])
+        else:
+            fixed = manifest.read_benchmark_table(self.root, f"pairs_{split}")
+            usable = fixed.query_video_id.map(self.reader.has) & fixed.ref_video_id.map(self.reader.has)
+            self.fixed = fixed[usable].reset_index(drop=True)
+            self.actors = self._actors(self.fixed)
+            self.length = len(self.fixed)
+        if self.length == 0:
+            raise ManifestError(f"{self.root}: no usable {split} pairs (are the clips built?)")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _actors(self, table: pd.DataFrame) -> dict:
+        actors = pairs.reference_actors(table, self.tubelets, keyframe_interval=self.interval)
+        return {pid: group for pid, group in actors.groupby("pair_id", sort=False)}
+
+    def _epoch(self, epoch: int):
+        """(pairs in this epoch's order, actors by pair id), memoised for two epochs."""
+        if epoch not in self._epochs:
+            rng = np.random.default_rng([self.seed, epoch])
+            per_second = 1.0 / self.interval
+            drawn = pairs.draw_train_pairs(
+                self.pool, rng, keyframe_interval=self.interval,
+                max_query_seconds=max(1, round(self.config.max_query_seconds * per_second)),
+                reference_seconds=max(1, round((self.config.reference_seconds or 2.0) * per_second)))
+            drawn = drawn.iloc[rng.permutation(len(drawn))].reset_index(drop=True)
+            self._epochs[epoch] = (drawn, self._actors(drawn))
+            while len(self._epochs) > 2:
+                self._epochs.popitem(last=False)
+        return self._epochs[epoch]
+
+    def __getitem__(self, index: int) -> dict:
+        if self.split == "train":
+            epoch, position = divmod(int(index), self.length)
+            table, actors = self._epoch(epoch)
+            rng = np.random.default_rng([self.seed, epoch, position, 1])
+        else:
+            table, actors, position = self.fixed, self.actors, int(index)
+            rng = np.random.default_rng([self.seed, position, 2])
+        pair = table.iloc[position]
+        return self._sample(pair, actors.get(pair.pair_id), rng)
+
+    def _sample(self, pair, actors, rng: np.random.Generator) -> dict:
+        flip = bool(self.config.hflip and self.training and rng.random() < 0.5)
+        query, query_boxes = self._query(pair, rng)
+        times, valid = self._reference_times(pair, rng)
+        reference = np.stack([self._clip_or_black(pair.ref_video_id, t, ok) for t, ok in zip(times, valid, strict=True)])
+        targets = self._targets(pair, actors, times, valid)
+        height, width = reference.shape[2:4]
+        scale = np.array([width, height, width, height], np.float32)
+        query_boxes = query_boxes * scale
+        for target in targets:
+            target["boxes"] = target["boxes"] * scale
+        if flip:
+            query, reference = query[..., ::-1, :], reference[..., ::-1, :]
+            query_boxes = _flip_boxes(query_boxes, width)
+            for target in targets:
+                target["boxes"] = _flip_boxes(target["boxes"], width)
+        return {
+            "pair_id": pair.pair_id,
+            "query": _to_tensor(query),
+            "query_boxes": torch.from_numpy(np.ascontiguousarray(query_boxes, np.float32)),
+            "reference": _to_tensor(reference),
+            "ref_valid": torch.from_numpy(valid),
+            "times": torch.from_numpy(times),
+            "targets": [{"boxes": torch.from_numpy(np.ascontiguousarray(t["boxes"], np.float32)),
+                         "labels": torch.from_numpy(t["labels"])} for t in targets],
+        }
+
+    def _query(self, pair, rng):
+        """Query clips and their normalised boxes, at most `max_query_seconds` long."""
+        boxes = np.asarray([np.asarray(b, np.float32) for b in pair.query_boxes], np.float32)
+        keyframes = pair.query_start + np.arange(len(boxes)) * self.interval
+        limit = max(1, int(round(self.config.max_query_seconds / self.interval)))
+        if len(keyframes) > limit:
+            first = int(rng.integers(0, len(keyframes) - limit + 1)) if self.training \
+                else (len(keyframes) - limit) // 2
+            keyframes, boxes = keyframes[first:first + limit], boxes[first:first + limit]
+        per_keyframe = max(1, int(round(self.interval * manifest.CLIPS_PER_SECOND)))
+        step = max(1, manifest.CLIPS_PER_SECOND // self.config.query_clips_per_second)
+        offsets = np.arange(0, per_keyframe, step) * CLIP_SECONDS
+        times = (keyframes[:, None] + offsets[None, :]).reshape(-1)
+        clips = np.stack([self.reader.clip(pair.query_video_id, t) for t in times])
+        return clips, np.repeat(boxes, len(offsets), axis=0)
+
+    def _reference_times(self, pair, rng):
+        times = clip_times(pair.ref_start, pair.ref_end)
+        if not self.training or self.config.reference_seconds is None:
+            return times, np.ones(len(times), bool)
+        count = int(round(self.config.reference_seconds * manifest.CLIPS_PER_SECOND))
+        if len(times) >= count:
+            first = int(rng.integers(0, len(times) - count + 1))
+            return times[first:first + count], np.ones(count, bool)
+        valid = np.zeros(count, bool)
+        valid[:len(times)] = True
+        padded = np.concatenate([times, times[-1] + CLIP_SECONDS * np.arange(1, count - len(times) + 1)])
+        return padded, valid
+
+    def _clip_or_black(self, video_id, time, valid):
+        clip = self.reader.clip(video_id, time)
+        return clip if valid else np.zeros_like(clip)
+
+    def _targets(self, pair, actors, times, valid) -> list[dict]:
+        empty = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}
+        if actors is None or not len(actors):
+            return [dict(empty) for _ in times]
+        kf = _keyframe_index(actors.timestamp.to_numpy(), pair.ref_start, self.interval)
+        boxes = actors[["x1", "y1", "x2", "y2"]].to_numpy(np.float32)
+        labels = np.where(actors.matching.to_numpy(bool), MATCHING_ACTOR, OTHER_ACTOR).astype(np.int64)
+        clip_kf = _keyframe_index(times, pair.ref_start, self.interval)
+        out = []
+        for index, ok in zip(clip_kf, valid, strict=True):
+            chosen = (kf == index) if ok else np.zeros(len(kf), bool)
+            out.append({"boxes": boxes[chosen], "labels": labels[chosen]})
+        return out
+
+
+def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
+    flipped = boxes.copy()
+    flipped[..., 0] = width - boxes[..., 2]
+    flipped[..., 2] = width - boxes[..., 0]
+    return flipped
+
+
+def _to_tensor(clips: np.ndarray) -> torch.Tensor:
+    """uint8 [T, 8, H, W, 3] -> float32 [T, 3, 8, H, W] in [-1, 1] (the I3D convention)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 4, 1, 2, 3)
+    return tensor.float().div_(127.5).sub_(1.0)
+
+
+def collate(samples: list[dict]) -> dict:
+    """Batch samples: queries zero-padded to the longest with `query_valid` [B, Tq]."""
+    longest = max(s["query"].shape[0] for s in samples)
+    query = torch.zeros((len(samples), longest, *samples[0]["query"].shape[1:]))
+    boxes = torch.zeros((len(samples), longest, 4))
+    query_valid = torch.zeros((len(samples), longest), dtype=torch.bool)
+    for i, sample in enumerate(samples):
+        n = sample["query"].shape[0]
+        query[i, :n], boxes[i, :n], query_valid[i, :n] = sample["query"], sample["query_boxes"], True
+    return {
+        "pair_id": [s["pair_id"] for s in samples],
+        "query": query, "query_boxes": boxes, "query_valid": query_valid,
+        "reference": torch.stack([s["reference"] for s in samples]),
+        "ref_valid": torch.stack([s["ref_valid"] for s in samples]),
+        "times": torch.stack([s["times"] for s in samples]),
+        "targets": [s["targets"] for s in samples],
+    }

@@ -1,0 +1,257 @@
+"""Training loop for the re-localization detector (paper §6.2, the authors' schedule).
+
+SGD with momentum 0.9, learning rate 0.03 divided by 10 at 10k and 20k iterations,
+gradient-norm clipping at 10, batch 8, 2 s references, queries up to 10 s. CUDA with
+bf16 autocast when present, CPU otherwise; several GPUs or nodes with `torchrun`
+(DistributedDataParallel: each process takes its own slice of every global batch).
+
+`out/last.pt` is rewritten every `checkpoint_every` iterations and `iter_NNNNNN.pt` kept
+every `keep_every`; `resume` restores weights, optimiser, RNG and the data position,
+so a resumed run continues exactly where it stopped. A non-finite loss stops the run
+with a clear message; the last good checkpoint is left untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from stvr_data.errors import StvrDataError
+from stvr_model.checkpoint import (
+    CheckpointError,
+    ModelSpec,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
+from stvr_model.data import DataConfig, PairDataset, collate
+from stvr_model.visualize import draw_loss_curve
+
+LAST = "last.pt"
+METRICS = "metrics.jsonl"
+
+
+class TrainingDiverged(StvrDataError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = 30_000
+    batch_size: int = 8  # per process
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = (10_000, 20_000)
+    clip_grad_norm: float = 10.0
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_every: int = 5_000
+    log_every: int = 10
+    num_workers: int = 2
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast, CUDA only
+
+
+def get_lr(iteration: int, config: TrainConfig) -> float:
+    """Step schedule: `lr` divided by 10 at each milestone already reached."""
+    return config.lr * 0.1 ** sum(iteration >= m for m in config.milestones)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise StvrDataError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+class BatchWindow(Sampler):
+    """Batches of global sample indices for iterations [first, last) on this rank."""
+
+    def __init__(self, first: int, last: int, batch_size: int, rank: int = 0, world: int = 1):
+        self.first, self.last, self.batch, self.rank, self.world = first, last, batch_size, rank, world
+
+    def __iter__(self):
+        for iteration in range(self.first, self.last):
+            base = (iteration * self.world + self.rank) * self.batch
+            yield list(range(base, base + self.batch))
+
+    def __len__(self) -> int:
+        return self.last - self.first
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank), initialising the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    moved = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    moved["targets"] = [[{k: v.to(device) for k, v in t.items()} for t in clips] for clips in batch["targets"]]
+    return moved
+
+
+def model_inputs(batch: dict, spec: ModelSpec) -> dict:
+    """Keyword arguments of the detector's forward for one collated batch."""
+    flows = None
+    if spec.cell == "flow":
+        from stvr_model.flow import clip_flows
+
+        flows = clip_flows(batch["reference"])
+    return {"query_clips": batch["query"], "query_boxes": batch["query_boxes"],
+            "ref_clips": batch["reference"], "query_valid": batch["query_valid"],
+            "ref_valid": batch["ref_valid"], "flows": flows}
+
+
+def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainConfig | None = None,
+          data: DataConfig | None = None, *, resume: bool = False, backbone_weights: str | None = None,
+          progress: bool = True) -> dict:
+    """Train `spec` on the benchmark in `manifest`, writing checkpoints and logs to `out`."""
+    config, data = config or TrainConfig(), data or DataConfig()
+    out = Path(out)
+    rank, world, local_rank = _distributed()
+    device = resolve_device(config.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+    torch.manual_seed(config.seed + rank)
+    model = build_model(spec, backbone_weights=backbone_weights).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    start = _restore(out, model, optimizer, spec, config, resume, device)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None)
+    dataset = PairDataset(manifest, "train", data, seed=config.seed)
+    loader = DataLoader(dataset, batch_sampler=BatchWindow(start, config.iterations, config.batch_size, rank, world),
+                        collate_fn=collate, num_workers=config.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    use_amp = config.amp and device.type == "cuda"
+    log = _MetricsLog(out / METRICS, start, enabled=rank == 0)
+    bar = tqdm(total=config.iterations, initial=start, disable=not progress or rank != 0,
+               desc=f"train {spec.cell}", unit="it", dynamic_ncols=True)
+    model.train()
+    waited = time.perf_counter()
+    for iteration, batch in zip(range(start, config.iterations), loader, strict=False):
+        ready = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = get_lr(iteration, config)
+        batch = _to_device(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            _, losses = model(**model_inputs(batch, spec), targets=batch["targets"])
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at iteration {iteration} ({ {k: float(v) for k, v in losses.items()} }); "
+                f"the last good checkpoint is {out / LAST}: lower --lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
+        optimizer.step()
+        done = time.perf_counter()
+        log.add(iteration, loss, losses, grad_norm, get_lr(iteration, config),
+                clips=batch["reference"].shape[0] * batch["reference"].shape[1] * world,
+                wait=ready - waited, step=done - waited)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{get_lr(iteration, config):.2g}")
+        if rank == 0 and ((iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations):
+            _save(out, model, optimizer, spec, config, data, iteration + 1)
+            log.flush()
+            draw_loss_curve(out / METRICS, out / "loss.png")
+        waited = time.perf_counter()
+    bar.close()
+    log.flush()
+    return log.summary()
+
+
+def _restore(out: Path, model, optimizer, spec: ModelSpec, config: TrainConfig, resume: bool, device) -> int:
+    """The iteration to start from; loads `last.pt` when resuming."""
+    last = out / LAST
+    if not resume:
+        if last.exists():
+            raise CheckpointError(f"{last} exists: pass --resume to continue it, or choose another --out")
+        return 0
+    if not last.exists():
+        raise CheckpointError(f"{last}: nothing to resume")
+    state = load_checkpoint(last, map_location=device)
+    if ModelSpec.from_dict(state["spec"]) != spec:
+        raise CheckpointError(f"{last}: was trained with {state['spec']}, not {spec.to_dict()}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"].cpu())
+    if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+    return int(state["iteration"])
+
+
+def _save(out: Path, model, optimizer, spec: ModelSpec, config: TrainConfig, data: DataConfig,
+          iteration: int) -> None:
+    module = model.module if hasattr(model, "module") else model
+    state = {
+        "model": module.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
+        "spec": spec.to_dict(), "config": _plain(dataclasses.asdict(config)),
+        "data": _plain(dataclasses.asdict(data)),
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+    }
+    save_checkpoint(out / LAST, state)
+    if iteration % config.keep_every == 0:
+        save_checkpoint(out / f"iter_{iteration:06d}.pt", state)
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+class _MetricsLog:
+    """Per-iteration metrics appended to a JSON-lines file (rank 0 only)."""
+
+    def __init__(self, path: Path, start: int, enabled: bool, every: int = 1):
+        self.path, self.enabled, self.rows, self.every = path, enabled, [], every
+        self.wait = self.step = 0.0
+        self.clips = 0
+        if enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            kept = [line for line in (path.read_text().splitlines() if path.exists() else [])
+                    if json.loads(line)["iteration"] < start]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def add(self, iteration, loss, losses, grad_norm, lr, *, clips, wait, step) -> None:
+        self.wait += wait
+        self.step += step
+        self.clips += clips
+        if self.enabled:
+            self.rows.append({"iteration": iteration, "loss": float(loss), "lr": lr,
+                              "grad_norm": float(grad_norm), "data_wait_s": round(wait, 4),
+                              "step_s": round(step, 4),
+                              **{k: float(v) for k, v in losses.items()}})
+
+    def flush(self) -> None:
+        if self.enabled and self.rows:
+            with self.path.open("a") as handle:
+                handle.writelines(json.dumps(row) + "\n" for row in self.rows)
+            self.rows = []
+
+    def summary(self) -> dict:
+        return {"clips_per_second": self.clips / self.step if self.step else 0.0,
+                "data_wait_fraction": self.wait / self.step if self.step else 0.0,
+                "seconds": self.step}

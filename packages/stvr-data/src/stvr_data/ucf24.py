@@ -356,6 +356,7 @@ def prepare_ucf(annotations: str | os.PathLike, videos: str | None, out: str | o
     ``testlist01.txt`` (default: the split the annotation file carries, if any).
     `class_split`: a JSON file (default: `split_classes` with ``options.seed``).
     `use_video_split=False` keeps every tube of a class whatever its video's subset.
+    ``options.pad_below`` is replaced by `PAD_BELOW_SECONDS` in 1/3 s keyframes (30).
     """
     check_videos_source(videos)
     ann = read_annotations(annotations)

@@ -94,8 +94,14 @@ def interleaved(runs: dict, repeat: int) -> Timings:
 def bench_single(src: Path, work: Path, start: float, end: float, repeat: int) -> Timings:
     """One video: plain ffmpeg vs cut_clip vs prepare_media(workers=1)."""
     rows = pd.DataFrame({"video_id": ["v0"], "source_file": [src.name]})
+    frames = media.clip_frame_count(start, min(end, media.probe_video(src).duration), media.CLIP_FPS)
+    # cut_clip's own ffmpeg command line, run by hand: separates the cost of its ffmpeg
+    # settings (fixed encoder threads, sample-and-hold fps) from the Python around it.
+    tool_command = media.cut_command(src, work / "tool_command.mp4", start=start, end=end, frames=frames,
+                                     fps=media.CLIP_FPS, size=media.CLIP_SIZE).compile(cmd=FFMPEG)
     return interleaved({
         "plain ffmpeg": lambda: plain_ffmpeg(src, work / "plain.mp4", start, end),
+        "cut_clip's ffmpeg command alone": lambda: subprocess.run(tool_command, check=True),
         "cut_clip": lambda: media.cut_clip(src, work / "cut.mp4", start=start, end=end),
         "prepare_media": lambda: media.prepare_media(
             rows, str(src.parent), work / "bench1", start=start, end=end, force=True, progress=False),

@@ -288,8 +288,6 @@ def test_groundtruth_holds_the_target_box_at_each_of_its_clips(built):
         assert outside.x1.isna().all() or len(others) > 1
 
 
-@pytest.mark.xfail(strict=True, reason="build.py passes clips_per_second=3 images per keyframe to "
-                   "pairs.groundtruth; with UCF's 1/3 s keyframes that gives 1/9 s images, not one per clip")
 def test_groundtruth_has_one_image_per_clip(built):
     pairs = manifest.read_benchmark_table(built, "pairs_val")
     gt = manifest.read_benchmark_table(built, "groundtruth_val")

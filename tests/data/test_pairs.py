@@ -7,8 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from stvr_data import ava, splits
 from stvr_data.errors import StvrDataError
-from stvr_data.manifest import GROUNDTRUTH_SCHEMA, PAIRS_SCHEMA, read_table, write_table
+from stvr_data.manifest import (
+    GROUNDTRUTH_SCHEMA,
+    PAIRS_SCHEMA,
+    TUBELETS_SCHEMA,
+    read_table,
+    write_table,
+)
 from stvr_data.pairs import (
     choose_targets,
     draw_train_pairs,
@@ -18,7 +25,8 @@ from stvr_data.pairs import (
     reference_span,
     video_bounds,
 )
-from stvr_data.tubelets import assign_ids, boxes_series, explode
+from stvr_data.sample import make_sample
+from stvr_data.tubelets import assign_ids, boxes_series, explode, link_tubelets
 
 
 def make_tubelets(rows, split="val") -> pd.DataFrame:
@@ -227,3 +235,33 @@ def test_reference_actors_for_training_pairs_cover_every_actor():
                          & (seconds.timestamp < pair.ref_end)]
         assert len(mine) == len(inside)
         assert mine.matching.sum() == (inside.label == pair.label).sum()
+
+
+def annotation_steps(directory, seed):
+    release = ava.load_annotations(directory)
+    train, val = link_tubelets(release.train), link_tubelets(release.val)
+    val_labels, test_labels = splits.choose_heldout_labels(val, min_tubelets=4, num_val=2,
+                                                          num_test=2, seed=seed)
+    table = assign_ids(splits.assign_splits(train, val, val_labels, test_labels))
+    made = {split: make_pairs(table, split=split, seed=seed) for split in ("val", "test")}
+    return table, made, {split: groundtruth(p, table) for split, p in made.items()}
+
+
+def test_annotation_steps_on_the_synthetic_sample(tmp_path):
+    make_sample(tmp_path / "sample", videos=False)
+    table, made, truth = annotation_steps(tmp_path / "sample" / "annotations", seed=0)
+    labels = {s: set(table.label[table.split == s]) for s in ("train", "val", "test")}
+    assert all(labels.values()) and not labels["train"] & (labels["val"] | labels["test"])
+    for split in ("val", "test"):
+        pairs = made[split]
+        assert len(pairs) > 0 and set(pairs.label) <= labels[split]
+        inside = ((pairs.query_video_id == pairs.ref_video_id) & (pairs.query_start < pairs.ref_end)
+                  & (pairs.query_end + 1 > pairs.ref_start))
+        assert not inside.any()
+        assert truth[split].x1.notna().any() and truth[split].x1.isna().any()
+        write_table(pairs, tmp_path / f"pairs_{split}.parquet", PAIRS_SCHEMA)
+        write_table(truth[split], tmp_path / f"groundtruth_{split}.parquet", GROUNDTRUTH_SCHEMA)
+    write_table(table, tmp_path / "tubelets.parquet", TUBELETS_SCHEMA)
+    again = annotation_steps(tmp_path / "sample" / "annotations", seed=0)
+    assert again[0].equals(table) and again[1]["test"].equals(made["test"])
+    assert again[2]["val"].equals(truth["val"])

@@ -43,9 +43,7 @@ import pyarrow.csv as pa_csv
 from stvr_data.errors import AnnotationError
 
 AVA_SEGMENT = (900.0, 1800.0)
-AVA_VERSIONS = ("2.1", "2.2")
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
-BOX_FIELDS = ("video_id", "timestamp", *BOX_COLUMNS, "action_id", "person_id")
 REPORT_COLUMNS = ("file", "line", "problem", "text")
 
 _PLAIN_ID = r"^[A-Za-z0-9_-]+$"
@@ -215,10 +213,6 @@ def _parse(path, types: dict, validate, skip_bad_rows: bool):
     return columns, line[keep], report
 
 
-def _strings(column: pa.Array) -> pd.Series:
-    return column.to_pandas().astype(str)
-
-
 # ---------------------------------------------------------------------------- readers
 
 _BOX_TYPES = {"video_id": pa.string(), "timestamp": pa.float64(),
@@ -245,7 +239,7 @@ def read_boxes(path, *, action_ids: set[int] | None = None,
     columns, line, report = _parse(path, _BOX_TYPES, partial(_check_values, action_ids=action_ids),
                                    skip_bad_rows)
     frame = pd.DataFrame({
-        "video_id": _strings(columns["video_id"]),
+        "video_id": columns["video_id"].to_pandas().astype(str),
         "timestamp": columns["timestamp"],
         **{name: columns[name].astype(np.float32) for name in BOX_COLUMNS},
         "action_id": columns["action_id"].astype(np.int32),
@@ -290,7 +284,7 @@ def read_excluded_timestamps_report(path, *, skip_bad_rows: bool = False):
     types = {"video_id": pa.string(), "timestamp": pa.float64()}
     columns, _, report = _parse(path, types, partial(_check_values, action_ids=None, boxes=False),
                                 skip_bad_rows)
-    return pd.DataFrame({"video_id": _strings(columns["video_id"]),
+    return pd.DataFrame({"video_id": columns["video_id"].to_pandas().astype(str),
                          "timestamp": columns["timestamp"]}), report
 
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from stvr_data import pairs, pickles, tubelets, ucf24
+from stvr_data.build import images_per_keyframe
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ucf101-24"
@@ -42,9 +43,10 @@ def make_pairs(chosen, bounds):
         table = pairs.make_pairs(with_ids, split=split, seed=offset, bounds=bounds,
                                  keyframe_interval=ucf24.KEYFRAME_INTERVAL,
                                  pad_below=round(ucf24.PAD_BELOW_SECONDS / ucf24.KEYFRAME_INTERVAL))
-        # One image per 1/3 s keyframe (one 8-frame clip), as the scorer reads them.
-        out[split] = (table, pairs.groundtruth(table, with_ids, keyframe_interval=ucf24.KEYFRAME_INTERVAL,
-                                               clips_per_second=1))
+        # One image per 1/3 s keyframe (one 8-frame clip), as build_benchmark does.
+        out[split] = (table, pairs.groundtruth(
+            table, with_ids, keyframe_interval=ucf24.KEYFRAME_INTERVAL,
+            clips_per_second=images_per_keyframe(ucf24.KEYFRAME_INTERVAL)))
     return out
 
 

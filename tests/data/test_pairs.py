@@ -81,6 +81,18 @@ def test_choose_targets_walks_valid_candidates_in_label_video_start_order():
     assert picks == [1, 2, 3, 3]
 
 
+def test_choose_targets_is_uniform_over_valid_candidates_only():
+    # Query: tubelet 0 (a, 1000). Tubelet 1 (a, 1001) is invalid: its reference [1000, 1003)
+    # holds the query. Valid: 2 (a, 1100, same video), 3 (b) and 4 (c).
+    table = make_tubelets([("a", 0, "5", 1000, 1), ("a", 1, "5", 1001, 1), ("a", 2, "5", 1100, 1),
+                           ("b", 0, "5", 950, 1), ("c", 0, "5", 950, 1)])
+    ref_start, ref_end = reference_span(table.start, table.end, 900, 1800)
+    grid = (np.arange(3000) + 0.5) / 3000
+    picks = [choose_targets(table, ref_start, ref_end, np.full(5, u))[0] for u in grid[::10]]
+    assert sorted(set(picks)) == [2, 3, 4]
+    assert [picks.count(t) for t in (2, 3, 4)] == [100, 100, 100]
+
+
 def test_query_inside_its_only_reference_is_dropped_and_counted():
     # Same person-less setting: tubelet 1 (903) lies inside tubelet 0's padded reference
     # [901, 904) and vice versa, so neither has a valid target; 2 and 3 pair with each other.

@@ -214,7 +214,7 @@ def make_sample(out, *, seed: int = 0, config: SampleConfig = SampleConfig(), fo
     """Write the synthetic AVA sample under `out`; returns a summary (see `summarize`).
 
     Refuses a non-empty `out` unless `force` (then the annotation files are rewritten
-    and stale video files not in the new file list are removed). `videos=False` writes
+    and the video files of the earlier sample are removed; nothing else is touched). `videos=False` writes
     the annotations only (fast, for annotation tests); the file list still names the
     videos. `workers` > 1 encodes videos in that many processes; the files are the same.
     """

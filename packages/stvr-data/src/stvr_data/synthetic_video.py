@@ -12,8 +12,11 @@ Keyframes every two seconds keep seeks short. The container reports the nominal 
 
 Encoders (FFmpeg as bundled with PyAV): H.264 (libx264) in .mp4 and .mkv, VP8
 (libvpx) in .webm, MPEG-4 part 2 in .avi. Muxers run with ``fflags=+bitexact`` and
-encoders with one thread and no time-adaptive speed (libvpx "good", not "realtime"),
-so that the same scene gives the same bytes.
+encoders with one thread, so that the same scene gives the same bytes. libvpx needs a
+*negative* cpu-used: a positive one adapts its speed to wall-clock time, and its
+"good" deadline falls back to that mode for frames shown longer than 1 s (the
+sparse prefix), which made the .webm bytes depend on the machine's load. Its
+quality is set by the quantiser range; the bitrate is only a loose ceiling.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from stvr_data.scene import Scene, present
 CONTAINERS: dict[str, tuple[str, str, dict[str, str]]] = {
     ".mp4": ("mp4", "libx264", {"preset": "veryfast", "crf": "27"}),
     ".mkv": ("matroska", "libx264", {"preset": "veryfast", "crf": "27"}),
-    ".webm": ("webm", "libvpx", {"deadline": "good", "cpu-used": "5", "qmin": "28", "qmax": "40", "b": "20M"}),
+    ".webm": ("webm", "libvpx", {"deadline": "realtime", "cpu-used": "-8", "qmin": "28", "qmax": "44", "b": "20M"}),
     ".avi": ("avi", "mpeg4", {"qscale": "4"}),
 }
 

@@ -1,0 +1,310 @@
+"""`stvr-data make-sample`: the AVA release layout, the videos, and what they show."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from stvr_data.cli.main import main
+from stvr_data.render import actor_sprite, render_background, render_frame
+from stvr_data.sample import (
+    AVA_ONSET,
+    SampleConfig,
+    make_sample,
+    plan_sample,
+)
+from stvr_data.scene import ACTIONS, Actor, SceneConfig, SceneConfigError, Segment, box_at
+from stvr_data.synthetic_video import timeline
+
+ID = r"[A-Za-z0-9_-]{11}"
+ROW = re.compile(rf"^({ID}),(\d{{4}}),([01]\.\d{{3}}),([01]\.\d{{3}}),([01]\.\d{{3}}),([01]\.\d{{3}}),(\d+),(\d+)$")
+PBTXT = re.compile(r'label \{\n  name: "([^"]+)"\n  label_id: (\d+)\n  label_type: ([A-Z_]+)\n\}\n')
+LUMA = np.array([0.299, 0.587, 0.114])
+ANNOTATION_FILES = {
+    "ava_train_v2.2.csv", "ava_val_v2.2.csv", "ava_action_list_v2.2.pbtxt",
+    "ava_train_excluded_timestamps_v2.2.csv", "ava_val_excluded_timestamps_v2.2.csv",
+    "ava_file_names_trainval_v2.1.txt",
+}
+# Small enough to encode in about a second, with one video of each container.
+SMALL = SampleConfig(train_videos=1, val_videos=2, scene=SceneConfig(seconds=5),
+                     containers=(".mp4", ".mkv", ".webm"), lead_seconds=2, tail_seconds=11,
+                     prefix_step=60)
+
+
+@pytest.fixture(scope="module")
+def default_annotations(tmp_path_factory) -> Path:
+    """The default sample's annotation files (videos skipped: they do not change them)."""
+    out = tmp_path_factory.mktemp("default")
+    make_sample(out, seed=0, videos=False)
+    return out / "annotations"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("small")
+    make_sample(out, seed=7, config=SMALL)
+    return out
+
+
+def read_rows(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def frame_at(path: Path, t: float) -> tuple[float, np.ndarray]:
+    """Seek like a media tool would and decode the first frame at or after `t` (s)."""
+    with av.open(str(path)) as container:
+        container.seek(int(t * 1_000_000))
+        for frame in container.decode(video=0):
+            if frame.time >= t - 1e-6:
+                return frame.time, frame.to_ndarray(format="rgb24")
+    raise AssertionError(f"{path}: no frame at {t} s")
+
+
+# ---------------------------------------------------------------- files and formats
+
+
+def test_annotation_files_are_exactly_the_ava_release_set(default_annotations):
+    assert {p.name for p in default_annotations.iterdir()} == ANNOTATION_FILES
+
+
+def test_box_rows_have_the_ava_format(default_annotations):
+    config = SampleConfig()
+    action_ids = {a.action_id for a in ACTIONS}
+    for subset in ("train", "val"):
+        lines = (default_annotations / f"ava_{subset}_v2.2.csv").read_text().splitlines()
+        assert len(lines) > 100
+        for line in lines:
+            match = ROW.match(line)
+            assert match, line
+            x1, y1, x2, y2 = (float(v) for v in match.group(3, 4, 5, 6))
+            assert 0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0, line
+            assert AVA_ONSET <= int(match.group(2)) < AVA_ONSET + config.scene.seconds, line
+            assert int(match.group(7)) in action_ids, line
+
+
+def test_every_actor_is_annotated_at_every_keyframe_but_excluded_ones(default_annotations):
+    config = SampleConfig()
+    excluded = {tuple(r) for r in read_rows(default_annotations / "ava_val_excluded_timestamps_v2.2.csv")}
+    assert excluded and all(re.fullmatch(ID, v) and re.fullmatch(r"\d{4}", t) for v, t in excluded)
+    people = defaultdict(set)
+    for row in read_rows(default_annotations / "ava_val_v2.2.csv"):
+        people[(row[0], row[1])].add(row[7])
+    videos = {v for v, _ in people}
+    assert len(videos) == config.val_videos
+    for video in videos:
+        for second in range(AVA_ONSET, AVA_ONSET + config.scene.seconds):
+            key = (video, f"{second:04d}")
+            expected = 0 if key in excluded else config.scene.actors
+            assert len(people.get(key, ())) == expected, key
+
+
+def test_each_box_has_one_pose_and_at_most_one_extra_action(default_annotations):
+    poses = {a.action_id for a in ACTIONS if a.group == "pose"}
+    actions = defaultdict(list)
+    boxes = defaultdict(set)
+    for row in read_rows(default_annotations / "ava_train_v2.2.csv"):
+        actions[(row[0], row[1], row[7])].append(int(row[6]))
+        boxes[(row[0], row[1], row[7])].add(tuple(row[2:6]))
+    sizes = Counter(len(a) for a in actions.values())
+    assert set(sizes) == {1, 2} and sizes[2] > 20  # multi-label actors exist
+    for key, ids in actions.items():
+        assert len(set(ids) & poses) == 1, key
+        assert len(boxes[key]) == 1, key  # one box repeated on each action's row
+
+
+def test_action_list_is_pbtxt_label_style(default_annotations):
+    text = (default_annotations / "ava_action_list_v2.2.pbtxt").read_text()
+    labels = PBTXT.findall(text)
+    assert "".join(f'label {{\n  name: "{n}"\n  label_id: {i}\n  label_type: {t}\n}}\n'
+                   for n, i, t in labels) == text
+    assert sorted(int(i) for _, i, _ in labels) == sorted(a.action_id for a in ACTIONS)
+    assert {t for _, _, t in labels} <= {"PERSON_MOVEMENT", "OBJECT_MANIPULATION", "PERSON_INTERACTION"}
+    assert ("stand", "12") in {(n, i) for n, i, _ in labels}
+
+
+def test_file_list_names_every_video_with_youtube_like_ids(default_annotations):
+    names = (default_annotations / "ava_file_names_trainval_v2.1.txt").read_text().splitlines()
+    csv_ids = {r[0] for s in ("train", "val") for r in read_rows(default_annotations / f"ava_{s}_v2.2.csv")}
+    assert names == sorted(names)
+    assert {n.rsplit(".", 1)[0] for n in names} == csv_ids
+    assert all(re.fullmatch(rf"{ID}\.(mp4|mkv|webm)", n) for n in names)
+    suffixes = Counter(n.rsplit(".", 1)[1] for n in names)
+    assert suffixes["mkv"] >= 1 and suffixes["webm"] >= 1 and suffixes["mp4"] > suffixes["mkv"]
+    assert any(n.startswith("-") for n in names)  # as AVA's -5KQ66BBWC4
+
+
+def test_default_val_labels_are_enough_for_small_thresholds(default_annotations):
+    """--min-tubelets 3 --num-val-labels 2 --num-test-labels 2 needs four combined labels
+    with more than 3 tubelets in the val videos. Runs are counted straight from the CSV:
+    one person, consecutive seconds, identical action set."""
+    sets = defaultdict(set)
+    for video, second, *_box, action, person in read_rows(default_annotations / "ava_val_v2.2.csv"):
+        sets[(video, person, int(second))].add(int(action))
+    runs = Counter()
+    for (video, person, second), actions in sets.items():
+        if sets.get((video, person, second - 1)) != actions:
+            runs["+".join(str(a) for a in sorted(actions))] += 1
+    frequent = [label for label, n in runs.items() if n > 3]
+    assert len(frequent) >= 4, runs
+    assert any("+" in label for label in frequent), runs
+
+
+# ---------------------------------------------------------------- videos
+
+
+def test_file_list_matches_the_video_files(small):
+    names = (small / "annotations" / "ava_file_names_trainval_v2.1.txt").read_text().splitlines()
+    assert sorted(p.name for p in (small / "videos").iterdir()) == names
+    assert sorted(n.rsplit(".", 1)[1] for n in names) == ["mkv", "mp4", "webm"]
+
+
+@pytest.mark.parametrize("suffix, codec, fps", [(".mp4", "h264", 30), (".mkv", "h264", 30), (".webm", "vp8", 25)])
+def test_videos_decode_with_the_full_timeline(small, suffix, codec, fps):
+    path = next((small / "videos").glob(f"*{suffix}"))
+    end = AVA_ONSET + SMALL.scene.seconds + SMALL.tail_seconds
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == codec
+        assert (stream.width, stream.height) == (SMALL.scene.width, SMALL.scene.height)
+        assert stream.guessed_rate == fps
+        assert container.duration / 1e6 == pytest.approx(end, abs=0.1)
+    for second in (840, 900, AVA_ONSET, AVA_ONSET + SMALL.scene.seconds + 10):
+        t, image = frame_at(path, second)
+        assert t == pytest.approx(second, abs=1e-3)
+        assert image.shape == (SMALL.scene.height, SMALL.scene.width, 3)
+
+
+def test_annotated_boxes_hold_the_actors_and_nothing_is_outside(small):
+    rows = read_rows(small / "annotations" / "ava_val_v2.2.csv")
+    for video in plan_sample(7, SMALL)[1:]:
+        scene, path = video.scene, small / "videos" / video.file_name
+        backdrop = render_background(scene).astype(int)
+        annotated = [s for s in scene.keyframes if s not in video.excluded]
+        for second in (annotated[0], annotated[-1]):
+            _, image = frame_at(path, second)
+            image = image.astype(int)
+            changed = np.abs(image - backdrop).max(axis=2) > 40
+            inside = np.zeros(changed.shape, dtype=bool)
+            boxes = {tuple(r[2:6]) for r in rows if r[0] == scene.video_id and int(r[1]) == second}
+            assert len(boxes) == SMALL.scene.actors
+            for box in boxes:
+                x1, y1, x2, y2 = (round(float(v) * s) for v, s in zip(box, (320, 240, 320, 240), strict=True))
+                assert changed[y1:y2, x1:x2].mean() > 0.5, (video.file_name, second, box)
+                inside[y1:y2, x1:x2] = True
+            assert changed[~inside].mean() < 0.01
+            # The file shows what the renderer draws, up to lossy coding. Luma only:
+            # 4:2:0 chroma smears the edges of saturated stripes by design.
+            error = np.abs((image - render_frame(scene, second)) @ LUMA)
+            assert error.mean() < 5.0 and np.percentile(error, 99) < 25.0
+
+
+def test_scene_is_empty_before_and_after_the_annotated_seconds(small):
+    video = plan_sample(7, SMALL)[0]
+    backdrop = render_background(video.scene).astype(int)
+    last = AVA_ONSET + SMALL.scene.seconds
+    for t in (AVA_ONSET - 1.5, AVA_ONSET - 0.1, last + 0.1, last + 10.0):
+        _, image = frame_at(small / "videos" / video.file_name, t)
+        assert np.abs(image.astype(int) - backdrop).max(axis=2).__gt__(40).mean() < 0.01, t
+
+
+def test_same_seed_same_files_and_frames(small, tmp_path):
+    again = tmp_path / "again"
+    make_sample(again, seed=7, config=SMALL, workers=2)  # in parallel: same files
+    for name in ("ava_train_v2.2.csv", "ava_val_v2.2.csv", "ava_val_excluded_timestamps_v2.2.csv"):
+        assert (again / "annotations" / name).read_bytes() == (small / "annotations" / name).read_bytes()
+    for path in (small / "videos").iterdir():
+        for t in (AVA_ONSET + 1.5, AVA_ONSET + 4.0):
+            assert np.array_equal(frame_at(path, t)[1], frame_at(again / "videos" / path.name, t)[1])
+        assert (again / "videos" / path.name).read_bytes() == path.read_bytes()
+    other = tmp_path / "other"
+    make_sample(other, seed=8, config=SMALL, videos=False)
+    assert (other / "annotations" / "ava_val_v2.2.csv").read_bytes() != \
+        (small / "annotations" / "ava_val_v2.2.csv").read_bytes()
+
+
+# ---------------------------------------------------------------- scene and drawing (pure)
+
+
+def centres(video) -> np.ndarray:
+    """(actors, seconds, 2) box centres at every keyframe, in pixels."""
+    scene = video.scene
+    return np.array([[((b[0] + b[2]) / 2 * scene.width, (b[1] + b[3]) / 2 * scene.height)
+                      for b in (box_at(a, k) for k in range(scene.seconds))] for a in scene.actors])
+
+
+def test_moving_actors_move_and_static_ones_do_not():
+    moving = SampleConfig()
+    static = dataclasses.replace(moving, scene=dataclasses.replace(moving.scene, moving=False))
+    for a, b in zip(plan_sample(3, moving), plan_sample(3, static), strict=True):
+        step = np.linalg.norm(np.diff(centres(a), axis=1), axis=2)
+        speed = moving.scene.speed * moving.scene.width
+        assert 0.3 * speed < np.median(step) <= speed + 1e-6
+        assert np.ptp(centres(b), axis=1).max() == 0.0
+        # Same seed: the ablation changes the motion only.
+        assert [x.segments for x in a.scene.actors] == [x.segments for x in b.scene.actors]
+        assert a.scene.video_id == b.scene.video_id
+
+
+def _actor(actions: tuple[int, ...]) -> Actor:
+    return Actor(person_id=0, shape="rect", pattern="hstripes", colors=((200, 40, 40), (30, 30, 90)),
+                 size=(0.2, 0.5), centres=((0.5, 0.5),) * 3, segments=(Segment(0, 2, actions),),
+                 period=1.0, phase=0.0)
+
+
+@pytest.mark.parametrize("action", ACTIONS, ids=lambda a: a.name)
+def test_temporal_actions_change_within_a_second_and_others_do_not(action):
+    pose = () if action.group == "pose" else (12,)
+    actor = _actor(tuple(sorted((action.action_id, *pose))))
+    sprites = [actor_sprite(actor, tau, 64, 120)[0] for tau in (0.1, 0.35, 0.6, 0.85)]
+    changes = any(not np.array_equal(sprites[0], s) for s in sprites[1:])
+    assert changes == action.temporal
+
+
+def test_drift_direction_is_the_difference_between_get_up_and_fall_down():
+    up, down = _actor((6,)), _actor((5,))
+    a, b = actor_sprite(up, 0.0, 64, 120)[0], actor_sprite(up, 0.25, 64, 120)[0]
+    assert np.array_equal(a[3:], b[:-3])  # 12 px/s * 0.25 s = 3 rows up
+    c = actor_sprite(down, 0.25, 64, 120)[0]
+    assert np.array_equal(a[:-3], c[3:])
+
+
+def test_timeline_covers_zero_to_the_tail_and_is_dense_around_the_actors():
+    scene = plan_sample(0, SMALL)[0].scene
+    pts = timeline(scene, 30, lead=4, tail=11, prefix_step=8)
+    assert pts[0] == 0 and np.all(np.diff(pts) > 0)
+    assert np.all(np.diff(pts[:30]) == 1)  # the first second at full rate
+    dense = pts[pts >= (AVA_ONSET - 4) * 30]
+    assert np.array_equal(dense, np.arange((AVA_ONSET - 4) * 30, (AVA_ONSET + 5 + 11) * 30))
+
+
+def test_bad_settings_name_the_field():
+    with pytest.raises(SceneConfigError, match="actors"):
+        SceneConfig(actors=0)
+    with pytest.raises(ValueError, match="containers"):
+        SampleConfig(containers=(".avi",))
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_writes_a_summary_and_refuses_to_overwrite(tmp_path):
+    runner = CliRunner()
+    args = ["make-sample", "--out", str(tmp_path / "s"), "--train-videos", "1", "--val-videos", "1",
+            "--seconds", "5", "--static", "--no-videos"]
+    first = runner.invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "val  : 1 videos" in first.output
+    rows = read_rows(tmp_path / "s" / "annotations" / "ava_val_v2.2.csv")
+    assert {r[1] for r in rows} <= {f"{s:04d}" for s in range(AVA_ONSET, AVA_ONSET + 5)}
+    second = runner.invoke(main, args)
+    assert second.exit_code == 2 and "not empty" in second.output
+    assert runner.invoke(main, [*args, "--force"]).exit_code == 0

@@ -286,11 +286,23 @@ def test_timeline_covers_zero_to_the_tail_and_is_dense_around_the_actors():
     assert np.array_equal(dense, np.arange((AVA_ONSET - 4) * 30, (AVA_ONSET + 5 + 11) * 30))
 
 
+def test_actions_restrict_the_vocabulary(tmp_path):
+    temporal = tuple(a.action_id for a in ACTIONS if a.temporal)
+    config = SampleConfig(scene=SceneConfig(actions=temporal))
+    make_sample(tmp_path, config=config, videos=False)
+    used = {int(r[6]) for r in read_rows(tmp_path / "annotations" / "ava_val_v2.2.csv")}
+    assert used == set(temporal)
+
+
 def test_bad_settings_name_the_field():
     with pytest.raises(SceneConfigError, match="actors"):
         SceneConfig(actors=0)
     with pytest.raises(ValueError, match="containers"):
         SampleConfig(containers=(".avi",))
+    with pytest.raises(SceneConfigError, match="fewer than two action sets"):
+        SceneConfig(actions=(12, 17), extra_probability=0.0)
+    with pytest.raises(SceneConfigError, match="unknown action ids"):
+        SceneConfig(actions=(12, 99))
 
 
 # ---------------------------------------------------------------- command line

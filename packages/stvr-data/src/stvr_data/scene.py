@@ -95,8 +95,12 @@ class SceneConfig:
     actor_width: tuple[float, float] = (0.13, 0.2)
     actor_height: tuple[float, float] = (0.4, 0.6)
     period: tuple[float, float] = (0.8, 1.25)
+    actions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        unknown = set(self.actions) - set(ACTIONS_BY_ID)
+        if unknown:
+            raise SceneConfigError(f"SceneConfig.actions: unknown action ids {sorted(unknown)}")
         checks = {
             "width": self.width >= 32 and self.width % 2 == 0,
             "height": self.height >= 32 and self.height % 2 == 0,
@@ -112,6 +116,10 @@ class SceneConfig:
         for name, ok in checks.items():
             if not ok:
                 raise SceneConfigError(f"SceneConfig.{name}: invalid value {getattr(self, name)!r}")
+        # Neighbouring segments must differ, so at least two action sets must exist.
+        if _possible_sets(self) < 2:
+            raise SceneConfigError(f"SceneConfig.actions: {self.actions!r} allows fewer than two action "
+                                   "sets (needs a pose, and a second pose or an extra action)")
 
 
 @dataclass(frozen=True)
@@ -167,14 +175,25 @@ def combined_label(actions) -> str:
     return "+".join(str(a) for a in sorted(actions))
 
 
+def vocabulary(config: SceneConfig, group: str) -> list[Action]:
+    """The actions of `group` (POSE or EXTRA) that scenes drawn with `config` use."""
+    return [a for a in ACTIONS if a.group == group and (not config.actions or a.action_id in config.actions)]
+
+
+def _possible_sets(config: SceneConfig) -> int:
+    poses, extras = len(vocabulary(config, POSE)), len(vocabulary(config, EXTRA))
+    with_extra = extras if config.extra_probability > 0 else 0
+    without = 1 if config.extra_probability < 1 or extras == 0 else 0
+    return poses * (with_extra + without)
+
+
 def random_action_set(rng: np.random.Generator, config: SceneConfig,
                       avoid: tuple[int, ...] = ()) -> tuple[int, ...]:
     """One pose plus, with `extra_probability`, one extra action; never equal to `avoid`."""
-    poses = [a for a in ACTIONS if a.group == POSE]
-    extras = [a for a in ACTIONS if a.group == EXTRA]
+    poses, extras = vocabulary(config, POSE), vocabulary(config, EXTRA)
     while True:
         chosen = [_weighted_choice(rng, poses).action_id]
-        if rng.random() < config.extra_probability:
+        if rng.random() < config.extra_probability and extras:
             chosen.append(_weighted_choice(rng, extras).action_id)
         actions = tuple(sorted(chosen))
         if actions != avoid:

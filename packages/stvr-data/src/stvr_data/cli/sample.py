@@ -24,14 +24,16 @@ _DEFAULT = SampleConfig()
               help="Annotated keyframe seconds per video, from 902 s.")
 @click.option("--speed", default=_DEFAULT.scene.speed, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Actor speed in frame widths per second.")
+@click.option("--actions", default="", callback=lambda ctx, param, value: _ids(value),
+              help="Comma-separated action ids to use, e.g. 5,6,69,79,80 (temporal ones only); default all.")
 @click.option("--static", is_flag=True, help="Actors do not move (same actions and looks as with motion).")
 @click.option("--no-videos", is_flag=True, help="Write the annotation files only (the file list still names the videos).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Videos encoded in parallel (the files do not depend on it).")
 @click.option("--force", is_flag=True, help="Write into a non-empty directory, replacing an earlier sample.")
 def make_sample_command(out: Path, seed: int, train_videos: int, val_videos: int, actors: int,
-                        seconds: int, speed: float, static: bool, no_videos: bool, workers: int,
-                        force: bool) -> None:
+                        seconds: int, speed: float, actions: tuple[int, ...], static: bool,
+                        no_videos: bool, workers: int, force: bool) -> None:
     """Write a small synthetic dataset in the exact AVA v2.2 release layout.
 
     \b
@@ -43,16 +45,25 @@ def make_sample_command(out: Path, seed: int, train_videos: int, val_videos: int
     Textured actors move over a textured backdrop during keyframes 902..902+SECONDS-1
     and do AVA-named atomic actions that change every few seconds, one or two at a
     time. Some actions can only be told apart over more than one 8-frame clip
-    (blinking or colour-cycling badge, pulsing disc, texture drifting up or down).
+    (5 fall down / 6 get up: texture drifting down / up; 69 hand wave: blinking
+    badge; 79 talk to: pulsing disc; 80 watch: colour-cycling badge); the others
+    are appearance-only (12 stand, 11 sit: darker lower half, 17 carry/hold: badge).
     Build the benchmark from it with
     `stvr-data build-ava --annotations OUT/annotations --videos OUT/videos ...`.
     """
     scene = dataclasses.replace(_DEFAULT.scene, actors=actors, seconds=seconds, speed=speed,
-                                moving=not static)
+                                moving=not static, actions=actions)
     config = dataclasses.replace(_DEFAULT, train_videos=train_videos, val_videos=val_videos, scene=scene)
     summary = make_sample(out, seed=seed, config=config, force=force, videos=not no_videos,
                           workers=workers)
     click.echo(format_summary(summary))
+
+
+def _ids(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a comma-separated list of action ids") from None
 
 
 def format_summary(summary: dict) -> str:

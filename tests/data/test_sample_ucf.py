@@ -97,3 +97,16 @@ def test_sample_builds_with_media(sample, tmp_path):
         assert (info.fps, info.width, info.height) == (24.0, 320, 320)
         assert info.num_frames >= round(row.clip_end * 24) - 1
     assert len(manifest.read_benchmark_table(out, "pairs_val")) >= 2
+
+
+def test_make_sample_command_writes_the_ucf_layout(tmp_path):
+    out = tmp_path / "s"
+    result = CliRunner().invoke(main, ["make-sample", "--layout", "ucf24", "--no-videos", "--seed", "4",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "32 videos (16 in testlist01.txt)" in result.output and "build-ucf" in result.output
+    db, _ = sample_ucf.sample_annotations(sample_ucf.sample_scenes(4, sample_ucf.UcfSampleConfig()),
+                                          sample_ucf.UcfSampleConfig())
+    assert sorted(ucf24.read_pyannot(out / "pyannot.pkl")) == sorted(db)
+    again = CliRunner().invoke(main, ["make-sample", "--layout", "ucf24", "--out", str(out)])
+    assert again.exit_code == 2 and "not empty" in again.output

@@ -31,9 +31,12 @@ _DEFAULT = SampleConfig()
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Videos encoded in parallel (the files do not depend on it).")
 @click.option("--force", is_flag=True, help="Write into a non-empty directory, replacing an earlier sample.")
+@click.option("--layout", type=click.Choice(["ava", "ucf24"]), default="ava", show_default=True,
+              help="Release layout. ucf24: <Class>/v_*.avi at 25 fps, pyannot.pkl, testlist01.txt, "
+                   "class_split.json (only --seed, --no-videos, --workers, --force apply).")
 def make_sample_command(out: Path, seed: int, train_videos: int, val_videos: int, actors: int,
                         seconds: int, speed: float, actions: tuple[int, ...], static: bool,
-                        no_videos: bool, workers: int, force: bool) -> None:
+                        no_videos: bool, workers: int, force: bool, layout: str) -> None:
     """Write a small synthetic dataset in the exact AVA v2.2 release layout.
 
     \b
@@ -51,6 +54,10 @@ def make_sample_command(out: Path, seed: int, train_videos: int, val_videos: int
     Build the benchmark from it with
     `stvr-data build-ava --annotations OUT/annotations --videos OUT/videos ...`.
     """
+    if layout == "ucf24":
+        from stvr_data.cli.ucf import write_ucf_sample
+
+        return write_ucf_sample(out, seed=seed, force=force, videos=not no_videos, workers=workers)
     scene = dataclasses.replace(_DEFAULT.scene, actors=actors, seconds=seconds, speed=speed,
                                 moving=not static, actions=actions)
     config = dataclasses.replace(_DEFAULT, train_videos=train_videos, val_videos=val_videos, scene=scene)

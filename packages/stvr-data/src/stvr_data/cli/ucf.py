@@ -49,3 +49,17 @@ def build_ucf(annotations, videos, out, seed, workers, skip_media, resolution, f
                        split_list=split_list, class_split=class_split, use_video_split=not all_videos)
     click.echo(summary(card))
     click.echo(f"wrote {out}")
+
+
+def write_ucf_sample(out: Path, *, seed: int, force: bool, videos: bool, workers: int) -> None:
+    """`make-sample --layout ucf24`: delegate to `stvr_data.sample_ucf` and report."""
+    from stvr_data.sample_ucf import make_ucf_sample
+
+    s = make_ucf_sample(out, seed=seed, force=force, videos=videos, workers=workers)
+    click.echo(f"UCF101-24-layout sample written to {s['out']} (seed {s['seed']})\n"
+               f"  {s['videos']} videos ({s['test_videos']} in testlist01.txt), {s['tubes']} tubes, "
+               f"{s['classes']} classes; {s['frames']} frames encoded; {s['files']} files, "
+               f"{s['bytes'] / 1e6:.1f} MB\n"
+               f"  build it with: stvr-data build-ucf --annotations {out}/pyannot.pkl "
+               f"--videos {out}/videos --split-list {out}/testlist01.txt "
+               f"--class-split {out}/class_split.json --out BENCH")

@@ -1,8 +1,8 @@
 """Draw synthetic scenes (`scene.py`) into RGB frames with vectorised numpy.
 
-Every function here is a pure function of the scene and the time, so a frame can be
-redrawn exactly for any instant (tests compare decoded video against it). Encoding to
-files lives in `synthetic_video.py`.
+A frame is a pure function of the scene and the time, so it can be redrawn exactly
+for any instant (tests compare decoded video against it); only `draw_actor` paints
+into a frame in place. Encoding to files lives in `synthetic_video.py`.
 
 An actor is a sprite filling its box: a shape (person silhouette, ellipse or
 rectangle) cut from a two-colour texture (horizontal stripes, checker or diagonal
@@ -12,8 +12,9 @@ stripes) in pixel units, so the texture moves with the box. Action cues, by
     still        nothing added (stand)
     lowered      the lower 45% of the sprite is darkened (sit)
     drift_up     the texture slides up at DRIFT px/s inside the sprite (get up)
-    drift_down   the texture slides down (fall down); one clip shows under 1/3 of a
-                 stripe period's travel, so the direction needs several clips
+    drift_down   the texture slides down (fall down); over one 1/3 s clip it travels
+                 4 px, a third of the stripe period, so the direction is faint in a
+                 single clip and plain over several
     badge        a white badge on the upper body (carry/hold)
     badge_blink  the same badge, shown only in the first half of each period (~1 s):
                  a single clip may show it steadily on, like `badge` (hand wave)
@@ -55,7 +56,7 @@ def render_background(scene: Scene) -> np.ndarray:
         w, h = int(rng.integers(width // 10, width // 4)), int(rng.integers(height // 10, height // 3))
         image[y1:y1 + h, x1:x1 + w] = rng.uniform(60.0, 180.0) + rng.uniform(-10.0, 10.0, 3)
     image += rng.normal(0.0, 3.0, (height, width, 1))
-    return np.clip(image, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.clip(image, 0, 255), dtype=np.uint8)
 
 
 def _upsample(grid: np.ndarray, height: int, width: int) -> np.ndarray:

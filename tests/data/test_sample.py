@@ -255,6 +255,13 @@ def test_moving_actors_move_and_static_ones_do_not():
         assert a.scene.video_id == b.scene.video_id
 
 
+def test_more_training_videos_leave_the_val_videos_unchanged():
+    base = plan_sample(0, SampleConfig())
+    more = plan_sample(0, SampleConfig(train_videos=5))
+    assert [v.scene for v in base if v.subset == "val"] == [v.scene for v in more if v.subset == "val"]
+    assert [v.scene for v in base if v.subset == "train"] == [v.scene for v in more[:3]]
+
+
 def _actor(actions: tuple[int, ...]) -> Actor:
     return Actor(person_id=0, shape="rect", pattern="hstripes", colors=((200, 40, 40), (30, 30, 90)),
                  size=(0.2, 0.5), centres=((0.5, 0.5),) * 3, segments=(Segment(0, 2, actions),),

@@ -135,13 +135,15 @@ def youtube_like_id(rng: np.random.Generator, *, leading_dash: bool = False) -> 
 def plan_sample(seed: int, config: SampleConfig) -> list[SampleVideo]:
     """Every video of the sample, train first; pure and deterministic in `seed`.
 
-    Video ``i`` draws from its own stream ``default_rng([seed, i])``, so adding videos
-    leaves the earlier ones unchanged, and `SceneConfig.moving` changes only the tracks.
+    The ``i``-th video of a subset draws from its own stream ``default_rng([seed,
+    subset, i])``: more videos of one subset leave the others' content unchanged
+    (only the container cycle follows the overall order), and `SceneConfig.moving`
+    changes only the tracks.
     """
-    subsets = ["train"] * config.train_videos + ["val"] * config.val_videos
+    order = [("train", i) for i in range(config.train_videos)] + [("val", i) for i in range(config.val_videos)]
     videos, seen = [], set()
-    for index, subset in enumerate(subsets):
-        rng = np.random.default_rng([seed, index])
+    for index, (subset, number) in enumerate(order):
+        rng = np.random.default_rng([seed, SUBSETS.index(subset), number])
         video_id = youtube_like_id(rng, leading_dash=index == 0)
         while video_id in seen:
             video_id = youtube_like_id(rng)

@@ -197,8 +197,11 @@ def test_prepare_media_reports_each_video_and_goes_on(tmp_path, library):
     assert pd.isna(out["error"][0]) and "gone.mkv" in out["error"][1] and "c.mp4" in out["error"][3]
     assert media.probe_video(tmp_path / "bench" / "clips" / "b.mp4").num_frames == 48
     report = media.write_media_report(out, tmp_path / "bench" / "media_report.txt").read_text()
-    assert "2 of 5 videos have clips" in report and "2 missing, 1 corrupt" in report
+    assert report.startswith("Videos that could not be had: 3 (2 missing, 1 corrupt)")
+    assert "Videos with clips: 2." in report
     assert [line.split("\t")[0] for line in report.splitlines()[4:]] == ["c", "gone", "nofile"]
+    only_failed = media.write_media_report(out[out.status != "ok"], tmp_path / "failed.txt").read_text()
+    assert "Videos with clips" not in only_failed and "c\tcorrupt\tc.mp4\t" in only_failed
 
 
 def test_prepare_media_is_the_same_whatever_workers(tmp_path, library):

@@ -359,18 +359,19 @@ def _obtain(video_id: str, source_file, source: str, download_dir: Path,
 def write_media_report(frame: pd.DataFrame, path) -> Path:
     """Write a plain-text list of the videos whose status is not ok, with the reason.
 
-    `frame` is `prepare_media`'s result. Written atomically; returns `path`.
+    `frame` is `prepare_media`'s result, whole or only its failed rows (the text counts
+    only what it is given). Written atomically; returns `path`.
     """
     path = Path(path)
     bad = frame[frame["status"] != "ok"]
     counts = bad["status"].value_counts()
-    lines = [f"Media report: {len(frame) - len(bad)} of {len(frame)} videos have clips."]
-    if len(bad):
-        detail = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES[1:])
-        lines += [f"Not available: {len(bad)} ({detail}); their pairs are left out.", "",
-                  "video_id\tstatus\tsource_file\treason"]
-        for row in bad.sort_values("video_id").itertuples(index=False):
-            lines.append(f"{row.video_id}\t{row.status}\t{row.source_file}\t{row.error}")
+    detail = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES[1:])
+    lines = [f"Videos that could not be had: {len(bad)} ({detail}); their pairs are left out."]
+    if len(bad) < len(frame):
+        lines.append(f"Videos with clips: {len(frame) - len(bad)}.")
+    lines += ["", "video_id\tstatus\tsource_file\treason"]
+    for row in bad.sort_values("video_id").itertuples(index=False):
+        lines.append(f"{row.video_id}\t{row.status}\t{row.source_file}\t{row.error}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_path(path)
     tmp.write_text("\n".join(lines) + "\n")

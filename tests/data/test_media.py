@@ -162,6 +162,13 @@ def test_interrupted_cut_leaves_no_file_a_later_run_trusts(tmp_path, video30, mo
     assert not dest.exists() and not atomic_path(dest).exists()
 
 
+def test_cut_clip_takes_relative_paths_that_look_like_options(tmp_path, video30, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("-5KQ66BBWC4.mp4").write_bytes(video30.read_bytes())  # AVA ids may start with '-'
+    info = media.cut_clip("-5KQ66BBWC4.mp4", "-out.mp4", start=1.0, end=2.0, size=(32, 32))
+    assert info.num_frames == 24 and Path("-out.mp4").is_file()
+
+
 def test_ffmpeg_failure_is_a_media_error_with_ffmpeg_message(tmp_path, video30):
     with pytest.raises(MediaError, match="ffmpeg failed: .*"):
         media.cut_clip(video30, tmp_path / "clip.mp4", start=1.0, end=2.0, size=(31, 32))  # odd width

@@ -123,13 +123,15 @@ def cut_command(src, dest, *, start: float, end: float, frames: int, fps: int,
     """
     width, height = size
     decoder = {} if threads is None else {"threads": threads}
+    # Absolute paths: AVA ids may start with '-', which ffmpeg would read as an option.
+    src, dest = os.path.abspath(src), os.path.abspath(dest)
     video = (
-        ffmpeg.input(str(src), ss=float(start), noaccurate_seek=None, **decoder)
+        ffmpeg.input(src, ss=float(start), noaccurate_seek=None, **decoder)
         .video.filter("fps", fps=fps, start_time=0, round="up")
         .filter("scale", width, height)
     )
     return video.output(
-        str(dest), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=CRF, preset="veryfast",
+        dest, format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=CRF, preset="veryfast",
         g=KEYFRAME_INTERVAL, keyint_min=KEYFRAME_INTERVAL, sc_threshold=0, threads=ENCODER_THREADS,
         fps_mode="passthrough", movflags="+faststart", an=None, sn=None,
         metadata=f"comment={clip_tag(start, end, fps, size)}", **{"frames:v": frames},

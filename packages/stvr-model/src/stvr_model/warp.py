@@ -96,8 +96,16 @@ def polyharmonic_phi(squared_distance: Tensor, order: int) -> Tensor:
 
 
 def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
-    # Direct differences rather than |a|^2 - 2ab + |b|^2: exact zeros on coincident points.
-    return (a.unsqueeze(2) - b.unsqueeze(1)).square().sum(-1)  # (B, M, N)
+    """`[B, M, N]` squared distances between `a [B, M, D]` and `b [B, N, D]`.
+
+    Direct differences rather than |a|^2 - 2ab + |b|^2 (exact zeros on coincident points),
+    one coordinate at a time: a reduction over a last axis of size 2 is slow on CPU.
+    """
+    total = None
+    for d in range(a.shape[-1]):
+        diff = a[..., d : d + 1] - b[..., d].unsqueeze(1)
+        total = diff * diff if total is None else total + diff * diff
+    return total
 
 
 def _solve_spline(

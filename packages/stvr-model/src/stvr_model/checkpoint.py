@@ -29,6 +29,8 @@ class ModelSpec:
     backbone: str = "i3d"
     image_size: tuple[int, int] = (320, 320)  # (height, width)
     hidden_channels: int = 1024
+    # ResNet units of the second stage (the authors: 3). 0 or 1 make CPU runs practical.
+    box_head_blocks: int = 3
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -39,6 +41,10 @@ class ModelSpec:
     def from_dict(cls, data: dict) -> ModelSpec:
         data = dict(data)
         data["image_size"] = tuple(data["image_size"])
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise CheckpointError(f"model settings {unknown} are unknown to this version of stvr-model")
         return cls(**data)
 
 
@@ -50,7 +56,7 @@ def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torc
 
     backbone = build_backbone(spec.backbone, weights=backbone_weights)
     cell = build_cell(spec.cell, spec.hidden_channels, spec.hidden_channels)
-    config = DetectorConfig(image_size=spec.image_size)
+    config = DetectorConfig(image_size=spec.image_size, box_head_blocks=spec.box_head_blocks)
     return ReLocalizationDetector(backbone, cell, config)
 
 

@@ -75,7 +75,7 @@ class ClipReader:
         if video is None:
             raise ManifestError(f"{self.root}: video '{video_id}' has no usable clip file")
         block = read_frames(self.root / video.clip_path, float(second), manifest.CLIP_FPS,
-                            clip_start=float(video.clip_start), fps=float(video.fps))
+                            clip_start=float(video.clip_start), fps=int(round(video.fps)))
         self.cache[key] = block
         if len(self.cache) > self.capacity:
             self.cache.popitem(last=False)

@@ -140,7 +140,10 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
     dataset = PairDataset(manifest, "train", data, seed=config.seed)
     loader = DataLoader(dataset, batch_sampler=BatchWindow(start, config.iterations, config.batch_size, rank, world),
                         collate_fn=collate, num_workers=config.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        # its own generator: drawing worker seeds from the global RNG would
+                        # shift the model's random stream on resume
+                        generator=torch.Generator().manual_seed(config.seed))
     use_amp = config.amp and device.type == "cuda"
     log = _MetricsLog(out / METRICS, start, enabled=rank == 0)
     bar = tqdm(total=config.iterations, initial=start, disable=not progress or rank != 0,
@@ -240,10 +243,10 @@ class _MetricsLog:
         self.step += step
         self.clips += clips
         if self.enabled:
-            self.rows.append({"iteration": iteration, "loss": float(loss), "lr": lr,
+            self.rows.append({"iteration": iteration, "loss": loss.item(), "lr": lr,
                               "grad_norm": float(grad_norm), "data_wait_s": round(wait, 4),
                               "step_s": round(step, 4),
-                              **{k: float(v) for k, v in losses.items()}})
+                              **{k: v.item() for k, v in losses.items()}})
 
     def flush(self) -> None:
         if self.enabled and self.rows:

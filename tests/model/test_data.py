@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from stvr_data import manifest
+from stvr_model.data import MATCHING_ACTOR, DataConfig, PairDataset, clip_times, collate
+
+
+def test_clip_times_tile_the_span_at_one_third_second():
+    times = clip_times(902.0, 904.0)
+    assert len(times) == 6
+    np.testing.assert_allclose(times, 902 + np.arange(6) / 3)
+
+
+def test_test_sample_shapes_and_targets_follow_groundtruth(tiny_benchmark):
+    data = PairDataset(tiny_benchmark, "test", DataConfig(reference_seconds=None, hflip=False, max_query_seconds=1e6,
+                                                          query_clips_per_second=1), training=False)
+    sample = data[0]
+    pair = data.fixed.iloc[0]
+    tr = int(round((pair.ref_end - pair.ref_start) * 3))
+    assert sample["reference"].shape == (tr, 3, 8, 64, 64)
+    assert sample["query"].shape[1:] == (3, 8, 64, 64)
+    assert sample["query"].shape[0] == len(pair.query_boxes)  # one clip per query second
+    assert float(sample["reference"].min()) >= -1.0 and float(sample["reference"].max()) <= 1.0
+    truth = manifest.read_benchmark_table(tiny_benchmark, "groundtruth_test")
+    truth = truth[(truth.pair_id == pair.pair_id) & truth.x1.notna()]
+    for k, time in enumerate(sample["times"].numpy()):
+        expected = truth[np.isclose(truth.timestamp, time)][["x1", "y1", "x2", "y2"]].to_numpy() * 64
+        target = sample["targets"][k]
+        got = target["boxes"][target["labels"] == MATCHING_ACTOR].numpy()
+        np.testing.assert_allclose(np.sort(got, axis=0), np.sort(expected, axis=0), atol=1e-4)
+
+
+def test_training_samples_are_fixed_by_seed_epoch_and_index(tiny_benchmark):
+    config = DataConfig(reference_seconds=2.0, query_clips_per_second=1, max_query_seconds=3)
+    a = PairDataset(tiny_benchmark, "train", config, seed=5)
+    b = PairDataset(tiny_benchmark, "train", config, seed=5)
+    index = len(a) + 1  # second epoch
+    first, second = a[index], b[index]
+    assert first["pair_id"] == second["pair_id"]
+    assert torch.equal(first["reference"], second["reference"])
+    assert first["reference"].shape[0] == 6  # 2 s of 8-frame clips
+    assert first["query"].shape[0] <= 3
+    epochs = {a[i]["pair_id"] for i in range(len(a))}
+    assert len(epochs) == len(a)  # an epoch visits every drawn pair once
+
+
+def test_flip_mirrors_frames_and_boxes(tiny_benchmark):
+    plain = PairDataset(tiny_benchmark, "train", DataConfig(hflip=False, query_clips_per_second=1), seed=1)
+    flipping = PairDataset(tiny_benchmark, "train", DataConfig(hflip=True, query_clips_per_second=1), seed=1)
+    for index in range(len(plain)):
+        a, b = plain[index], flipping[index]
+        if not torch.equal(a["reference"], b["reference"]):
+            break
+    else:
+        pytest.fail("no sample was flipped")
+    assert torch.equal(a["reference"].flip(-1), b["reference"])
+    np.testing.assert_allclose(b["query_boxes"][:, 0].numpy(), 64 - a["query_boxes"][:, 2].numpy(), atol=1e-5)
+
+
+def test_collate_pads_queries_with_a_mask(tiny_benchmark):
+    data = PairDataset(tiny_benchmark, "train", DataConfig(query_clips_per_second=1), seed=0)
+    samples = [data[i] for i in range(3)]
+    batch = collate(samples)
+    longest = max(s["query"].shape[0] for s in samples)
+    assert batch["query"].shape[:2] == (3, longest)
+    assert batch["query_valid"].sum(1).tolist() == [s["query"].shape[0] for s in samples]
+    assert batch["reference"].shape[:2] == (3, 6)

@@ -1,0 +1,94 @@
+import json
+
+import pytest
+import torch
+
+from stvr_model import train as train_module
+from stvr_model.checkpoint import CheckpointError, ModelSpec, load_checkpoint, model_from_checkpoint
+from stvr_model.data import DataConfig
+from stvr_model.train import BatchWindow, TrainConfig, TrainingDiverged, get_lr, train
+
+SPEC = ModelSpec(cell="convlstm", backbone="small", image_size=(64, 64), box_head_blocks=0)
+DATA = DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0)
+
+
+def _config(**changes):
+    base = dict(iterations=4, batch_size=2, lr=0.01, milestones=(3,), checkpoint_every=2,
+                keep_every=4, num_workers=0, device="cpu", seed=0)
+    return TrainConfig(**{**base, **changes})
+
+
+def test_step_schedule():
+    config = TrainConfig(lr=0.03, milestones=(10, 20))
+    assert [get_lr(i, config) for i in (0, 9, 10, 19, 20)] == pytest.approx([0.03, 0.03, 0.003, 0.003, 0.0003])
+
+
+def test_batch_window_gives_each_rank_its_slice():
+    assert list(BatchWindow(2, 4, 3)) == [[6, 7, 8], [9, 10, 11]]
+    rank1 = list(BatchWindow(0, 2, 2, rank=1, world=2))
+    assert rank1 == [[2, 3], [6, 7]]
+
+
+def test_train_writes_checkpoints_metrics_and_curve(tiny_benchmark, tmp_path):
+    summary = train(tiny_benchmark, tmp_path, SPEC, _config(), DATA, progress=False)
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["iteration"] == 4 and state["spec"] == SPEC.to_dict()
+    assert (tmp_path / "iter_000004.pt").is_file() and (tmp_path / "loss.png").stat().st_size > 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
+    assert rows[-1]["lr"] == pytest.approx(0.001)
+    assert all(r["loss"] > 0 for r in rows)
+    assert 0.0 <= summary["data_wait_fraction"] <= 1.0
+    model, _ = model_from_checkpoint(tmp_path / "last.pt")
+    assert not model.training
+
+
+def test_resume_continues_exactly(tiny_benchmark, tmp_path):
+    train(tiny_benchmark, tmp_path / "straight", SPEC, _config(), DATA, progress=False)
+    train(tiny_benchmark, tmp_path / "split", SPEC, _config(iterations=2), DATA, progress=False)
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(tiny_benchmark, tmp_path / "split", SPEC, _config(), DATA, progress=False)
+    train(tiny_benchmark, tmp_path / "split", SPEC, _config(), DATA, resume=True, progress=False)
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    resumed = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    for name, value in straight.items():
+        assert torch.equal(value, resumed[name]), name
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(x)["loss"] for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert losses == expected
+
+
+def test_resume_refuses_another_model(tiny_benchmark, tmp_path):
+    train(tiny_benchmark, tmp_path, SPEC, _config(iterations=2), DATA, progress=False)
+    other = ModelSpec(cell="none", backbone="small", image_size=(64, 64), box_head_blocks=0)
+    with pytest.raises(CheckpointError, match="was trained with"):
+        train(tiny_benchmark, tmp_path, other, _config(), DATA, resume=True, progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_benchmark, tmp_path, monkeypatch):
+    train(tiny_benchmark, tmp_path, SPEC, _config(iterations=2), DATA, progress=False)
+    before = (tmp_path / "last.pt").read_bytes()
+    real_build = train_module.build_model
+
+    def poisoned(spec, **kwargs):
+        model = real_build(spec, **kwargs)
+        forward = model.forward
+
+        def nan_forward(*args, **kw):
+            detections, losses = forward(*args, **kw)
+            return detections, {**losses, "loss_box": losses["loss_box"] * float("nan")}
+
+        model.forward = nan_forward
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", poisoned)
+    with pytest.raises(TrainingDiverged, match="iteration 2"):
+        train(tiny_benchmark, tmp_path, SPEC, _config(), DATA, resume=True, progress=False)
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(bad)

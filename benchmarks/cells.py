@@ -1,0 +1,289 @@
+"""Benchmark of the recurrent cells and of the warp op (issue 5; paper §3 and §6.2).
+
+1. Each cell at the paper's shape (batch 8, 1024 channels, 20x20, 6 steps from a zero
+   state, forward and backward): time per step and the peak memory of the whole 6-step
+   sequence. On CPU each cell runs in a fresh process and the peak is the growth of the
+   resident set during the run; on CUDA it is `max_memory_allocated` above the baseline.
+2. `sparse_image_warp` alone at batch 8, 128 channels, 20x20, 9 control points and
+   num_boundary_points=4 (16 border points), order 2: forward, and forward + backward.
+3. `clip_flows`, the optical flow the `flow` cell needs, for one batch of 8 references
+   of 6 clips of 8 frames at 320x320.
+
+    .venv/bin/python benchmarks/cells.py [--repeat 3] [--device cpu|cuda|all] [--threads N]
+        [--tensorflow PYTHON_WITH_TFA]
+
+Wall times suffer on a shared machine; CPU time (process time, all threads) is printed
+beside them as the steadier figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import time
+
+import torch
+
+from stvr_model.cells import build_cell, control_points
+from stvr_model.flow import clip_flows
+from stvr_model.warp import sparse_image_warp
+
+KINDS = ["none", "convlstm", "warp", "traj", "flow"]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (
+        f"Python {platform.python_version()}, torch {torch.__version__}, {cpu}, "
+        f"{os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.1f}, CUDA: {cuda}"
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_cell(kind: str, device_name: str, args: argparse.Namespace) -> dict:
+    """Time `repeat` sequences of one cell; returns seconds per step and peak bytes."""
+    device = torch.device(device_name)
+    if args.threads:  # a spawned child starts with the default
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cell = build_cell(kind, args.channels, args.channels).to(device)
+    shape = (args.steps, args.batch, args.channels, args.size, args.size)
+    x = torch.randn(shape, device=device, requires_grad=True)
+    flows = torch.randn(args.steps, args.batch, 2, args.size, args.size, device=device)
+    if kind == "warp":  # off the identity, as after training
+        with torch.no_grad():
+            cell.offset.weight.normal_(std=1e-3)
+
+    def sequence() -> None:
+        state = None
+        total = 0
+        for t in range(args.steps):
+            state = cell(x[t], state, flow=flows[t])
+            total = total + state.h.mean()
+        total.backward()
+
+    baseline = _resident_bytes() if device.type == "cpu" else 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+    times, cpu_times = [], []
+    for _ in range(args.repeat + 1):  # the first run warms up and is dropped
+        _sync(device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        sequence()
+        _sync(device)
+        times.append((time.perf_counter() - start) / args.steps)
+        cpu_times.append((time.process_time() - cpu_start) / args.steps)
+        cell.zero_grad(set_to_none=True)
+        x.grad = None
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - baseline
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+    return {
+        "median": statistics.median(times[1:]),
+        "min": min(times[1:]),
+        "cpu": statistics.median(cpu_times[1:]),
+        "peak": peak,
+    }
+
+
+def _run_in_child(kind: str, device_name: str, args: argparse.Namespace) -> dict:
+    # A fresh process per CPU cell so that the resident-set peak belongs to that cell.
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(run_cell, (kind, device_name, args))
+
+
+def bench_cells(device_name: str, args: argparse.Namespace) -> None:
+    print(
+        f"\ncells on {device_name}: batch {args.batch}, {args.channels} channels, "
+        f"{args.size}x{args.size}, {args.steps} steps, forward+backward, {args.repeat} runs"
+    )
+    print(
+        f"{'cell':<9} {'median ms/step':>15} {'min ms/step':>12} {'CPU ms/step':>12} "
+        f"{'x convlstm':>11} {'CPU x conv':>11} {'peak MiB':>9}"
+    )
+    results = {}
+    for kind in KINDS:
+        if device_name == "cpu":
+            results[kind] = _run_in_child(kind, device_name, args)
+        else:
+            results[kind] = run_cell(kind, device_name, args)
+        r = results[kind]
+        base = results.get("convlstm", {"median": float("nan"), "cpu": float("nan")})
+        print(
+            f"{kind:<9} {r['median'] * 1e3:>15.1f} {r['min'] * 1e3:>12.1f} "
+            f"{r['cpu'] * 1e3:>12.1f} {r['median'] / base['median']:>11.2f} "
+            f"{r['cpu'] / base['cpu']:>11.2f} {r['peak'] / 2**20:>9.0f}"
+        )
+
+
+def _timed(function, device: torch.device, calls: int) -> tuple[float, float, float]:
+    """Median and min wall seconds per call, and mean CPU seconds per call."""
+    for _ in range(3):
+        function()
+    times = []
+    cpu_start = time.process_time()
+    for _ in range(calls):
+        _sync(device)
+        start = time.perf_counter()
+        function()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times), (time.process_time() - cpu_start) / calls
+
+
+def bench_warp(device_name: str, args: argparse.Namespace) -> None:
+    device = torch.device(device_name)
+    torch.manual_seed(0)
+    image = torch.randn(8, 128, 20, 20, device=device)
+    source = control_points(20, 20).float().to(device).expand(8, 9, 2).contiguous()
+    dest = source + torch.randn(8, 9, 2, device=device)
+    image_grad = image.clone().requires_grad_()
+    dest_grad = dest.clone().requires_grad_()
+
+    def forward() -> None:
+        sparse_image_warp(image, source, dest, 2, 0.0, 4)
+
+    def forward_backward() -> None:
+        warped, _ = sparse_image_warp(image_grad, source, dest_grad, 2, 0.0, 4)
+        warped.sum().backward()
+
+    print(
+        f"\nsparse_image_warp on {device_name}: batch 8, 128 channels, 20x20, 9 control "
+        f"points, 4 boundary points, order 2, {args.warp_calls} calls"
+    )
+    with torch.no_grad():
+        median, best, cpu = _timed(forward, device, args.warp_calls)
+    print(
+        f"forward            median {median * 1e3:.2f} ms  min {best * 1e3:.2f} ms  "
+        f"CPU {cpu * 1e3:.2f} ms"
+    )
+    median, best, cpu = _timed(forward_backward, device, args.warp_calls)
+    print(
+        f"forward+backward   median {median * 1e3:.2f} ms  min {best * 1e3:.2f} ms  "
+        f"CPU {cpu * 1e3:.2f} ms"
+    )
+
+
+# Run by a separate interpreter that has TensorFlow and TensorFlow Addons (they cannot
+# share this project's environment): the same warp through tfa in graph mode.
+TENSORFLOW_SNIPPET = """
+import statistics, sys, time
+import numpy as np, tensorflow as tf, tensorflow_addons as tfa
+calls = int(sys.argv[1])
+rng = np.random.default_rng(0)
+image = tf.constant(rng.standard_normal((8, 20, 20, 128)), tf.float32)
+grid = np.array([(y, x) for y in (5, 10, 15) for x in (5, 10, 15)], np.float32)
+source = tf.constant(np.broadcast_to(grid, (8, 9, 2)))
+dest = tf.constant(grid + rng.standard_normal((8, 9, 2)).astype(np.float32))
+
+@tf.function
+def forward(image, source, dest):
+    return tfa.image.sparse_image_warp(image, source, dest, 2, 0.0, 4)[0]
+
+@tf.function
+def forward_backward(image, source, dest):
+    with tf.GradientTape() as tape:
+        tape.watch([image, dest])
+        loss = tf.reduce_sum(tfa.image.sparse_image_warp(image, source, dest, 2, 0.0, 4)[0])
+    return tape.gradient(loss, [image, dest])
+
+for name, function in (("forward", forward), ("forward+backward", forward_backward)):
+    for _ in range(3):
+        [t.numpy() for t in tf.nest.flatten(function(image, source, dest))]
+    times = []
+    cpu_start = time.process_time()
+    for _ in range(calls):
+        start = time.perf_counter()
+        [t.numpy() for t in tf.nest.flatten(function(image, source, dest))]
+        times.append(time.perf_counter() - start)
+    cpu = (time.process_time() - cpu_start) / calls
+    print(f"{name:<18} median {statistics.median(times) * 1e3:.2f} ms  "
+          f"min {min(times) * 1e3:.2f} ms  CPU {cpu * 1e3:.2f} ms")
+"""
+
+
+def bench_tensorflow(python: str, args: argparse.Namespace) -> None:
+    print(
+        f"\ntfa.image.sparse_image_warp (TensorFlow graph mode, CPU), same shapes, "
+        f"{args.warp_calls} calls, run by {python}"
+    )
+    done = subprocess.run(
+        [python, "-c", TENSORFLOW_SNIPPET, str(args.warp_calls)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    print("\n".join(lines) if done.returncode == 0 else f"failed: {done.stderr[-500:]}")
+
+
+def bench_optical_flow(device_name: str) -> None:
+    device = torch.device(device_name)
+    clips = torch.rand(8, 6, 3, 8, 320, 320, device=device) * 2 - 1
+    _sync(device)
+    start = time.perf_counter()
+    clip_flows(clips)
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    print(
+        f"\nclip_flows on {device_name}: 8 references x 6 clips x 8 frames at 320x320, "
+        f"one run: {elapsed:.2f} s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    parser.add_argument("--repeat", type=int, default=3, help="timed sequences per cell")
+    parser.add_argument("--warp-calls", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--channels", type=int, default=1024)
+    parser.add_argument("--size", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--skip-optical-flow", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--tensorflow",
+        metavar="PYTHON",
+        help="an interpreter with tensorflow and tensorflow-addons, to time tfa's warp too",
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(machine())
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    if args.tensorflow:
+        bench_tensorflow(args.tensorflow, args)
+    for device in devices:
+        bench_warp(device, args)
+        bench_cells(device, args)
+        if not args.skip_optical_flow:
+            bench_optical_flow(device)
+
+
+if __name__ == "__main__":
+    main()

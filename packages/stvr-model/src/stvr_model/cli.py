@@ -106,3 +106,45 @@ def convert_i3d_command(out, checkpoint, cache_dir):
 
     path = convert_i3d(out, checkpoint=checkpoint, cache_dir=cache_dir)
     click.echo(f"wrote {path}")
+
+
+def _box_option(ctx, param, value):
+    try:
+        box = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise click.BadParameter(f"expected four numbers x1,y1,x2,y2, got '{value}'")
+    return box
+
+
+@main.command("predict")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--query-video", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--query-box", required=True, callback=_box_option,
+              help="x1,y1,x2,y2 of the query actor, normalised to [0, 1] (pixels with --pixels).")
+@click.option("--pixels", is_flag=True, help="--query-box is in pixels of the query video.")
+@click.option("--query-start", required=True, type=float, help="Start of the query action (s).")
+@click.option("--query-end", required=True, type=float, help="End of the query action (s).")
+@click.option("--reference-video", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--reference-start", default=0.0, show_default=True, help="Where to search from (s).")
+@click.option("--reference-end", type=float, default=None, help="Where to search to (s; default: the end).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where detections.csv/.parquet, pictures/ and the cut clips (work/) go.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--min-score", default=0.3, show_default=True, help="Detections drawn in the pictures.")
+def predict_command(checkpoint, query_video, query_box, pixels, query_start, query_end, reference_video,
+                    reference_start, reference_end, out, device, min_score):
+    """Re-localize the query (a box in a span of one video) in a reference video."""
+    from stvr_model.predict import Span, predict_pair
+
+    result = predict_pair(checkpoint, Span(query_video, query_start, query_end), query_box,
+                          Span(reference_video, reference_start, reference_end), out,
+                          pixels=pixels, device=device, min_score=min_score)
+    click.echo(f"{result['query_clips']} query clips, {result['reference_clips']} reference clips: "
+               f"{result['rows']} detections in {result['detections']} and {result['parquet']}")
+    best = result["best"]
+    if best is not None:
+        click.echo(f"best: t = {best['timestamp']:.2f} s, box {best['x1']:.3f},{best['y1']:.3f},"
+                   f"{best['x2']:.3f},{best['y2']:.3f}, score {best['score']:.3f}")
+    click.echo("pictures: " + ", ".join(str(p) for p in result["pictures"]))

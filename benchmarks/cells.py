@@ -61,6 +61,19 @@ def _resident_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _memory_baseline(device: torch.device) -> int:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    return _resident_bytes()
+
+
+def _memory_peak(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def run_cell(kind: str, device_name: str, args: argparse.Namespace) -> dict:
     """Time `repeat` sequences of one cell; returns seconds per step and peak bytes."""
     device = torch.device(device_name)
@@ -83,10 +96,7 @@ def run_cell(kind: str, device_name: str, args: argparse.Namespace) -> dict:
             total = total + state.h.mean()
         total.backward()
 
-    baseline = _resident_bytes() if device.type == "cpu" else 0
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        baseline = torch.cuda.memory_allocated(device)
+    baseline = _memory_baseline(device)
     times, cpu_times = [], []
     for _ in range(args.repeat + 1):  # the first run warms up and is dropped
         _sync(device)
@@ -97,10 +107,7 @@ def run_cell(kind: str, device_name: str, args: argparse.Namespace) -> dict:
         cpu_times.append((time.process_time() - cpu_start) / args.steps)
         cell.zero_grad(set_to_none=True)
         x.grad = None
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) - baseline
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+    peak = _memory_peak(device) - baseline
     return {
         "median": statistics.median(times[1:]),
         "min": min(times[1:]),

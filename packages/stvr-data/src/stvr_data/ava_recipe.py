@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from stvr_data import build, manifest, splits, tubelets
 from stvr_data.ava import AVA_SEGMENT, AvaAnnotations, load_annotations
-from stvr_data.errors import MediaError
+from stvr_data.errors import MediaError, StvrDataError
 from stvr_data.fetch import fetch_video
 
 
@@ -66,6 +66,7 @@ def prepare_ava(annotations, videos, out, *, options=None, min_tubelets: int = 1
             linked["val"], min_tubelets=min_tubelets, num_val=num_val_labels,
             num_test=num_test_labels, seed=options.seed)
     table = splits.assign_splits(linked["train"], linked["val"], val_labels, test_labels)
+    _check_heldout(table, split_file or "the chosen labels")
     corpus = build.Corpus(
         name=f"STVR-AVA v{release.version}", tubelets=table, videos=_videos_table(release),
         keyframe_interval=1.0, media_span=AVA_SEGMENT,
@@ -83,6 +84,14 @@ def prepare_ava(annotations, videos, out, *, options=None, min_tubelets: int = 1
     extra = {"min_tubelets": min_tubelets, "num_val_labels": num_val_labels,
              "num_test_labels": num_test_labels, "skip_bad_rows": skip_bad_rows}
     return build.build_benchmark(corpus, videos, out, options, extra_options=extra)
+
+
+def _check_heldout(table: pd.DataFrame, source) -> None:
+    """A split whose labels do not occur (with two or more tubelets) leaves nothing to evaluate."""
+    for split in ("val", "test"):
+        if not (table.split == split).any():
+            raise StvrDataError(f"{source}: none of the {split} labels has two or more tubelets in the "
+                                f"validation videos, so the benchmark would have no {split} pairs")
 
 
 def _videos_table(release: AvaAnnotations) -> pd.DataFrame:

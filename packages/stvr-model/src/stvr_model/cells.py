@@ -264,7 +264,7 @@ class FlowLSTMCell(ConvLSTMCell):
     """The optical-flow baseline: ConvLSTM with its state warped by a given flow.
 
     `flow [B, 2, H, W]` is (dy, dx) in feature-map pixels, the motion since the previous
-    clip (e.g. `stvr_model.flow.clip_flow`). It may be omitted only when `state` is None.
+    clip (e.g. `stvr_model.flow.clip_flows`). It may be omitted only when `state` is None.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, config: CellConfig):

@@ -31,16 +31,21 @@ class ModelSpec:
     hidden_channels: int = 1024
     # ResNet units of the second stage (the authors: 3). 0 or 1 make CPU runs practical.
     box_head_blocks: int = 3
+    # RPN anchor sides in pixels (x 3 aspect ratios); the authors' suit actors of a 320 px frame
+    anchor_sizes: tuple[float, ...] = (64.0, 128.0, 256.0, 512.0)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["image_size"] = list(self.image_size)
+        out["anchor_sizes"] = list(self.anchor_sizes)
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelSpec:
         data = dict(data)
         data["image_size"] = tuple(data["image_size"])
+        if "anchor_sizes" in data:
+            data["anchor_sizes"] = tuple(data["anchor_sizes"])
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields)
         if unknown:
@@ -56,7 +61,8 @@ def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torc
 
     backbone = build_backbone(spec.backbone, weights=backbone_weights)
     cell = build_cell(spec.cell, spec.hidden_channels, spec.hidden_channels)
-    config = DetectorConfig(image_size=spec.image_size, box_head_blocks=spec.box_head_blocks)
+    config = DetectorConfig(image_size=spec.image_size, box_head_blocks=spec.box_head_blocks,
+                            anchor_sizes=spec.anchor_sizes)
     return ReLocalizationDetector(backbone, cell, config)
 
 

@@ -43,11 +43,13 @@ def main() -> None:
               help="3 uses every 8-frame clip of the query; 1 is three times cheaper.")
 @click.option("--box-head-blocks", type=click.IntRange(0, 3), default=3, show_default=True,
               help="ResNet units in the second stage (the authors: 3); 0 or 1 for CPU runs.")
+@click.option("--anchor-sizes", default="64,128,256,512", show_default=True,
+              help="RPN anchor sides in pixels (3 aspect ratios each); scale them with --resolution.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on CUDA.")
 def train_command(manifest, cell, out, backbone, weights, iterations, batch_size, lr, milestones, device,
                   seed, workers, checkpoint_every, reference_seconds, max_query_seconds,
-                  query_clips_per_second, box_head_blocks, resume, no_amp):
+                  query_clips_per_second, box_head_blocks, anchor_sizes, resume, no_amp):
     """Train the detector with one recurrent cell (paper §6.2 schedule by default)."""
     from stvr_data.manifest import read_dataset_card
     from stvr_model.checkpoint import ModelSpec
@@ -55,7 +57,13 @@ def train_command(manifest, cell, out, backbone, weights, iterations, batch_size
     from stvr_model.train import TrainConfig, train
 
     width, height = read_dataset_card(manifest)["clip"]["size"]
-    spec = ModelSpec(cell=cell, backbone=backbone, image_size=(height, width), box_head_blocks=box_head_blocks)
+    try:
+        anchors = tuple(float(a) for a in anchor_sizes.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{anchor_sizes}' is not a comma-separated list of numbers",
+                                 param_hint="--anchor-sizes") from None
+    spec = ModelSpec(cell=cell, backbone=backbone, image_size=(height, width),
+                     box_head_blocks=box_head_blocks, anchor_sizes=anchors)
     config = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr,
                          milestones=tuple(int(m) for m in milestones.split(",") if m.strip()),
                          seed=seed, num_workers=workers, device=device, amp=not no_amp,

@@ -4,6 +4,7 @@ trainer-side tests. Built once per test session in a temporary folder."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +19,13 @@ def tiny_benchmark(tmp_path_factory):
                 options=BuildOptions(seed=0, resolution=(64, 64), workers=2),
                 min_tubelets=2, num_val_labels=1, num_test_labels=1)
     return root / "bench"
+
+
+@pytest.fixture
+def one_thread():
+    """The CI machine's cores are shared: one thread is faster than contending for them
+    (requested by the detector and head tests through `pytestmark`)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,16 +12,9 @@ from torch import nn
 from stvr_model.boxes import detection_rows, normalized_xyxy, pixel_xyxy
 from stvr_model.detector import DetectorConfig, DetectorInputError, ReLocalizationDetector
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SIZE, CHANNELS, B, TQ, TR = 64, 8, 2, 3, 3
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CI machine's cores are shared: one thread is faster than contending for them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class CellState(NamedTuple):

@@ -16,14 +16,7 @@ from stvr_model.heads import (
     select_detections,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CI machine's cores are shared: one thread is faster than contending for them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_config(**overrides) -> DetectorConfig:

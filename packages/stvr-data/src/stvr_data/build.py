@@ -203,13 +203,15 @@ def _draw_samples_per_label(tubelets: pd.DataFrame, path: Path, *, title: str) -
     width = min(max(6.0, 0.18 * len(counts)), 60.0)
     fig, ax = plt.subplots(figsize=(width, 4.5))
     ax.bar(np.arange(len(counts)), counts.n, color=counts.split.map(colours), width=0.85)
-    ax.set_yscale("log")
+    if len(counts) and counts.n.max() > 50 * counts.n.min():  # AVA's long tail needs a log axis
+        ax.set_yscale("log")
     ax.set_ylabel("tubelets")
     ax.set_xticks(np.arange(len(counts)), counts.label, rotation=90, fontsize=6)
     ax.set_xlim(-1, len(counts))
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
-    ax.legend(handles, [f"{s} ({(counts.split == s).sum()} labels)" for s in colours], loc="upper right")
-    ax.set_title(title)
+    ax.legend(handles, [f"{s} ({(counts.split == s).sum()} labels)" for s in colours],
+              loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    ax.set_title(title, pad=24)
     fig.tight_layout()
     tmp = manifest.atomic_path(path)
     fig.savefig(tmp, dpi=120, format="png", metadata={"Software": None})

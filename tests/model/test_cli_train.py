@@ -1,0 +1,44 @@
+"""`stvr-model train` and `evaluate` through the command line, and their bad-input errors."""
+
+import json
+
+from click.testing import CliRunner
+
+from stvr_model.cli import main
+
+LIGHT = ["--backbone", "small", "--box-head-blocks", "0", "--batch-size", "2", "--workers", "0",
+         "--query-clips-per-second", "1", "--max-query-seconds", "2", "--reference-seconds", "1",
+         "--device", "cpu", "--anchor-sizes", "16,32,64,128"]
+
+
+def test_train_then_evaluate_prints_the_scores(tiny_benchmark, tmp_path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--manifest", str(tiny_benchmark), "--cell", "none",
+                                       "--out", str(run), "--iterations", "2", *LIGHT])
+    assert result.exit_code == 0, result.output
+    assert "trained none for 2 iterations" in result.output and (run / "last.pt").is_file()
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(run / "last.pt"), "--manifest",
+                                       str(tiny_benchmark), "--split", "val", "--max-pairs", "1",
+                                       "--pictures", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-3].startswith("frame-mAP")
+    summary = json.loads(lines[-1])
+    assert set(summary) == {"0.3", "0.5", "0.7"}
+    metrics = json.loads((run.parent / "run" / "eval_val" / "metrics_val.json").read_text())
+    assert summary["0.5"] == round(metrics["frame_map"]["0.5"]["mAP"], 4)
+
+
+def test_bad_inputs_are_one_line_errors(tiny_benchmark, tmp_path):
+    not_a_benchmark = tmp_path / "empty"
+    not_a_benchmark.mkdir()
+    result = CliRunner().invoke(main, ["train", "--manifest", str(not_a_benchmark), "--cell", "warp",
+                                       "--out", str(tmp_path / "r"), *LIGHT])
+    assert result.exit_code == 2 and "no dataset card" in result.output
+    result = CliRunner().invoke(main, ["train", "--manifest", str(tiny_benchmark), "--cell", "warp",
+                                       "--out", str(tmp_path / "r"), *LIGHT[:-1], "16,x"])
+    assert result.exit_code == 2 and "--anchor-sizes" in result.output
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"junk")
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(bad), "--manifest", str(tiny_benchmark)])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and "bad.pt" in result.output

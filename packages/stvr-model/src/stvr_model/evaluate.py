@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from stvr_data import manifest
 from stvr_data.evaluation import frame_map
+from stvr_model import boxes
 from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
 from stvr_model.data import DataConfig, PairDataset, collate
 from stvr_model.train import model_inputs, resolve_device
@@ -28,20 +29,10 @@ DETECTION_COLUMNS = ["pair_id", "timestamp", "x1", "y1", "x2", "y2", "score"]
 
 
 def detection_rows(pair_id: str, times, clip_detections: list[dict], width: int, height: int) -> pd.DataFrame:
-    """Scorer rows for one pair: pixel boxes of each reference clip -> normalised xyxy."""
-    frames = []
-    scale = np.array([width, height, width, height], np.float64)
-    for time, det in zip(np.asarray(times, np.float64), clip_detections, strict=True):
-        boxes = det["boxes"].detach().float().cpu().numpy().reshape(-1, 4) / scale
-        scores = det["scores"].detach().float().cpu().numpy().reshape(-1)
-        frames.append(pd.DataFrame({"pair_id": pair_id, "timestamp": time,
-                                    "x1": boxes[:, 0], "y1": boxes[:, 1], "x2": boxes[:, 2],
-                                    "y2": boxes[:, 3], "score": scores}))
-    if not frames:
-        return pd.DataFrame(columns=DETECTION_COLUMNS)
-    out = pd.concat(frames, ignore_index=True)
-    out[["x1", "y1", "x2", "y2"]] = out[["x1", "y1", "x2", "y2"]].clip(0.0, 1.0)
-    return out[DETECTION_COLUMNS]
+    """Scorer rows for one pair: the pixel boxes of each reference clip, normalised."""
+    rows = boxes.detection_rows([clip_detections], [pair_id], [list(np.asarray(times, np.float64))],
+                                (height, width))
+    return pd.DataFrame(rows, columns=DETECTION_COLUMNS)
 
 
 @torch.no_grad()

@@ -89,15 +89,18 @@ class BatchWindow(Sampler):
         return self.last - self.first
 
 
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank), initialising the process group under torchrun."""
+def _distributed(device: torch.device) -> tuple[int, int, int]:
+    """(rank, world size, local rank), initialising the process group under torchrun:
+    NCCL with one GPU per process (`LOCAL_RANK`) on CUDA, gloo on the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1, 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)  # before NCCL starts, or every process uses GPU 0
     if not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    return torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return torch.distributed.get_rank(), world, local_rank
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -124,8 +127,8 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
     """Train `spec` on the benchmark in `manifest`, writing checkpoints and logs to `out`."""
     config, data = config or TrainConfig(), data or DataConfig()
     out = Path(out)
-    rank, world, local_rank = _distributed()
     device = resolve_device(config.device)
+    rank, world, local_rank = _distributed(device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
     torch.manual_seed(config.seed + rank)
@@ -168,8 +171,8 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
         optimizer.step()
         done = time.perf_counter()
         log.add(iteration, loss, losses, grad_norm, get_lr(iteration, config),
-                clips=batch["reference"].shape[0] * batch["reference"].shape[1] * world,
-                wait=ready - waited, step=done - waited)
+                ref_clips=int(batch["ref_valid"].sum()), query_clips=int(batch["query_valid"].sum()),
+                world=world, wait=ready - waited, step=done - waited)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{get_lr(iteration, config):.2g}")
         if rank == 0 and ((iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations):
@@ -238,14 +241,18 @@ class _MetricsLog:
                     if json.loads(line)["iteration"] < start]
             path.write_text("".join(line + "\n" for line in kept))
 
-    def add(self, iteration, loss, losses, grad_norm, lr, *, clips, wait, step) -> None:
+    def add(self, iteration, loss, losses, grad_norm, lr, *, ref_clips, query_clips, world,
+            wait, step) -> None:
+        """`ref_clips`/`query_clips`: real (not padding) clips in this process's batch;
+        the summary's throughput counts both, times the number of processes."""
         self.wait += wait
         self.step += step
-        self.clips += clips
+        self.clips += (ref_clips + query_clips) * world
         if self.enabled:
             self.rows.append({"iteration": iteration, "loss": loss.item(), "lr": lr,
                               "grad_norm": float(grad_norm), "data_wait_s": round(wait, 4),
-                              "step_s": round(step, 4),
+                              "step_s": round(step, 4), "ref_clips": ref_clips,
+                              "query_clips": query_clips,
                               **{k: v.item() for k, v in losses.items()}})
 
     def flush(self) -> None:

@@ -50,7 +50,7 @@ def draw_loss_curve(metrics: str | Path, path: str | Path, window: int = 20) -> 
         return None
     plt = _pyplot()
     iterations = np.array([r["iteration"] for r in rows])
-    fixed = {"iteration", "lr", "grad_norm", "data_wait_s", "step_s"}
+    fixed = {"iteration", "lr", "grad_norm", "data_wait_s", "step_s", "ref_clips", "query_clips"}
     names = [k for k in rows[0] if k not in fixed]
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in names:

@@ -1,0 +1,47 @@
+"""Multi-process training as users run it: `torchrun --standalone --nproc_per_node 2
+stvr-model train ...` on the CPU (gloo backend), two iterations on the tiny benchmark."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
+
+
+def _torchrun(bench: Path, out: Path, logs: Path) -> subprocess.CompletedProcess:
+    cli = Path(sys.executable).parent / "stvr-model"
+    assert cli.is_file(), f"{cli}: the stvr-model entry point is not installed"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "--log-dir", str(logs), "--redirects", "3", "--no-python", str(cli),
+               "train", "--manifest", str(bench), "--cell", "convlstm", "--backbone", "small",
+               "--out", str(out), "--iterations", "2", "--batch-size", "1", "--workers", "0",
+               "--device", "cpu", "--reference-seconds", "1", "--max-query-seconds", "2",
+               "--query-clips-per-second", "1", "--checkpoint-every", "2"]
+    # one thread per process: two processes share the machine's cores
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(tiny_benchmark, tmp_path):
+    run = _torchrun(tiny_benchmark, tmp_path / "run", tmp_path / "logs")
+    assert run.returncode == 0, run.stderr[-3000:]
+    outputs = {p.parent.name: p.read_text() for p in (tmp_path / "logs").rglob("stdout.log")}
+    assert sorted(outputs) == ["0", "1"]  # one log folder per rank
+    for rank, text in outputs.items():
+        assert "trained convlstm for 2 iterations" in text, (rank, text)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["iteration"] == 2
+    assert ModelSpec.from_dict(state["spec"]).cell == "convlstm"
+    model, _ = model_from_checkpoint(tmp_path / "run" / "last.pt")
+    assert sum(p.numel() for p in model.parameters()) > 0 and not model.training
+    assert not any(k.startswith("module.") for k in state["model"])  # saved unwrapped from DDP
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1]  # rank 0 alone writes the log
+    assert all(r["ref_clips"] == 3 for r in rows)  # batch 1 per process, 1 s references
+    assert not list((tmp_path / "run").glob(".*.partial"))

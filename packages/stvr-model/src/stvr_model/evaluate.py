@@ -8,6 +8,7 @@ state runs over the full reference as in the authors' evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from stvr_model.train import model_inputs, resolve_device
 from stvr_model.visualize import draw_pair
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
+BACKBONE_CHUNK = 24  # clips per backbone call at evaluation (8 s of video)
 DETECTION_COLUMNS = ["pair_id", "timestamp", "x1", "y1", "x2", "y2", "score"]
 
 
@@ -72,6 +74,8 @@ def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str
     out.mkdir(parents=True, exist_ok=True)
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint, map_location=torch_device)
+    # references run whole (up to minutes of clips): bound the backbone's batch
+    model.config = dataclasses.replace(model.config, backbone_chunk_size=BACKBONE_CHUNK)
     model.to(torch_device)
     spec = ModelSpec.from_dict(state["spec"])
     data = DataConfig(**{**state.get("data", {}), "reference_seconds": None, "hflip": False})

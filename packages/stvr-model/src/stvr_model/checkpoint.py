@@ -16,6 +16,8 @@ import torch
 
 from stvr_data.errors import StvrDataError
 
+_FROM_CHECKPOINT = "<from checkpoint>"
+
 
 class CheckpointError(StvrDataError):
     """A checkpoint that is missing, unreadable or not from this tool."""
@@ -55,11 +57,16 @@ class ModelSpec:
 
 def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torch.nn.Module:
     """The re-localization detector for `spec` (backbone + recurrent cell + heads)."""
-    from stvr_model.backbones import build_backbone
+    from stvr_model.backbones import BACKBONES, build_backbone
     from stvr_model.cells import build_cell
     from stvr_model.detector import DetectorConfig, ReLocalizationDetector
 
-    backbone = build_backbone(spec.backbone, weights=backbone_weights)
+    if backbone_weights is _FROM_CHECKPOINT:  # every weight comes from the checkpoint next
+        if spec.backbone not in BACKBONES:
+            raise CheckpointError(f"unknown backbone {spec.backbone!r} in the checkpoint")
+        backbone = BACKBONES[spec.backbone]()
+    else:
+        backbone = build_backbone(spec.backbone, weights=backbone_weights)
     cell = build_cell(spec.cell, spec.hidden_channels, spec.hidden_channels)
     config = DetectorConfig(image_size=spec.image_size, box_head_blocks=spec.box_head_blocks,
                             anchor_sizes=spec.anchor_sizes)
@@ -91,6 +98,6 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 def model_from_checkpoint(path: str | os.PathLike, map_location="cpu"):
     """(model in eval mode with the checkpoint's weights, the checkpoint dict)."""
     state = load_checkpoint(path, map_location)
-    model = build_model(ModelSpec.from_dict(state["spec"]))
+    model = build_model(ModelSpec.from_dict(state["spec"]), backbone_weights=_FROM_CHECKPOINT)
     model.load_state_dict(state["model"])
     return model.eval(), state

@@ -136,7 +136,7 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    start = _restore(out, model, optimizer, spec, config, resume, device)
+    start = _restore(out, model, optimizer, spec, resume, device, rank, world)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
@@ -175,18 +175,22 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
                 world=world, wait=ready - waited, step=done - waited)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{get_lr(iteration, config):.2g}")
-        if rank == 0 and ((iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations):
-            _save(out, model, optimizer, spec, config, data, iteration + 1)
-            log.flush()
-            draw_loss_curve(out / METRICS, out / "loss.png")
+        if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations:
+            rng = _rng_state(world)  # every rank: a collective under torchrun
+            if rank == 0:
+                _save(out, model, optimizer, spec, config, data, iteration + 1, rng)
+                log.flush()
+                draw_loss_curve(out / METRICS, out / "loss.png")
         waited = time.perf_counter()
     bar.close()
     log.flush()
     return log.summary()
 
 
-def _restore(out: Path, model, optimizer, spec: ModelSpec, config: TrainConfig, resume: bool, device) -> int:
-    """The iteration to start from; loads `last.pt` when resuming."""
+def _restore(out: Path, model, optimizer, spec: ModelSpec, resume: bool, device, rank: int = 0,
+             world: int = 1) -> int:
+    """The iteration to start from; loads `last.pt` when resuming (each rank its own
+    random state when the run had as many processes)."""
     last = out / LAST
     if not resume:
         if last.exists():
@@ -199,21 +203,34 @@ def _restore(out: Path, model, optimizer, spec: ModelSpec, config: TrainConfig, 
         raise CheckpointError(f"{last}: was trained with {state['spec']}, not {spec.to_dict()}")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"]["torch"].cpu())
-    if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+    rng = state["rng"]
+    if len(rng.get("ranks") or []) == world:
+        rng = rng["ranks"][rank]
+    torch.set_rng_state(rng["torch"].cpu())
+    if torch.cuda.is_available() and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
     return int(state["iteration"])
 
 
+def _rng_state(world: int) -> dict:
+    """This process's random state, and under torchrun every rank's in `ranks`."""
+    state = {"torch": torch.get_rng_state(),
+             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    if world > 1:
+        ranks = [None] * world
+        torch.distributed.all_gather_object(ranks, state)
+        state["ranks"] = ranks
+    return state
+
+
 def _save(out: Path, model, optimizer, spec: ModelSpec, config: TrainConfig, data: DataConfig,
-          iteration: int) -> None:
+          iteration: int, rng: dict) -> None:
     module = model.module if hasattr(model, "module") else model
     state = {
         "model": module.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
         "spec": spec.to_dict(), "config": _plain(dataclasses.asdict(config)),
         "data": _plain(dataclasses.asdict(data)),
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        "rng": rng,
     }
     save_checkpoint(out / LAST, state)
     if iteration % config.keep_every == 0:

@@ -22,6 +22,7 @@ is no ground truth here, so the pictures show the query box and the detections o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from stvr_data.errors import MediaError, StvrDataError
 from stvr_data.media import cut_clip, probe_video, read_frames
 from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
 from stvr_model.data import DataConfig, _to_tensor, collate
-from stvr_model.evaluate import DETECTION_COLUMNS, detection_rows
+from stvr_model.evaluate import BACKBONE_CHUNK, DETECTION_COLUMNS, detection_rows
 from stvr_model.train import model_inputs, resolve_device
 from stvr_model.visualize import draw_pair
 
@@ -168,6 +169,8 @@ def predict_pair(checkpoint: str | Path, query: Span, box, reference: Span, out:
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint, map_location=torch_device)
     model.to(torch_device)
+    # a user reference can be minutes long: bound the backbone's batch, as evaluation does
+    model.config = dataclasses.replace(model.config, backbone_chunk_size=BACKBONE_CHUNK)
     spec = ModelSpec.from_dict(state["spec"])
     data = DataConfig(**{**state.get("data", {}), "reference_seconds": None, "hflip": False})
     height, width = spec.image_size

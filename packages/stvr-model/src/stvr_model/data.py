@@ -178,9 +178,9 @@ class PairDataset(Dataset):
                 target["boxes"] = _flip_boxes(target["boxes"], width)
         return {
             "pair_id": pair.pair_id,
-            "query": _to_tensor(query),
+            "query": clips_to_tensor(query),
             "query_boxes": torch.from_numpy(np.ascontiguousarray(query_boxes, np.float32)),
-            "reference": _to_tensor(reference),
+            "reference": clips_to_tensor(reference),
             "ref_valid": torch.from_numpy(valid),
             "times": torch.from_numpy(times),
             "targets": [{"boxes": torch.from_numpy(np.ascontiguousarray(t["boxes"], np.float32)),
@@ -242,7 +242,7 @@ def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
     return flipped
 
 
-def _to_tensor(clips: np.ndarray) -> torch.Tensor:
+def clips_to_tensor(clips: np.ndarray) -> torch.Tensor:
     """uint8 [T, 8, H, W, 3] -> float32 [T, 3, 8, H, W] in [-1, 1] (the I3D convention)."""
     tensor = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 4, 1, 2, 3)
     return tensor.float().div_(127.5).sub_(1.0)

@@ -35,7 +35,7 @@ from stvr_data import manifest
 from stvr_data.errors import MediaError, StvrDataError
 from stvr_data.media import cut_clip, probe_video, read_frames
 from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
-from stvr_model.data import DataConfig, _to_tensor, collate
+from stvr_model.data import DataConfig, clips_to_tensor, collate
 from stvr_model.evaluate import BACKBONE_CHUNK, DETECTION_COLUMNS, detection_rows
 from stvr_model.train import model_inputs, resolve_device
 from stvr_model.visualize import draw_pair
@@ -127,9 +127,9 @@ def build_sample(query: np.ndarray, box: tuple[float, ...], reference: np.ndarra
     empty = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}
     return {
         "pair_id": PAIR_ID,
-        "query": _to_tensor(query),
+        "query": clips_to_tensor(query),
         "query_boxes": torch.from_numpy(np.repeat(pixel_box[None], len(query), axis=0)),
-        "reference": _to_tensor(reference),
+        "reference": clips_to_tensor(reference),
         "ref_valid": torch.ones(len(reference), dtype=torch.bool),
         "times": torch.from_numpy(np.asarray(times, np.float64)),
         "targets": [dict(empty) for _ in range(len(reference))],

@@ -10,8 +10,6 @@ Each configuration runs in its own process so that peak memory is its own.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -70,10 +68,10 @@ def main() -> None:
         name, size, batch, mode = args.one
         print(measure(name, int(size), int(batch), mode, args.repeat, args.device), flush=True)
         return
-    import torch
 
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, device {args.device}")
+    from machine import describe  # benchmarks/machine.py (the script's folder is on sys.path)
+
+    print(f"# {describe()}, device {args.device}")
     print("| backbone | S | B | mode | params M | GFLOP / clip | wall s median | wall s min | CPU s "
           "| clips/s (min) | peak GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

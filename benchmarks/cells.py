@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import time
 
 import torch
+from machine import describe  # benchmarks/machine.py (the script's folder is on sys.path)
 
 from stvr_model.cells import build_cell, control_points
 from stvr_model.flow import clip_flows
@@ -37,18 +37,7 @@ KINDS = ["none", "convlstm", "warp", "traj", "flow"]
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (
-        f"Python {platform.python_version()}, torch {torch.__version__}, {cpu}, "
-        f"{os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
-        f"load average {os.getloadavg()[0]:.1f}, CUDA: {cuda}"
-    )
+    return describe()
 
 
 def _sync(device: torch.device) -> None:

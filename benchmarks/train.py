@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,20 +31,13 @@ import time
 from pathlib import Path
 
 import torch
+from machine import describe  # benchmarks/machine.py (the script's folder is on sys.path)
 
 QUERY = {"query_clips_per_second": 1, "max_query_seconds": 4.0}  # the demo's data settings
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"Python {platform.python_version()}, torch {torch.__version__}, {cpu}, "
-            f"{os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, CUDA: {cuda}")
+    return describe()
 
 
 def load() -> str:

@@ -1,4 +1,4 @@
-"""Benchmark of the two backbones (issue 6): one forward, or forward + backward of a dummy
+"""Benchmark of the two backbones: one forward, or forward + backward of a dummy
 loss, on random clips [B, 3, 8, S, S] with random initialisation: parameters, FLOPs per
 clip (`torch.utils.flop_counter`; the `train` rows include the backward), wall seconds per
 batch (median and minimum after one warm-up), CPU seconds, clips per second and peak RSS.

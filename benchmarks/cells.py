@@ -1,4 +1,4 @@
-"""Benchmark of the recurrent cells and of the warp op (issue 5; paper §3 and §6.2).
+"""Benchmark of the recurrent cells and of the warp op (paper §3 and §6.2).
 
 1. Each cell at the paper's shape (batch 8, 1024 channels, 20x20, 6 steps from a zero
    state, forward and backward): time per step and the peak memory of the whole 6-step

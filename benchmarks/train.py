@@ -1,4 +1,4 @@
-"""Training benchmark (issue 6): throughput, peak memory and data waiting of `train()`.
+"""Training benchmark: throughput, peak memory and data waiting of `train()`.
 
 Builds the synthetic sample (`stvr-data make-sample`) into benchmarks at 160x160 and
 320x320 once (kept in `--workdir`), then trains the warp LSTM for a few iterations per

@@ -1,7 +1,7 @@
 """`stvr-data make-sample`: a small synthetic dataset in the exact AVA v2.2 release layout.
 
 Every demo and test of the project runs on it, and the synthetic Table-1 experiment
-(issue 7) scales it up. What it writes under ``DIR``, file for file as AVA publishes it:
+(`benchmarks/table1`) scales it up. What it writes under ``DIR``, file for file as AVA publishes it:
 
     annotations/ava_train_v2.2.csv                  no header; video_id, keyframe second
     annotations/ava_val_v2.2.csv                    (written 0902), x1, y1, x2, y2 (3

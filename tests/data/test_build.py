@@ -119,3 +119,14 @@ def test_split_file_whose_labels_are_absent_is_refused(sample, tmp_path, shared_
     result = _build(sample, tmp_path / "b", "--skip-media", "--split-file", str(split_file))
     assert result.exit_code == 2
     assert f"{split_file}: none of the val labels" in result.output
+
+
+def test_videos_folder_may_be_a_path(sample, tmp_path):
+    from stvr_data.ava_recipe import prepare_ava
+    from stvr_data.build import BuildOptions
+
+    card = prepare_ava(sample / "annotations", sample / "videos", tmp_path / "b",
+                       options=BuildOptions(resolution=(32, 32)), min_tubelets=2,
+                       num_val_labels=1, num_test_labels=1)
+    assert card["counts"]["videos"] == {"ok": 4}
+    assert card["fingerprint"]["videos"] == str(sample / "videos")

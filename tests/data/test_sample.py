@@ -62,8 +62,13 @@ def read_rows(path: Path) -> list[list[str]]:
 def frame_at(path: Path, t: float) -> tuple[float, np.ndarray]:
     """Seek like a media tool would and decode the first frame at or after `t` (s)."""
     with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        # One decoding thread: frame-threaded decoding right after a seek can depend on
+        # thread timing under load, and these tests compare decoded pixels exactly.
+        stream.thread_type = "NONE"
+        stream.thread_count = 1
         container.seek(int(t * 1_000_000))
-        for frame in container.decode(video=0):
+        for frame in container.decode(stream):
             if frame.time >= t - 1e-6:
                 return frame.time, frame.to_ndarray(format="rgb24")
     raise AssertionError(f"{path}: no frame at {t} s")

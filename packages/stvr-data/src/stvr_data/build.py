@@ -154,16 +154,8 @@ def _pair_tables(tubelets, videos, corpus, options):
         tables[f"pairs_{split}"] = table
         tables[f"groundtruth_{split}"] = pairs.groundtruth(
             table, tubelets, keyframe_interval=corpus.keyframe_interval,
-            clips_per_second=images_per_keyframe(corpus.keyframe_interval))
+            clips_per_second=manifest.images_per_keyframe(corpus.keyframe_interval))
     return tables, dropped
-
-
-def images_per_keyframe(keyframe_interval: float) -> int:
-    """8-frame clips (1/3 s images) covered by one keyframe: 3 for AVA's 1 s, 1 for 1/3 s."""
-    count = round(keyframe_interval * manifest.CLIPS_PER_SECOND)
-    if count < 1 or abs(count - keyframe_interval * manifest.CLIPS_PER_SECOND) > 1e-6:
-        raise StvrDataError(f"keyframe interval {keyframe_interval} s is not a multiple of 1/3 s")
-    return count
 
 
 def _write_tables(out: Path, tubelets, videos, tables) -> None:

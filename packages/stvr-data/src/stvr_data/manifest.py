@@ -43,6 +43,14 @@ CLIP_FRAMES = 8
 BOX = pa.list_(pa.float32(), 4)
 
 
+def images_per_keyframe(keyframe_interval: float) -> int:
+    """8-frame clips (1/3 s images) covered by one keyframe: 3 for AVA's 1 s, 1 for 1/3 s."""
+    count = round(keyframe_interval * CLIPS_PER_SECOND)
+    if count < 1 or abs(count - keyframe_interval * CLIPS_PER_SECOND) > 1e-6:
+        raise ManifestError(f"keyframe interval {keyframe_interval} s is not a multiple of 1/3 s")
+    return count
+
+
 def _field(name: str, type_: pa.DataType, doc: str, nullable: bool = False) -> pa.Field:
     return pa.field(name, type_, nullable=nullable, metadata={"description": doc})
 

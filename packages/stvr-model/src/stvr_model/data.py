@@ -108,6 +108,7 @@ class PairDataset(Dataset):
         self.training = split == "train" if training is None else training
         card = manifest.read_dataset_card(self.root)
         self.interval = float(card.get("keyframe_interval", 1.0))
+        self.per_keyframe = manifest.images_per_keyframe(self.interval)
         videos = manifest.read_benchmark_table(self.root, "videos")
         self.reader = ClipReader(self.root, videos, config.cache_seconds)
         self.size = (int(videos.height.iloc[0]), int(videos.width.iloc[0])) if len(videos) else (0, 0)
@@ -196,9 +197,8 @@ class PairDataset(Dataset):
             first = int(rng.integers(0, len(keyframes) - limit + 1)) if self.training \
                 else (len(keyframes) - limit) // 2
             keyframes, boxes = keyframes[first:first + limit], boxes[first:first + limit]
-        per_keyframe = max(1, int(round(self.interval * manifest.CLIPS_PER_SECOND)))
         step = max(1, manifest.CLIPS_PER_SECOND // self.config.query_clips_per_second)
-        offsets = np.arange(0, per_keyframe, step) * CLIP_SECONDS
+        offsets = np.arange(0, self.per_keyframe, step) * CLIP_SECONDS
         times = (keyframes[:, None] + offsets[None, :]).reshape(-1)
         clips = np.stack([self.reader.clip(pair.query_video_id, t) for t in times])
         return clips, np.repeat(boxes, len(offsets), axis=0)

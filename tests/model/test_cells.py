@@ -195,3 +195,20 @@ def test_cuda_matches_cpu(kind):
     assert got.h.device.type == "cuda" and cell.last_flow.device.type == "cuda"
     assert torch.allclose(got.h.cpu(), expected.h, atol=1e-9)
     assert torch.allclose(got.c.cpu(), expected.c, atol=1e-9)
+
+
+def test_offset_features_give_the_same_gradients_as_indexing():
+    # The warp cell reads [x, h] at its control points through a gather whose gradient
+    # is sparse; the input and state gradients must equal those of plain indexing.
+    from stvr_model.cells import _at_points
+
+    torch.manual_seed(5)
+    image = torch.randn(B, C, H, W, dtype=torch.float64, requires_grad=True)
+    points = control_points(H, W)
+    weight = torch.randn(B, C, points.shape[0], dtype=torch.float64)
+    dense_part = torch.randn(B, C, H, W, dtype=torch.float64)
+    loss = (_at_points(image * 2, points) * weight).sum() + (image * dense_part).sum()
+    (got,) = torch.autograd.grad(loss, image)
+    indexed = (image * 2)[:, :, points[:, 0], points[:, 1]]
+    (want,) = torch.autograd.grad((indexed * weight).sum() + (image * dense_part).sum(), image)
+    assert got.layout == torch.strided and torch.allclose(got, want)

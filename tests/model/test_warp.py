@@ -10,6 +10,7 @@ from stvr_model.warp import (
     WarpError,
     boundary_locations,
     dense_image_warp,
+    dense_image_warp_many,
     interpolate_spline,
     sparse_image_warp,
 )
@@ -199,3 +200,55 @@ def test_points_get_gradients_at_zero_displacement():
     warped, _ = sparse_image_warp(image, source, source + offsets, num_boundary_points=4)
     (warped * torch.randn_like(warped)).sum().backward()
     assert offsets.grad.abs().min() > 0
+
+
+def test_warping_many_maps_equals_warping_each():
+    torch.manual_seed(7)
+    h = torch.randn(2, 3, 9, 10, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(2, 5, 9, 10, dtype=torch.float64, requires_grad=True)
+    flow = (1.5 * torch.randn(2, 9, 10, 2, dtype=torch.float64)).requires_grad_()
+    together = dense_image_warp_many([h, c], flow)
+    weights = [torch.randn_like(t) for t in together]
+    grads = torch.autograd.grad(
+        sum((t * w).sum() for t, w in zip(together, weights, strict=True)), (h, c, flow)
+    )
+    each = [dense_image_warp(t, flow) for t in (h, c)]
+    expected = torch.autograd.grad(
+        sum((t * w).sum() for t, w in zip(each, weights, strict=True)), (h, c, flow)
+    )
+    for got, want in zip([*together, *grads], [*each, *expected], strict=True):
+        assert got.is_contiguous() and torch.allclose(got, want, atol=1e-12)
+
+
+def test_stacked_flows_warp_by_each():
+    torch.manual_seed(8)
+    image = torch.randn(2, 4, 6, 7, dtype=torch.float64)
+    flows = 2 * torch.randn(2, 3, 6, 7, 2, dtype=torch.float64)
+    (stacked,) = dense_image_warp_many([image], flows.reshape(2, 18, 7, 2))
+    for link in range(3):
+        assert torch.allclose(
+            stacked[:, :, 6 * link : 6 * (link + 1)], dense_image_warp(image, flows[:, link])
+        )
+
+
+def test_many_maps_gradcheck():
+    torch.manual_seed(9)
+    maps = [torch.randn(1, k, 5, 6, dtype=torch.float64, requires_grad=True) for k in (1, 2)]
+    flow = (0.8 * torch.randn(1, 5, 6, 2, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda f, a, b: tuple(dense_image_warp_many([a, b], f)), (flow, *maps), fast_mode=True
+    )
+
+
+def test_results_do_not_share_scratch_memory():
+    # The resampling reuses buffers between calls; what it returns must not live in them.
+    first = dense_image_warp(torch.ones(1, 2, 4, 4), torch.zeros(1, 4, 4, 2))
+    dense_image_warp(torch.full((1, 2, 4, 4), 7.0), torch.zeros(1, 4, 4, 2))
+    assert torch.equal(first, torch.ones(1, 2, 4, 4))
+
+
+def test_non_finite_flow_is_reported():
+    flow = torch.zeros(1, 4, 4, 2)
+    flow[0, 1, 2, 0] = float("nan")
+    with pytest.raises(WarpError, match="finite"):
+        dense_image_warp(torch.ones(1, 2, 4, 4), flow)

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from stvr_model.warp import dense_image_warp, interpolate_bilinear, sparse_flow
+from stvr_model.warp import dense_image_warp_many, sparse_flow
 
 
 class CellError(ValueError):
@@ -87,6 +87,47 @@ def control_points(height: int, width: int, grid: int = 3) -> Tensor:
     ys = [round((k + 1) * height / (grid + 1)) for k in range(grid)]
     xs = [round((k + 1) * width / (grid + 1)) for k in range(grid)]
     return torch.tensor([(y, x) for y in ys for x in xs], dtype=torch.long)
+
+
+class _PointGather(torch.autograd.Function):
+    """`image[:, :, ys, xs]` whose gradient is a sparse COO tensor.
+
+    The dense gradient of an indexing op is an image-sized tensor of zeros with a few
+    pixels set, which autograd then adds to the image's other (dense) gradients: two passes
+    over a large map for a handful of values. A sparse gradient is added in place instead.
+    """
+
+    @staticmethod
+    def forward(ctx, image: Tensor, points: Tensor) -> Tensor:
+        ctx.save_for_backward(points)
+        ctx.shape = image.shape
+        return image[:, :, points[:, 0], points[:, 1]]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (points,) = ctx.saved_tensors
+        batch, channels = ctx.shape[:2]
+        count = points.shape[0]
+        index = torch.stack(
+            [
+                torch.arange(batch, device=grad.device).view(-1, 1, 1).expand(-1, channels, count),
+                torch.arange(channels, device=grad.device).view(1, -1, 1).expand(batch, -1, count),
+                points[:, 0].view(1, 1, -1).expand(batch, channels, -1),
+                points[:, 1].view(1, 1, -1).expand(batch, channels, -1),
+            ]
+        ).reshape(4, -1)
+        # Distinct points in row-major order: the indices are sorted and unique.
+        sparse = torch.sparse_coo_tensor(
+            index, grad.reshape(-1), ctx.shape, is_coalesced=True, check_invariants=False
+        )
+        return sparse, None
+
+
+def _at_points(image: Tensor, points: Tensor) -> Tensor:
+    """Features `[B, C, P]` of an NCHW map at integer `points [P, 2]` (y, x)."""
+    if image.requires_grad:
+        return _PointGather.apply(image, points)
+    return image[:, :, points[:, 0], points[:, 1]]
 
 
 def _check_input(x: Tensor, in_channels: int) -> None:
@@ -158,7 +199,7 @@ class ConvLSTMCell(nn.Module):
     ) -> CellState:
         _check_input(x, self.in_channels)
         h, c = self._previous(x, state)
-        h, c = self.align(x, h, c, flow)
+        h, c = self.align(x, h, c, flow, fresh=state is None)
         return self.gates(x, h, c)
 
     def _previous(self, x: Tensor, state: CellState | None) -> tuple[Tensor, Tensor]:
@@ -172,8 +213,14 @@ class ConvLSTMCell(nn.Module):
             raise CellError(f"state (h, c) must both be {list(expected)}, got {got}")
         return h, c
 
-    def align(self, x: Tensor, h: Tensor, c: Tensor, flow: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The previous state as seen from the current input; plain ConvLSTM leaves it."""
+    def align(
+        self, x: Tensor, h: Tensor, c: Tensor, flow: Tensor | None, fresh: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """The previous state as seen from the current input; plain ConvLSTM leaves it.
+
+        `fresh` says that `h` and `c` are the zeros of a first step: the cells that move
+        the state still compute (and keep) their flow, but skip resampling zeros.
+        """
         return h, c
 
 
@@ -193,12 +240,13 @@ class WarpLSTMCell(ConvLSTMCell):
     def predict_offsets(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         """Control points `[P, 2]` and their predicted displacements `[B, P, 2]` (dy, dx)."""
         points = control_points(x.shape[2], x.shape[3], self.config.control_grid).to(x.device)
-        ys, xs = points[:, 0], points[:, 1]
-        features = torch.cat([x[:, :, ys, xs], h[:, :, ys, xs]], dim=1)  # (B, C_in + C, P)
+        features = torch.cat([_at_points(x, points), _at_points(h, points)], dim=1)  # (B, C', P)
         offsets = self.offset(features.unsqueeze(3)).squeeze(3)  # (B, 2, P)
         return points, offsets.transpose(1, 2)
 
-    def align(self, x: Tensor, h: Tensor, c: Tensor, flow: Tensor | None) -> tuple[Tensor, Tensor]:
+    def align(
+        self, x: Tensor, h: Tensor, c: Tensor, flow: Tensor | None, fresh: bool = False
+    ) -> tuple[Tensor, Tensor]:
         points, offsets = self.predict_offsets(x, h)
         source = points.to(offsets.dtype).unsqueeze(0).expand_as(offsets)
         dense = sparse_flow(
@@ -212,26 +260,10 @@ class WarpLSTMCell(ConvLSTMCell):
         )
         self.last_offsets = offsets.detach()
         self.last_flow = dense.detach().permute(0, 3, 1, 2).to(x.dtype)
-        return dense_image_warp(h, dense), dense_image_warp(c, dense)
-
-
-def _warp_by_links(image: Tensor, flows: Tensor) -> Tensor:
-    """Warp `image [B, C, H, W]` by each of `flows [B, L, H, W, 2]` -> `[B, L, H, W, C]`.
-
-    All links read the same image, so their query points are stacked per batch item
-    instead of copying the image L times.
-    """
-    batch, links, height, width, _ = flows.shape
-    grid = torch.stack(
-        torch.meshgrid(
-            torch.arange(height, device=flows.device, dtype=flows.dtype),
-            torch.arange(width, device=flows.device, dtype=flows.dtype),
-            indexing="ij",
-        ),
-        dim=-1,
-    )
-    queries = (grid - flows).reshape(batch, links * height * width, 2)
-    return interpolate_bilinear(image, queries).view(batch, links, height, width, -1)
+        if fresh:
+            return h, c
+        h, c = dense_image_warp_many([h, c], dense)
+        return h, c
 
 
 class TrajLSTMCell(ConvLSTMCell):
@@ -250,13 +282,23 @@ class TrajLSTMCell(ConvLSTMCell):
         self.mix_c = nn.Parameter(torch.full((hidden_channels, links), 1.0 / links))
         self.last_flow: Tensor | None = None  # (B, L, 2, H, W)
 
-    def align(self, x: Tensor, h: Tensor, c: Tensor, flow: Tensor | None) -> tuple[Tensor, Tensor]:
+    def align(
+        self, x: Tensor, h: Tensor, c: Tensor, flow: Tensor | None, fresh: bool = False
+    ) -> tuple[Tensor, Tensor]:
         batch, _, height, width = x.shape
         flows = self.links(torch.cat([x, h], dim=1)).view(batch, -1, 2, height, width)
         self.last_flow = flows.detach()
-        dense = flows.permute(0, 1, 3, 4, 2)  # (B, L, H, W, 2)
-        h = torch.einsum("blyxc,cl->bcyx", _warp_by_links(h, dense), self.mix_h)
-        c = torch.einsum("blyxc,cl->bcyx", _warp_by_links(c, dense), self.mix_c)
+        if fresh:
+            return h, c
+        # The L flows stacked along y warp h and c in one resampling: [B, C, L*H, W] each.
+        stacked = flows.permute(0, 1, 3, 4, 2).reshape(batch, -1, width, 2)
+        moved = dense_image_warp_many([h, c], stacked)
+        h, c = (
+            torch.einsum(
+                "bclyx,cl->bcyx", m.view(batch, -1, self.config.num_links, height, width), mix
+            )
+            for m, mix in zip(moved, (self.mix_h, self.mix_c), strict=True)
+        )
         return h, c
 
 
@@ -278,15 +320,19 @@ class FlowLSTMCell(ConvLSTMCell):
             raise CellError("the flow cell needs flow=[B, 2, H, W] whenever a state is passed")
         return super().forward(x, state, flow)
 
-    def align(self, x: Tensor, h: Tensor, c: Tensor, flow: Tensor | None) -> tuple[Tensor, Tensor]:
+    def align(
+        self, x: Tensor, h: Tensor, c: Tensor, flow: Tensor | None, fresh: bool = False
+    ) -> tuple[Tensor, Tensor]:
         if flow is None:
             return h, c  # first clip: the state is zeros, nothing to align
         expected = (x.shape[0], 2, *x.shape[2:])
         if flow.shape != expected:
             raise CellError(f"flow must be [B, 2, H, W] = {list(expected)}, got {list(flow.shape)}")
         self.last_flow = flow.detach()
-        dense = flow.permute(0, 2, 3, 1)
-        return dense_image_warp(h, dense), dense_image_warp(c, dense)
+        if fresh:
+            return h, c
+        h, c = dense_image_warp_many([h, c], flow.permute(0, 2, 3, 1))
+        return h, c
 
 
 CELLS: dict[str, type[nn.Module]] = {

@@ -20,10 +20,14 @@ at the paper's settings costs nothing) and cast back to the dtype of the points.
 
 from __future__ import annotations
 
+import math
+import threading
 import warnings
+from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 # The sparse CSR products used below are stable for our use; torch flags the whole CSR
@@ -96,7 +100,7 @@ def polyharmonic_phi(squared_distance: Tensor, order: int) -> Tensor:
 
 
 def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
-    """`[B, M, N]` squared distances between `a [B, M, D]` and `b [B, N, D]`.
+    """`[B, M, N]` squared distances between `a [B, M, D]` (or a shared `[M, D]`) and `b [B, N, D]`.
 
     Direct differences rather than |a|^2 - 2ab + |b|^2 (exact zeros on coincident points),
     one coordinate at a time: a reduction over a last axis of size 2 is slow on CPU.
@@ -110,8 +114,8 @@ def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
 
 def _solve_spline(
     centres: Tensor, values: Tensor, order: int, regularization_weight: float
-) -> tuple[Tensor, Tensor]:
-    """Weights `w [B, N, K]` on the radial terms and `v [B, D+1, K]` on the affine term."""
+) -> Tensor:
+    """The spline's coefficients `[B, N + D + 1, K]`: radial weights `w`, then affine `v`."""
     batch, num, dim = centres.shape
     matrix_a = polyharmonic_phi(_squared_distances(centres, centres), order)
     if regularization_weight > 0:
@@ -131,7 +135,12 @@ def _solve_spline(
             f"spline system is singular for batch item(s) {failed}: control points coincide "
             f"or are collinear (order {order}); move them apart or use regularization_weight > 0"
         )
-    return solution[:, :num], solution[:, num:]
+    return solution
+
+
+def _affine_design(points: Tensor) -> Tensor:
+    """`[..., M, D + 1]`: the points with a column of ones, the affine part of the spline."""
+    return torch.cat([points, torch.ones_like(points[..., :1])], dim=-1)
 
 
 def interpolate_spline(
@@ -148,42 +157,152 @@ def interpolate_spline(
     `sum w = 0` and `sum w c = 0` (TensorFlow's `interpolate_spline`, same regulariser).
     """
     centres, values = train_points.double(), train_values.double()
-    weights, affine = _solve_spline(centres, values, order, regularization_weight)
+    solution = _solve_spline(centres, values, order, regularization_weight)
     queries = query_points.double()
-    radial = polyharmonic_phi(_squared_distances(queries, centres), order) @ weights
-    padded = torch.cat([queries, torch.ones_like(queries[..., :1])], dim=2)
-    return radial + padded @ affine
+    num = centres.shape[1]
+    radial = polyharmonic_phi(_squared_distances(queries, centres), order)
+    return radial @ solution[:, :num] + _affine_design(queries) @ solution[:, num:]
+
+
+@lru_cache(maxsize=64)
+def _fixed_design(
+    height: int, width: int, num_boundary_points: int, order: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """The parts of the dense-flow spline that do not move: `(border, design)`.
+
+    `border [K, 2]` are the zero-flow points and `design [H*W, K + 3]` holds, for every
+    pixel, the radial terms of those points followed by the affine terms `(y, x, 1)`: the
+    spline read at all pixels is `phi(moving) @ w_moving + design @ [w_border, v]`.
+    """
+    queries = grid_locations(height, width, device)
+    if num_boundary_points > 0:
+        border = boundary_locations(height, width, num_boundary_points, device)
+    else:
+        border = queries.new_zeros(0, 2)
+    radial = polyharmonic_phi(_squared_distances(queries, border.unsqueeze(0))[0], order)
+    return border, torch.cat([radial, _affine_design(queries)], dim=1)
 
 
 # ----------------------------------------------------------------------------- bilinear
 
 
-class _SparseRows(torch.autograd.Function):
-    """out = M @ rows for a sparse `M [N_out, N_src]` with four taps (bilinear) per row.
+class _Scratch(threading.local):
+    """Per-thread reusable CPU buffers for the image-sized temporaries of `_Bilinear`.
 
-    M is built as CSR from the tap indices and weights. Sparse-dense products and, for the
-    weights, a sampled dense-dense product are several times faster than gathering and
-    scattering rows (or grid_sample's CPU backward) on the warp LSTM's shapes.
+    Each temporary is as large as the image (13 MB at 8 x 1024 x 20 x 20). Freshly
+    allocated, such blocks come from the kernel as zeroed pages whose faults cost more
+    than the copies written into them; reused, they stay mapped. CUDA tensors come from
+    torch's caching allocator and do not use these.
+
+    `padded` rows get a stride of C + 16 elements: with C a multiple of 1024 (float32), a
+    row stride of exactly 4 KiB sends every element of a column to the same cache set, and
+    the transposing copy back to NCHW runs 2-3x slower than with the padded stride.
+    """
+
+    PAD = 16
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple[str, torch.dtype], Tensor] = {}
+
+    def get(self, slot: str, shape: tuple[int, int], like: Tensor, padded: bool = False) -> Tensor:
+        rows, columns = shape
+        if like.device.type != "cpu":
+            return like.new_empty(shape)
+        stride = columns + self.PAD if padded else columns
+        numel = rows * stride
+        buffer = self.buffers.get((slot, like.dtype))
+        if buffer is None or buffer.numel() < numel:
+            buffer = like.new_empty(numel)
+            self.buffers[(slot, like.dtype)] = buffer
+        return buffer[:numel].view(rows, stride)[:, :columns]
+
+
+_SCRATCH = _Scratch()
+
+
+def _as_rows(tensors: Sequence[Tensor], slot: str) -> Tensor:
+    """`[B, C_i, *spatial]` maps side by side as `[B * prod(spatial), sum C_i]` pixel rows.
+
+    The result lives in scratch memory: it is valid until the slot is next used.
+    """
+    batch, count = tensors[0].shape[0], tensors[0][0, 0].numel()
+    total = sum(t.shape[1] for t in tensors)
+    rows = _SCRATCH.get(slot, (batch * count, total), tensors[0])
+    start = 0
+    for tensor in tensors:
+        block = rows[:, start : start + tensor.shape[1]].unflatten(0, (batch, count))
+        block.copy_(tensor.reshape(batch, tensor.shape[1], count).transpose(1, 2))
+        start += tensor.shape[1]
+    return rows
+
+
+def _from_rows(rows: Tensor, like: Tensor, channels: Sequence[int], spatial) -> list[Tensor]:
+    """Split pixel rows `[B * prod(spatial), sum C_i]` into new NCHW-contiguous maps."""
+    batch, outs, start = rows.shape[0] // math.prod(spatial), [], 0
+    for size in channels:
+        out = like.new_empty(batch, size, *spatial)
+        block = rows[:, start : start + size].unflatten(0, (batch, -1))
+        out.view(batch, size, -1).copy_(block.transpose(1, 2))
+        outs.append(out)
+        start += size
+    return outs
+
+
+class _Bilinear(torch.autograd.Function):
+    """Bilinear resampling of NCHW maps at `[B, M, 2]` (y, x) query points.
+
+    `apply(queries, out_spatial, *images)`. The four taps of every query make a sparse
+    `M [B*M, B*H*W]` (CSR); every image is resampled by the same M (the warp LSTM moves h
+    and c together), as one product over their channels side by side. The products write
+    into preallocated outputs (`addmm(..., beta=0, out=...)`): torch's allocating
+    `M @ rows` zero-fills and copies its result, which costs several times the product
+    itself. Backward: the image gradients use M's transpose (a CSC view of the same
+    arrays); the tap weights' gradient, a sampled dense-dense product summed over all
+    images, turns into the queries' gradient by hand (the bilinear weights are products of
+    per-axis factors). The pixel rows of that product are transposed again from the saved
+    images rather than kept from the forward pass (a copy, instead of image-sized tensors
+    held until backward).
+
+    The results are NCHW-contiguous `[B, C_i, *out_spatial]` (`prod(out_spatial) = M`,
+    row-major), and so are the image gradients: autograd sums them with the images' other
+    gradients without a layout change.
     """
 
     @staticmethod
-    def forward(ctx, rows: Tensor, columns: Tensor, weights: Tensor) -> Tensor:
+    def forward(ctx, queries: Tensor, out_spatial, *images: Tensor):
+        columns, weights, factors = _bilinear_taps(queries, images[0])
+        rows = _as_rows(images, "rows")
         matrix = _tap_matrix(columns, weights, rows.shape[0])
-        ctx.save_for_backward(rows, columns, weights)
-        return matrix @ rows
+        out = _SCRATCH.get("out", (columns.shape[0], rows.shape[1]), rows, padded=True)
+        torch.addmm(out, matrix, rows, beta=0.0, out=out)
+        ctx.save_for_backward(columns, weights, *factors, *images)
+        ctx.query_shape, ctx.query_dtype = queries.shape, queries.dtype
+        return tuple(_from_rows(out, rows, [image.shape[1] for image in images], out_spatial))
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        rows, columns, weights = ctx.saved_tensors
-        matrix = _tap_matrix(columns, weights, rows.shape[0])
-        grad_rows = grad_weights = None
+    def backward(ctx, *grads: Tensor):
+        columns, weights, factor_y, factor_x, inside, *images = ctx.saved_tensors
+        batch, _, height, width = images[0].shape
+        channels = [image.shape[1] for image in images]
+        matrix = _tap_matrix(columns, weights, batch * height * width)
+        grad_rows = _as_rows(grads, "grad")
+        grad_images = [None] * len(images)
+        if any(ctx.needs_input_grad[2:]):
+            shape = (batch * height * width, grad_rows.shape[1])
+            flat = _SCRATCH.get("grad_image", shape, grad_rows, padded=True)
+            torch.addmm(flat, matrix.t(), grad_rows, beta=0.0, out=flat)
+            grad_images = _from_rows(flat, grad_rows, channels, (height, width))
+        grad_queries = None
         if ctx.needs_input_grad[0]:
-            grad_rows = matrix.to_sparse_coo().t().to_sparse_csr() @ grad_out.contiguous()
-        if ctx.needs_input_grad[2]:
             # <grad_out[n], rows[column]> at every tap: M's pattern, values in M's order.
-            sampled = torch.sparse.sampled_addmm(matrix, grad_out.contiguous(), rows.t(), beta=0.0)
-            grad_weights = sampled.values().view_as(weights)
-        return grad_rows, None, grad_weights
+            rows = _as_rows(images, "rows")
+            sampled = torch.sparse.sampled_addmm(matrix, grad_rows, rows.t(), beta=0.0)
+            taps = sampled.values().view(-1, 2, 2)  # (query, y tap, x tap)
+            grad_y = ((taps[:, 1] - taps[:, 0]) * factor_x).sum(1)
+            grad_x = ((taps[:, :, 1] - taps[:, :, 0]) * factor_y).sum(1)
+            grad_queries = torch.stack([grad_y, grad_x], 1).mul_(inside)
+            grad_queries = grad_queries.to(ctx.query_dtype).view(ctx.query_shape)
+        return grad_queries, None, *grad_images
 
 
 def _tap_matrix(columns: Tensor, weights: Tensor, num_sources: int) -> Tensor:
@@ -200,15 +319,37 @@ def _tap_matrix(columns: Tensor, weights: Tensor, num_sources: int) -> Tensor:
     )
 
 
-def _taps(queries: Tensor, size: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    # TensorFlow's rule: floor clamped to [0, size-2], alpha = q - floor clamped to [0, 1];
-    # outside the map this repeats the edge pixel and the gradient w.r.t. q is zero.
-    floor = queries.floor().clamp(0, size - 2)
-    alpha = (queries - floor).to(dtype)
-    # Not torch.clamp: its gradient is zero at alpha = 0 exactly, i.e. on integer queries,
-    # which would freeze a zero-initialised offset predictor. TF's min/max pass it there.
-    alpha = torch.where(alpha < 0, 0.0, torch.where(alpha > 1, 1.0, alpha))
-    return floor.long(), alpha
+def _bilinear_taps(queries: Tensor, image: Tensor) -> tuple[Tensor, Tensor, tuple]:
+    """Taps of `[B, M, 2]` (y, x) queries on an NCHW map, as rows of its pixel-row matrix.
+
+    Returns `columns [B*M, 4]` (top-left, top-right, bottom-left, bottom-right: ascending,
+    as CSR wants), `weights [B*M, 4]` in the image's dtype, and for the gradient the
+    per-axis factors `(1 - a, a)` of y and x (`[B*M, 2]` each) and where the gradient
+    passes (`[B*M, 2]`). TensorFlow's rule: the floor is clamped to `[0, size - 2]` and
+    `a = q - floor` to `[0, 1]`, so outside the map the edge pixel repeats with a zero
+    gradient; at `a` = 0 or 1 exactly (integer queries) the gradient still passes, as
+    through TF's min/max, so a zero-initialised offset predictor can learn.
+    """
+    batch, _, height, width = image.shape
+    if height < 2 or width < 2:
+        raise WarpError(f"image must be at least 2x2 to interpolate, got {height}x{width}")
+    if not bool(torch.isfinite(queries).all()):
+        raise WarpError("query points must be finite (the flow holds NaN or inf)")
+    floor = torch.minimum(queries.floor().clamp_min(0), queries.new_tensor([height - 2, width - 2]))
+    alpha = queries - floor
+    inside = ((alpha >= 0) & (alpha <= 1)).reshape(-1, 2).to(image.dtype)
+    alpha = alpha.clamp(0, 1).to(image.dtype).reshape(-1, 2)
+    index = floor.long()
+    top_left = index[..., 0] * width + index[..., 1]
+    top_left += torch.arange(batch, device=image.device).unsqueeze(1) * (height * width)
+    columns = top_left.reshape(-1, 1) + top_left.new_tensor([0, 1, width, width + 1])
+    # (1 - a) * p + a * q rather than TF's a * (q - p) + p: equal to rounding, but exact
+    # at a in {0, 1}, so a zero flow returns the image bit for bit.
+    factor_y = torch.stack([1 - alpha[:, 0], alpha[:, 0]], 1)
+    factor_x = torch.stack([1 - alpha[:, 1], alpha[:, 1]], 1)
+    (y0, y1), (x0, x1) = factor_y.unbind(1), factor_x.unbind(1)
+    weights = torch.stack([y0 * x0, y0 * x1, y1 * x0, y1 * x1], 1)
+    return columns, weights, (factor_y, factor_x, inside)
 
 
 def interpolate_bilinear(image: Tensor, query_points: Tensor) -> Tensor:
@@ -217,47 +358,48 @@ def interpolate_bilinear(image: Tensor, query_points: Tensor) -> Tensor:
     Points outside the map take the nearest edge value (TensorFlow's clamping). The result
     is differentiable w.r.t. the image and the points.
     """
-    batch, channels, height, width = image.shape
-    if height < 2 or width < 2:
-        raise WarpError(f"image must be at least 2x2 to interpolate, got {height}x{width}")
-    floor_y, alpha_y = _taps(query_points[..., 0], height, image.dtype)
-    floor_x, alpha_x = _taps(query_points[..., 1], width, image.dtype)
-    offsets = torch.arange(batch, device=image.device).unsqueeze(1) * (height * width)
-    top_left = (offsets + floor_y * width + floor_x).reshape(-1)
-    # Column order top-left, top-right, bottom-left, bottom-right is ascending, as CSR needs.
-    columns = torch.stack([top_left, top_left + 1, top_left + width, top_left + width + 1], 1)
-    alpha_y, alpha_x = alpha_y.reshape(-1), alpha_x.reshape(-1)
-    # (1 - a) * p + a * q rather than TF's a * (q - p) + p: equal to rounding, but exact
-    # at a in {0, 1}, so a zero flow returns the image bit for bit.
-    weights = torch.stack(
-        [
-            (1 - alpha_y) * (1 - alpha_x),
-            (1 - alpha_y) * alpha_x,
-            alpha_y * (1 - alpha_x),
-            alpha_y * alpha_x,
-        ],
-        dim=1,
-    )
-    rows = image.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
-    return _SparseRows.apply(rows, columns, weights).view(batch, -1, channels)
+    (out,) = _Bilinear.apply(query_points, (query_points.shape[1],), image)
+    return out.transpose(1, 2)
 
 
 def dense_image_warp(image: Tensor, flow: Tensor) -> Tensor:
     """Warp an NCHW image by a dense `[B, H, W, 2]` (dy, dx) flow: out[p] = image[p - flow[p]].
 
     This is TensorFlow's `dense_image_warp` (bilinear, edge clamped). The flow is the motion
-    of content: a feature at q moves to q + flow where flow is smooth. The output has NCHW
-    shape (its memory is channels-last, which every torch op accepts).
+    of content: a feature at q moves to q + flow where flow is smooth. The output is an
+    NCHW-contiguous tensor like the image.
     """
-    batch, channels, height, width = image.shape
-    if flow.shape != (batch, height, width, 2):
+    return dense_image_warp_many([image], flow)[0]
+
+
+def dense_image_warp_many(images: Sequence[Tensor], flow: Tensor) -> list[Tensor]:
+    """`dense_image_warp` of several `[B, C_i, H, W]` maps by one flow, resampled together.
+
+    The flow `[B, H, W, 2]` may also hold several flows per batch item, `[B, L*H, W, 2]`
+    (L flows stacked along y): each map is then warped by each, giving `[B, C_i, L*H, W]`.
+    """
+    if not images:
+        raise WarpError("dense_image_warp_many needs at least one image")
+    batch, _, height, width = images[0].shape
+    for image in images:
+        if image.dim() != 4 or image.shape[0] != batch or image.shape[2:] != (height, width):
+            raise WarpError(
+                f"images must share [B, *, H, W] = {[batch, '*', height, width]}, "
+                f"got {list(image.shape)}"
+            )
+    if flow.dim() != 4 or flow.shape[0] != batch or flow.shape[3] != 2:
+        raise WarpError(f"flow must be [B, H, W, 2] with B = {batch}, got {list(flow.shape)}")
+    if flow.shape[2] != width or flow.shape[1] % height:
         raise WarpError(
-            f"flow must be [B, H, W, 2] = {[batch, height, width, 2]}, got {list(flow.shape)}"
+            f"flow must be [B, H, W, 2] = {[batch, height, width, 2]} "
+            f"(or L flows stacked along H), got {list(flow.shape)}"
         )
+    links = flow.shape[1] // height
     grid = grid_locations(height, width, flow.device).to(flow.dtype)
-    queries = grid.unsqueeze(0) - flow.reshape(batch, height * width, 2)
-    sampled = interpolate_bilinear(image, queries)  # (B, H*W, C)
-    return sampled.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    if links > 1:
+        grid = grid.repeat(links, 1)
+    queries = grid.unsqueeze(0) - flow.reshape(batch, -1, 2)
+    return list(_Bilinear.apply(queries, tuple(flow.shape[1:3]), *images))
 
 
 # ----------------------------------------------------------------------------- sparse warp
@@ -290,14 +432,17 @@ def sparse_flow(
     if interpolation_order < 1:
         raise WarpError(f"interpolation_order must be >= 1, got {interpolation_order}")
     _check_points(source, dest, source.shape[0])
-    centres, flows = dest.double(), dest.double() - source.double()
-    if num_boundary_points > 0:
-        border = boundary_locations(height, width, num_boundary_points, dest.device)
-        border = border.unsqueeze(0).expand(dest.shape[0], -1, -1)
-        centres = torch.cat([centres, border], dim=1)
-        flows = torch.cat([flows, torch.zeros_like(border)], dim=1)
-    queries = grid_locations(height, width, dest.device).unsqueeze(0).expand(dest.shape[0], -1, -1)
-    dense = interpolate_spline(centres, flows, queries, interpolation_order, regularization_weight)
+    batch, num = dest.shape[:2]
+    border, design = _fixed_design(
+        height, width, num_boundary_points, interpolation_order, dest.device
+    )
+    moving = dest.double()
+    centres = torch.cat([moving, border.unsqueeze(0).expand(batch, -1, -1)], dim=1)
+    flows = F.pad(moving - source.double(), (0, 0, 0, border.shape[0]))  # zero flow at border
+    solution = _solve_spline(centres, flows, interpolation_order, regularization_weight)
+    queries = grid_locations(height, width, dest.device)
+    radial = polyharmonic_phi(_squared_distances(queries, moving), interpolation_order)
+    dense = radial @ solution[:, :num] + design @ solution[:, num:]
     return dense.view(dest.shape[0], height, width, 2)
 
 

@@ -5,12 +5,13 @@
    sequence. On CPU each cell runs in a fresh process and the peak is the growth of the
    resident set during the run; on CUDA it is `max_memory_allocated` above the baseline.
 2. `sparse_image_warp` alone at batch 8, 128 channels, 20x20, 9 control points and
-   num_boundary_points=4 (16 border points), order 2: forward, and forward + backward.
+   num_boundary_points=4 (16 border points), order 2: forward, and forward + backward,
+   on NCHW-contiguous and on channels-last images (TensorFlow's NHWC layout).
 3. `clip_flows`, the optical flow the `flow` cell needs, for one batch of 8 references
    of 6 clips of 8 frames at 320x320.
 
     .venv/bin/python benchmarks/cells.py [--repeat 3] [--device cpu|cuda|all] [--threads N]
-        [--tensorflow PYTHON_WITH_TFA]
+        [--memory-format nchw|channels_last] [--skip-cells] [--tensorflow PYTHON_WITH_TFA]
 
 Wall times suffer on a shared machine; CPU time (process time, all threads) is printed
 beside them as the steadier figure.
@@ -34,6 +35,7 @@ from stvr_model.flow import clip_flows
 from stvr_model.warp import sparse_image_warp
 
 KINDS = ["none", "convlstm", "warp", "traj", "flow"]
+MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 def machine() -> str:
@@ -69,9 +71,15 @@ def run_cell(kind: str, device_name: str, args: argparse.Namespace) -> dict:
     if args.threads:  # a spawned child starts with the default
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cell = build_cell(kind, args.channels, args.channels).to(device)
-    shape = (args.steps, args.batch, args.channels, args.size, args.size)
-    x = torch.randn(shape, device=device, requires_grad=True)
+    layout = MEMORY_FORMATS[args.memory_format]
+    cell = build_cell(kind, args.channels, args.channels).to(device, memory_format=layout)
+    # One leaf per step, as the backbone's features of successive clips would arrive (one
+    # [steps, ...] leaf indexed per step would add a full-size gradient fill per step).
+    shape = (args.batch, args.channels, args.size, args.size)
+    x = [
+        torch.randn(shape, device=device).contiguous(memory_format=layout).requires_grad_()
+        for _ in range(args.steps)
+    ]
     flows = torch.randn(args.steps, args.batch, 2, args.size, args.size, device=device)
     if kind == "warp":  # off the identity, as after training
         with torch.no_grad():
@@ -95,7 +103,8 @@ def run_cell(kind: str, device_name: str, args: argparse.Namespace) -> dict:
         times.append((time.perf_counter() - start) / args.steps)
         cpu_times.append((time.process_time() - cpu_start) / args.steps)
         cell.zero_grad(set_to_none=True)
-        x.grad = None
+        for leaf in x:
+            leaf.grad = None
     peak = _memory_peak(device) - baseline
     return {
         "median": statistics.median(times[1:]),
@@ -114,7 +123,8 @@ def _run_in_child(kind: str, device_name: str, args: argparse.Namespace) -> dict
 def bench_cells(device_name: str, args: argparse.Namespace) -> None:
     print(
         f"\ncells on {device_name}: batch {args.batch}, {args.channels} channels, "
-        f"{args.size}x{args.size}, {args.steps} steps, forward+backward, {args.repeat} runs"
+        f"{args.size}x{args.size}, {args.steps} steps from a zero state, forward+backward, "
+        f"{args.repeat} runs, {args.memory_format} maps"
     )
     print(
         f"{'cell':<9} {'median ms/step':>15} {'min ms/step':>12} {'CPU ms/step':>12} "
@@ -152,35 +162,36 @@ def _timed(function, device: torch.device, calls: int) -> tuple[float, float, fl
 
 def bench_warp(device_name: str, args: argparse.Namespace) -> None:
     device = torch.device(device_name)
-    torch.manual_seed(0)
-    image = torch.randn(8, 128, 20, 20, device=device)
-    source = control_points(20, 20).float().to(device).expand(8, 9, 2).contiguous()
-    dest = source + torch.randn(8, 9, 2, device=device)
-    image_grad = image.clone().requires_grad_()
-    dest_grad = dest.clone().requires_grad_()
-
-    def forward() -> None:
-        sparse_image_warp(image, source, dest, 2, 0.0, 4)
-
-    def forward_backward() -> None:
-        warped, _ = sparse_image_warp(image_grad, source, dest_grad, 2, 0.0, 4)
-        warped.sum().backward()
-
     print(
         f"\nsparse_image_warp on {device_name}: batch 8, 128 channels, 20x20, 9 control "
         f"points, 4 boundary points, order 2, {args.warp_calls} calls"
     )
-    with torch.no_grad():
-        median, best, cpu = _timed(forward, device, args.warp_calls)
-    print(
-        f"forward            median {median * 1e3:.2f} ms  min {best * 1e3:.2f} ms  "
-        f"CPU {cpu * 1e3:.2f} ms"
-    )
-    median, best, cpu = _timed(forward_backward, device, args.warp_calls)
-    print(
-        f"forward+backward   median {median * 1e3:.2f} ms  min {best * 1e3:.2f} ms  "
-        f"CPU {cpu * 1e3:.2f} ms"
-    )
+    for name, layout in MEMORY_FORMATS.items():
+        torch.manual_seed(0)
+        image = torch.randn(8, 128, 20, 20, device=device).contiguous(memory_format=layout)
+        source = control_points(20, 20).float().to(device).expand(8, 9, 2).contiguous()
+        dest = source + torch.randn(8, 9, 2, device=device)
+        image_grad = image.clone().requires_grad_()
+        dest_grad = dest.clone().requires_grad_()
+
+        def forward(image=image, source=source, dest=dest) -> None:
+            sparse_image_warp(image, source, dest, 2, 0.0, 4)
+
+        def forward_backward(image=image_grad, source=source, dest=dest_grad) -> None:
+            warped, _ = sparse_image_warp(image, source, dest, 2, 0.0, 4)
+            warped.sum().backward()
+
+        with torch.no_grad():
+            median, best, cpu = _timed(forward, device, args.warp_calls)
+        print(
+            f"{name:<14} forward            median {median * 1e3:.2f} ms  "
+            f"min {best * 1e3:.2f} ms  CPU {cpu * 1e3:.2f} ms"
+        )
+        median, best, cpu = _timed(forward_backward, device, args.warp_calls)
+        print(
+            f"{name:<14} forward+backward   median {median * 1e3:.2f} ms  "
+            f"min {best * 1e3:.2f} ms  CPU {cpu * 1e3:.2f} ms"
+        )
 
 
 # Run by a separate interpreter that has TensorFlow and TensorFlow Addons (they cannot
@@ -260,6 +271,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--skip-optical-flow", action="store_true")
+    parser.add_argument(
+        "--memory-format",
+        choices=sorted(MEMORY_FORMATS),
+        default="nchw",
+        help="layout of the cells' inputs and weights (the warp op is timed in both)",
+    )
+    parser.add_argument("--skip-cells", action="store_true", help="time the warp op only")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
         "--tensorflow",
@@ -276,7 +294,8 @@ def main() -> None:
         bench_tensorflow(args.tensorflow, args)
     for device in devices:
         bench_warp(device, args)
-        bench_cells(device, args)
+        if not args.skip_cells:
+            bench_cells(device, args)
         if not args.skip_optical_flow:
             bench_optical_flow(device)
 

@@ -11,7 +11,9 @@ from stvr_model.warp import (
     boundary_locations,
     dense_image_warp,
     dense_image_warp_many,
+    grid_locations,
     interpolate_spline,
+    sparse_flow,
     sparse_image_warp,
 )
 
@@ -252,3 +254,43 @@ def test_non_finite_flow_is_reported():
     flow[0, 1, 2, 0] = float("nan")
     with pytest.raises(WarpError, match="finite"):
         dense_image_warp(torch.ones(1, 2, 4, 4), flow)
+
+
+@pytest.mark.parametrize(
+    "order, boundary, regularization", [(1, 0, 0.0), (2, 4, 0.0), (3, 1, 0.01), (4, 2, 0.0)]
+)
+def test_dense_flow_gradients_match_autograd_through_the_spline(order, boundary, regularization):
+    # sparse_flow's backward is written by hand; interpolate_spline is plain autograd.
+    torch.manual_seed(10)
+    height, width = 9, 11
+    source = (torch.rand(2, 5, 2, dtype=torch.float64) * 6 + 1).requires_grad_()
+    dest = (source.detach() + 0.7 * torch.randn(2, 5, 2, dtype=torch.float64)).requires_grad_()
+    weight = torch.randn(2, height, width, 2, dtype=torch.float64)
+    flow = sparse_flow(source, dest, height, width, order, regularization, boundary)
+    got = torch.autograd.grad((flow * weight).sum(), (source, dest))
+
+    centres, values = dest, dest - source
+    if boundary:
+        border = boundary_locations(height, width, boundary, dest.device).expand(2, -1, -1)
+        centres = torch.cat([centres, border], 1)
+        values = torch.cat([values, torch.zeros_like(border)], 1)
+    queries = grid_locations(height, width, dest.device).expand(2, -1, -1)
+    expected_flow = interpolate_spline(centres, values, queries, order, regularization)
+    want = torch.autograd.grad((expected_flow.view_as(weight) * weight).sum(), (source, dest))
+    assert torch.allclose(flow, expected_flow.view_as(flow), atol=1e-9)
+    for g, w in zip(got, want, strict=True):
+        assert torch.allclose(g, w, rtol=1e-6, atol=1e-8)
+
+
+def test_transposed_tap_matrix_is_the_transpose():
+    from stvr_model.warp import _bilinear_taps, _tap_matrix, _transposed_tap_matrix
+
+    torch.manual_seed(11)
+    image = torch.zeros(3, 1, 5, 7)
+    # Queries inside, on the border and far outside the map (clamped taps).
+    queries = torch.rand(3, 40, 2) * 12 - 3
+    columns, weights, _ = _bilinear_taps(queries, image)
+    dense = _tap_matrix(columns, weights, 3 * 5 * 7).to_dense()
+    transposed = _transposed_tap_matrix(columns, weights, 3 * 5 * 7, 7)
+    assert transposed.shape == (105, 120)
+    assert torch.equal(transposed.to_dense(), dense.t())

@@ -130,6 +130,10 @@ def _at_points(image: Tensor, points: Tensor) -> Tensor:
     return image[:, :, points[:, 0], points[:, 1]]
 
 
+def _channels_last(x: Tensor) -> bool:
+    return x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def _check_input(x: Tensor, in_channels: int) -> None:
     if x.dim() != 4 or x.shape[1] != in_channels:
         raise CellError(f"cell input must be [B, {in_channels}, H, W], got {list(x.shape)}")
@@ -205,7 +209,8 @@ class ConvLSTMCell(nn.Module):
     def _previous(self, x: Tensor, state: CellState | None) -> tuple[Tensor, Tensor]:
         expected = (x.shape[0], self.hidden_channels, *x.shape[2:])
         if state is None:
-            zeros = x.new_zeros(expected)
+            layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
+            zeros = x.new_zeros(expected).contiguous(memory_format=layout)
             return zeros, zeros
         h, c = state
         if c is None or h.shape != expected or c.shape != expected:

@@ -20,7 +20,6 @@ at the paper's settings costs nothing) and cast back to the dtype of the points.
 
 from __future__ import annotations
 
-import math
 import threading
 import warnings
 from collections.abc import Sequence
@@ -99,6 +98,24 @@ def polyharmonic_phi(squared_distance: Tensor, order: int) -> Tensor:
     return clamped.pow(0.5 * order)
 
 
+def polyharmonic_phi_derivative(squared_distance: Tensor, order: int) -> Tensor:
+    """d phi / d(r^2) of `polyharmonic_phi`, with the same clamping (zero below EPSILON).
+
+    It is the derivative autograd takes through `polyharmonic_phi`, written out for the
+    hand-made backward pass of the dense flow.
+    """
+    clamped = squared_distance.clamp_min(EPSILON)
+    above = (squared_distance >= EPSILON).to(squared_distance.dtype)
+    if order == 1:
+        return 0.5 * above / clamped.sqrt()
+    if order == 2:
+        return 0.5 * (torch.log(clamped) + above)
+    half = 0.5 * order
+    if order % 2 == 0:
+        return 0.5 * above * clamped.pow(half - 1) * (half * torch.log(clamped) + 1)
+    return above * half * clamped.pow(half - 1)
+
+
 def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
     """`[B, M, N]` squared distances between `a [B, M, D]` (or a shared `[M, D]`) and `b [B, N, D]`.
 
@@ -112,29 +129,41 @@ def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
     return total
 
 
-def _solve_spline(
-    centres: Tensor, values: Tensor, order: int, regularization_weight: float
-) -> Tensor:
-    """The spline's coefficients `[B, N + D + 1, K]`: radial weights `w`, then affine `v`."""
+def _spline_system(centres: Tensor, order: int, regularization_weight: float) -> Tensor:
+    """The spline's symmetric system matrix `[B, N + D + 1, N + D + 1]`.
+
+    `[[phi(|c_i - c_j|^2) + lambda I, [c, 1]], [[c, 1]^T, 0]]`, TensorFlow's layout.
+    """
     batch, num, dim = centres.shape
     matrix_a = polyharmonic_phi(_squared_distances(centres, centres), order)
     if regularization_weight > 0:
         eye = torch.eye(num, dtype=centres.dtype, device=centres.device)
         matrix_a = matrix_a + regularization_weight * eye
-    matrix_b = torch.cat([centres, torch.ones_like(centres[..., :1])], dim=2)  # (B, N, D+1)
+    matrix_b = _affine_design(centres)  # (B, N, D+1)
     zeros = centres.new_zeros(batch, dim + 1, dim + 1)
-    lhs = torch.cat(
+    return torch.cat(
         [torch.cat([matrix_a, matrix_b], dim=2), torch.cat([matrix_b.transpose(1, 2), zeros], 2)],
         dim=1,
     )
-    rhs = torch.cat([values, values.new_zeros(batch, dim + 1, values.shape[-1])], dim=1)
-    solution, info = torch.linalg.solve_ex(lhs, rhs)
+
+
+def _check_solved(info: Tensor, order: int) -> None:
     failed = torch.nonzero(info).flatten().tolist()
     if failed:
         raise WarpError(
             f"spline system is singular for batch item(s) {failed}: control points coincide "
             f"or are collinear (order {order}); move them apart or use regularization_weight > 0"
         )
+
+
+def _solve_spline(
+    centres: Tensor, values: Tensor, order: int, regularization_weight: float
+) -> Tensor:
+    """The spline's coefficients `[B, N + D + 1, K]`: radial weights `w`, then affine `v`."""
+    lhs = _spline_system(centres, order, regularization_weight)
+    rhs = F.pad(values, (0, 0, 0, centres.shape[2] + 1))
+    solution, info = torch.linalg.solve_ex(lhs, rhs)
+    _check_solved(info, order)
     return solution
 
 
@@ -220,84 +249,96 @@ class _Scratch(threading.local):
 _SCRATCH = _Scratch()
 
 
-def _as_rows(tensors: Sequence[Tensor], slot: str) -> Tensor:
-    """`[B, C_i, *spatial]` maps side by side as `[B * prod(spatial), sum C_i]` pixel rows.
+def _is_channels_last(tensor: Tensor) -> bool:
+    return tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
 
-    The result lives in scratch memory: it is valid until the slot is next used.
+
+def _rows(tensor: Tensor, slot: str) -> Tensor:
+    """`[B, C, *spatial]` as `[B * prod(spatial), C]` pixel rows (channels last).
+
+    A channels-last map already is its rows (a view); any other layout is transposed into
+    the scratch slot, valid until the slot is next used.
     """
-    batch, count = tensors[0].shape[0], tensors[0][0, 0].numel()
-    total = sum(t.shape[1] for t in tensors)
-    rows = _SCRATCH.get(slot, (batch * count, total), tensors[0])
-    start = 0
-    for tensor in tensors:
-        block = rows[:, start : start + tensor.shape[1]].unflatten(0, (batch, count))
-        block.copy_(tensor.reshape(batch, tensor.shape[1], count).transpose(1, 2))
-        start += tensor.shape[1]
+    batch, channels = tensor.shape[:2]
+    if _is_channels_last(tensor):
+        return tensor.permute(0, 2, 3, 1).reshape(-1, channels)
+    flat = tensor.reshape(batch, channels, -1)
+    rows = _SCRATCH.get(slot, (batch * flat.shape[2], channels), tensor)
+    rows.unflatten(0, (batch, -1)).copy_(flat.transpose(1, 2))
     return rows
 
 
-def _from_rows(rows: Tensor, like: Tensor, channels: Sequence[int], spatial) -> list[Tensor]:
-    """Split pixel rows `[B * prod(spatial), sum C_i]` into new NCHW-contiguous maps."""
-    batch, outs, start = rows.shape[0] // math.prod(spatial), [], 0
-    for size in channels:
-        out = like.new_empty(batch, size, *spatial)
-        block = rows[:, start : start + size].unflatten(0, (batch, -1))
-        out.view(batch, size, -1).copy_(block.transpose(1, 2))
-        outs.append(out)
-        start += size
-    return outs
+def _product(matrix: Tensor, rows: Tensor, like: Tensor, spatial) -> Tensor:
+    """`matrix @ rows` as a new `[B, C, *spatial]` map in `like`'s memory format.
+
+    Channels-last: the product is written straight into the new map's memory. Otherwise it
+    goes to scratch and is transposed into a new NCHW-contiguous map.
+    """
+    batch, channels = like.shape[0], rows.shape[1]
+    if _is_channels_last(like):
+        out = rows.new_empty(matrix.shape[0], channels)
+        torch.addmm(out, matrix, rows, beta=0.0, out=out)
+        return out.unflatten(0, (batch, -1)).transpose(1, 2).unflatten(2, spatial)
+    flat = _SCRATCH.get("product", (matrix.shape[0], channels), rows, padded=True)
+    torch.addmm(flat, matrix, rows, beta=0.0, out=flat)
+    out = rows.new_empty(batch, channels, *spatial)
+    out.view(batch, channels, -1).copy_(flat.unflatten(0, (batch, -1)).transpose(1, 2))
+    return out
 
 
 class _Bilinear(torch.autograd.Function):
-    """Bilinear resampling of NCHW maps at `[B, M, 2]` (y, x) query points.
+    """Bilinear resampling of `[B, C_i, H, W]` maps at `[B, M, 2]` (y, x) query points.
 
-    `apply(queries, out_spatial, *images)`. The four taps of every query make a sparse
-    `M [B*M, B*H*W]` (CSR); every image is resampled by the same M (the warp LSTM moves h
-    and c together), as one product over their channels side by side. The products write
-    into preallocated outputs (`addmm(..., beta=0, out=...)`): torch's allocating
-    `M @ rows` zero-fills and copies its result, which costs several times the product
-    itself. Backward: the image gradients use M's transpose (a CSC view of the same
-    arrays); the tap weights' gradient, a sampled dense-dense product summed over all
-    images, turns into the queries' gradient by hand (the bilinear weights are products of
-    per-axis factors). The pixel rows of that product are transposed again from the saved
-    images rather than kept from the forward pass (a copy, instead of image-sized tensors
-    held until backward).
+    `apply(queries, out_spatial, *images)` -> one `[B, C_i, *out_spatial]` map per image
+    (`prod(out_spatial) = M`, row-major), in the image's memory format (channels-last in,
+    channels-last out; anything else gives NCHW-contiguous). The four taps of every query
+    make a sparse `M [B*M, B*H*W]` (CSR) that multiplies each image's pixel rows; the
+    products write into preallocated outputs (`addmm(..., beta=0, out=...)`), as torch's
+    allocating `M @ rows` zero-fills and copies its result, which costs several times the
+    product itself. Channels-last maps are their own pixel rows; other layouts are
+    transposed into reused scratch buffers (`_Scratch`).
 
-    The results are NCHW-contiguous `[B, C_i, *out_spatial]` (`prod(out_spatial) = M`,
-    row-major), and so are the image gradients: autograd sums them with the images' other
-    gradients without a layout change.
+    Backward: the image gradients multiply by M's transpose, converted to CSR once for all
+    images and returned in the image's memory format, so that autograd sums them with the
+    images' other gradients without a layout change; the tap weights' gradient (a sampled
+    dense-dense product, summed over images) becomes the queries' gradient by hand, the
+    bilinear weights being products of per-axis factors. Its pixel rows are transposed
+    again from the saved images, not kept from the forward pass.
     """
 
     @staticmethod
     def forward(ctx, queries: Tensor, out_spatial, *images: Tensor):
         columns, weights, factors = _bilinear_taps(queries, images[0])
-        rows = _as_rows(images, "rows")
-        matrix = _tap_matrix(columns, weights, rows.shape[0])
-        out = _SCRATCH.get("out", (columns.shape[0], rows.shape[1]), rows, padded=True)
-        torch.addmm(out, matrix, rows, beta=0.0, out=out)
+        batch, _, height, width = images[0].shape
+        matrix = _tap_matrix(columns, weights, batch * height * width)
+        outs = tuple(_product(matrix, _rows(image, "rows"), image, out_spatial) for image in images)
         ctx.save_for_backward(columns, weights, *factors, *images)
         ctx.query_shape, ctx.query_dtype = queries.shape, queries.dtype
-        return tuple(_from_rows(out, rows, [image.shape[1] for image in images], out_spatial))
+        return outs
 
     @staticmethod
     def backward(ctx, *grads: Tensor):
         columns, weights, factor_y, factor_x, inside, *images = ctx.saved_tensors
         batch, _, height, width = images[0].shape
-        channels = [image.shape[1] for image in images]
         matrix = _tap_matrix(columns, weights, batch * height * width)
-        grad_rows = _as_rows(grads, "grad")
-        grad_images = [None] * len(images)
+        transposed = None
         if any(ctx.needs_input_grad[2:]):
-            shape = (batch * height * width, grad_rows.shape[1])
-            flat = _SCRATCH.get("grad_image", shape, grad_rows, padded=True)
-            torch.addmm(flat, matrix.t(), grad_rows, beta=0.0, out=flat)
-            grad_images = _from_rows(flat, grad_rows, channels, (height, width))
+            transposed = _transposed_tap_matrix(columns, weights, matrix.shape[1], width)
+        grad_images, grad_taps = [], None
+        for index, (image, grad) in enumerate(zip(images, grads, strict=True)):
+            grad_rows = _rows(grad, "grad")
+            grad_image = None
+            if ctx.needs_input_grad[2 + index]:
+                grad_image = _product(transposed, grad_rows, image, (height, width))
+            grad_images.append(grad_image)
+            if ctx.needs_input_grad[0]:
+                # <grad_out[n], rows[column]> at every tap: M's pattern, values in M's order.
+                rows = _rows(image, "rows")
+                taps = torch.sparse.sampled_addmm(matrix, grad_rows, rows.t(), beta=0.0)
+                grad_taps = taps.values() if grad_taps is None else grad_taps + taps.values()
         grad_queries = None
         if ctx.needs_input_grad[0]:
-            # <grad_out[n], rows[column]> at every tap: M's pattern, values in M's order.
-            rows = _as_rows(images, "rows")
-            sampled = torch.sparse.sampled_addmm(matrix, grad_rows, rows.t(), beta=0.0)
-            taps = sampled.values().view(-1, 2, 2)  # (query, y tap, x tap)
+            taps = grad_taps.view(-1, 2, 2)  # (query, y tap, x tap)
             grad_y = ((taps[:, 1] - taps[:, 0]) * factor_x).sum(1)
             grad_x = ((taps[:, :, 1] - taps[:, :, 0]) * factor_y).sum(1)
             grad_queries = torch.stack([grad_y, grad_x], 1).mul_(inside)
@@ -316,6 +357,47 @@ def _tap_matrix(columns: Tensor, weights: Tensor, num_sources: int) -> Tensor:
         weights.reshape(-1),
         (num_rows, num_sources),
         check_invariants=False,
+    )
+
+
+def _transposed_tap_matrix(
+    columns: Tensor, weights: Tensor, num_sources: int, width: int
+) -> Tensor:
+    """The transpose of `_tap_matrix(columns, weights, num_sources)`, as CSR.
+
+    On CPU it is built from the taps' structure (`columns = t + (0, 1, W, W + 1)` for a
+    top-left pixel t) with one sort of the N top-left pixels instead of torch's generic
+    conversion, which sorts all 4N entries. Source pixel s collects, tap by tap, the
+    queries whose top-left pixel is `s - delta_k`; within a row the column indices are
+    grouped by tap, not sorted, which MKL's product accepts. Elsewhere (cuSPARSE) the
+    generic conversion is used.
+    """
+    if columns.device.type != "cpu":
+        return _tap_matrix(columns, weights, num_sources).t().to_sparse_csr()
+    top_left = columns[:, 0]
+    count = top_left.shape[0]
+    order = torch.argsort(top_left)
+    sorted_top_left = top_left[order]
+    per_pixel = torch.bincount(top_left, minlength=num_sources)
+    deltas = (0, 1, width, width + 1)
+    padded = F.pad(per_pixel, (width + 1, 0))
+    # per_tap[k, s]: entries that row s receives from tap k, i.e. per_pixel[s - delta_k].
+    per_tap = torch.stack([padded[width + 1 - d : width + 1 - d + num_sources] for d in deltas])
+    before = per_tap.cumsum(0) - per_tap  # entries of earlier taps in the same row
+    crow = F.pad(per_tap.sum(0).cumsum(0), (1, 0))
+    # Rank of each sorted query among those sharing its top-left pixel.
+    rank = (
+        torch.arange(count, device=columns.device)
+        - (per_pixel.cumsum(0) - per_pixel)[sorted_top_left]
+    )
+    rows = sorted_top_left + columns.new_tensor(deltas).unsqueeze(1)  # (4, N)
+    position = (crow[rows] + before.gather(1, rows) + rank).reshape(-1)
+    queries = torch.empty_like(position)
+    queries[position] = order.repeat(len(deltas))
+    values = weights.new_empty(position.shape[0])
+    values[position] = weights[order].t().reshape(-1)
+    return torch.sparse_csr_tensor(
+        crow, queries, values, (num_sources, count), check_invariants=False
     )
 
 
@@ -432,18 +514,72 @@ def sparse_flow(
     if interpolation_order < 1:
         raise WarpError(f"interpolation_order must be >= 1, got {interpolation_order}")
     _check_points(source, dest, source.shape[0])
-    batch, num = dest.shape[:2]
-    border, design = _fixed_design(
-        height, width, num_boundary_points, interpolation_order, dest.device
-    )
-    moving = dest.double()
-    centres = torch.cat([moving, border.unsqueeze(0).expand(batch, -1, -1)], dim=1)
-    flows = F.pad(moving - source.double(), (0, 0, 0, border.shape[0]))  # zero flow at border
-    solution = _solve_spline(centres, flows, interpolation_order, regularization_weight)
-    queries = grid_locations(height, width, dest.device)
-    radial = polyharmonic_phi(_squared_distances(queries, moving), interpolation_order)
-    dense = radial @ solution[:, :num] + design @ solution[:, num:]
+    spline = (height, width, interpolation_order, regularization_weight, num_boundary_points)
+    dense = _DenseFlow.apply(source.double(), dest.double(), spline)
     return dense.view(dest.shape[0], height, width, 2)
+
+
+class _DenseFlow(torch.autograd.Function):
+    """`sparse_flow`'s spline, solved and read at every pixel, with a hand-made backward.
+
+    `apply(source, dest, (H, W, order, regularization_weight, num_boundary_points))`, all in
+    float64. Forward: centres `c = [dest; border]`, values `[dest - source; 0]`, the system
+    `L s = [values; 0]` solved through an LU factorisation, and the flow
+    `phi(|q - dest|^2) @ s_dest + design @ s_rest` at all pixels `q` (the border's radial
+    terms and the affine terms are fixed: `_fixed_design`). Backward: the same chain rule
+    autograd would take through those ~40 small ops, as ~20 batched ones: `L` is symmetric,
+    so its gradient solve reuses the factorisation; `dL = -dR s^T` and the flow's own radial
+    terms send gradients to `dest` through `phi'(r^2) * 2 (c_i - c_j)`.
+    """
+
+    @staticmethod
+    def forward(ctx, source: Tensor, dest: Tensor, spline) -> Tensor:
+        height, width, order, regularization_weight, num_boundary_points = spline
+        batch, num = dest.shape[:2]
+        border, design = _fixed_design(height, width, num_boundary_points, order, dest.device)
+        centres = torch.cat([dest, border.unsqueeze(0).expand(batch, -1, -1)], dim=1)
+        lhs = _spline_system(centres, order, regularization_weight)
+        factors, pivots, info = torch.linalg.lu_factor_ex(lhs)
+        _check_solved(info, order)
+        rhs = F.pad(dest - source, (0, 0, 0, lhs.shape[1] - num))  # zero at border and affine
+        solution = torch.linalg.lu_solve(factors, pivots, rhs)
+        queries = grid_locations(height, width, dest.device)
+        squared = _squared_distances(queries, dest)  # (B, H*W, N)
+        radial = polyharmonic_phi(squared, order)
+        ctx.save_for_backward(centres, solution, factors, pivots, squared, radial)
+        ctx.order, ctx.num, ctx.spline = order, num, spline
+        return radial @ solution[:, :num] + design @ solution[:, num:]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        centres, solution, factors, pivots, squared, radial = ctx.saved_tensors
+        order, num = ctx.order, ctx.num
+        height, width, _, _, num_boundary_points = ctx.spline
+        _, design = _fixed_design(height, width, num_boundary_points, order, grad.device)
+        queries = grid_locations(height, width, grad.device)
+        dest = centres[:, :num]
+        # The flow read at the pixels: through the solution and the dest radial terms.
+        grad_solution = torch.cat([radial.transpose(1, 2) @ grad, design.t() @ grad], dim=1)
+        pulls = (grad @ solution[:, :num].transpose(1, 2)) * polyharmonic_phi_derivative(
+            squared, order
+        )  # (B, H*W, N): d loss / d r^2 at every pixel and dest point
+        grad_dest = -2 * (pulls.transpose(1, 2) @ queries - pulls.sum(1).unsqueeze(2) * dest)
+        # Through the solve: dR = L^-T dS and dL = -dR S^T.
+        grad_rhs = torch.linalg.lu_solve(factors, pivots, grad_solution, adjoint=True)
+        grad_values = grad_rhs[:, :num]  # values = dest - source at the moving points
+        grad_dest = grad_dest + grad_values
+        grad_lhs = -grad_rhs @ solution.transpose(1, 2)
+        count = centres.shape[1]
+        # L's radial block phi(|c_i - c_j|^2) and its affine blocks [c, 1], [c, 1]^T.
+        block = grad_lhs[:, :count, :count]
+        pair = (block + block.transpose(1, 2)) * polyharmonic_phi_derivative(
+            _squared_distances(centres, centres), order
+        )
+        grad_centres = 2 * (pair.sum(2).unsqueeze(2) * centres - pair @ centres)
+        grad_centres = grad_centres + grad_lhs[:, :count, count : count + 2]
+        grad_centres = grad_centres + grad_lhs[:, count : count + 2, :count].transpose(1, 2)
+        grad_dest = grad_dest + grad_centres[:, :num]
+        return -grad_values, grad_dest, None
 
 
 def sparse_image_warp(

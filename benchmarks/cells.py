@@ -2,15 +2,19 @@
 
 1. Each cell at the paper's shape (batch 8, 1024 channels, 20x20, 6 steps from a zero
    state, forward and backward): time per step and the peak memory of the whole 6-step
-   sequence. On CPU each cell runs in a fresh process and the peak is the growth of the
-   resident set during the run; on CUDA it is `max_memory_allocated` above the baseline.
+   sequence. The cells are timed in rounds, every cell once per round, and the ratio to
+   ConvLSTM is the median of the per-round ratios, so that a shared machine's changing
+   load hits all cells alike. Memory: on CPU each cell runs once in a fresh process and
+   the peak is the growth of the resident set; on CUDA it is `max_memory_allocated` above
+   the baseline. The first step starts from zeros, which the warp, traj and flow cells do
+   not resample (warping zeros gives zeros), as in training.
 2. `sparse_image_warp` alone at batch 8, 128 channels, 20x20, 9 control points and
    num_boundary_points=4 (16 border points), order 2: forward, and forward + backward,
    on NCHW-contiguous and on channels-last images (TensorFlow's NHWC layout).
 3. `clip_flows`, the optical flow the `flow` cell needs, for one batch of 8 references
    of 6 clips of 8 frames at 320x320.
 
-    .venv/bin/python benchmarks/cells.py [--repeat 3] [--device cpu|cuda|all] [--threads N]
+    .venv/bin/python benchmarks/cells.py [--repeat 5] [--device cpu|cuda|all] [--threads N]
         [--memory-format nchw|channels_last] [--skip-cells] [--tensorflow PYTHON_WITH_TFA]
 
 Wall times suffer on a shared machine; CPU time (process time, all threads) is printed
@@ -65,83 +69,95 @@ def _memory_peak(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_cell(kind: str, device_name: str, args: argparse.Namespace) -> dict:
-    """Time `repeat` sequences of one cell; returns seconds per step and peak bytes."""
+class CellRun:
+    """One cell at the benchmark's shape, with its inputs: `sequence()` runs one timed unit."""
+
+    def __init__(self, kind: str, device: torch.device, args: argparse.Namespace):
+        torch.manual_seed(0)
+        layout = MEMORY_FORMATS[args.memory_format]
+        self.cell = build_cell(kind, args.channels, args.channels).to(device, memory_format=layout)
+        # One leaf per step, as the backbone's features of successive clips would arrive
+        # (one [steps, ...] leaf indexed per step would add a full-size gradient fill).
+        shape = (args.batch, args.channels, args.size, args.size)
+        self.x = [
+            torch.randn(shape, device=device).contiguous(memory_format=layout).requires_grad_()
+            for _ in range(args.steps)
+        ]
+        self.flows = torch.randn(args.steps, args.batch, 2, args.size, args.size, device=device)
+        if kind == "warp":  # off the identity, as after training
+            with torch.no_grad():
+                self.cell.offset.weight.normal_(std=1e-3)
+
+    def sequence(self) -> None:
+        state, total = None, 0
+        for step, x in enumerate(self.x):
+            state = self.cell(x, state, flow=self.flows[step])
+            total = total + state.h.mean()
+        total.backward()
+        self.cell.zero_grad(set_to_none=True)
+        for leaf in self.x:
+            leaf.grad = None
+
+
+def peak_memory(kind: str, device_name: str, args: argparse.Namespace) -> int:
+    """Peak bytes of one sequence above the baseline (a fresh process per cell on CPU)."""
     device = torch.device(device_name)
     if args.threads:  # a spawned child starts with the default
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    layout = MEMORY_FORMATS[args.memory_format]
-    cell = build_cell(kind, args.channels, args.channels).to(device, memory_format=layout)
-    # One leaf per step, as the backbone's features of successive clips would arrive (one
-    # [steps, ...] leaf indexed per step would add a full-size gradient fill per step).
-    shape = (args.batch, args.channels, args.size, args.size)
-    x = [
-        torch.randn(shape, device=device).contiguous(memory_format=layout).requires_grad_()
-        for _ in range(args.steps)
-    ]
-    flows = torch.randn(args.steps, args.batch, 2, args.size, args.size, device=device)
-    if kind == "warp":  # off the identity, as after training
-        with torch.no_grad():
-            cell.offset.weight.normal_(std=1e-3)
-
-    def sequence() -> None:
-        state = None
-        total = 0
-        for t in range(args.steps):
-            state = cell(x[t], state, flow=flows[t])
-            total = total + state.h.mean()
-        total.backward()
-
+    run = CellRun(kind, device, args)
     baseline = _memory_baseline(device)
-    times, cpu_times = [], []
-    for _ in range(args.repeat + 1):  # the first run warms up and is dropped
-        _sync(device)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        sequence()
-        _sync(device)
-        times.append((time.perf_counter() - start) / args.steps)
-        cpu_times.append((time.process_time() - cpu_start) / args.steps)
-        cell.zero_grad(set_to_none=True)
-        for leaf in x:
-            leaf.grad = None
-    peak = _memory_peak(device) - baseline
-    return {
-        "median": statistics.median(times[1:]),
-        "min": min(times[1:]),
-        "cpu": statistics.median(cpu_times[1:]),
-        "peak": peak,
-    }
+    run.sequence()
+    _sync(device)
+    return _memory_peak(device) - baseline
 
 
-def _run_in_child(kind: str, device_name: str, args: argparse.Namespace) -> dict:
-    # A fresh process per CPU cell so that the resident-set peak belongs to that cell.
+def _peak_in_child(kind: str, device_name: str, args: argparse.Namespace) -> int:
+    # On CPU the peak is the growth of the resident set, which needs a process of its own.
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(run_cell, (kind, device_name, args))
+        return pool.apply(peak_memory, (kind, device_name, args))
 
 
 def bench_cells(device_name: str, args: argparse.Namespace) -> None:
+    """Time the cells in rounds (each round runs every cell once, in turn) so that the load
+    of a shared machine hits all of them alike; ratios to ConvLSTM are taken per round."""
     print(
         f"\ncells on {device_name}: batch {args.batch}, {args.channels} channels, "
         f"{args.size}x{args.size}, {args.steps} steps from a zero state, forward+backward, "
-        f"{args.repeat} runs, {args.memory_format} maps"
+        f"{args.repeat} rounds, {args.memory_format} maps"
     )
+    device = torch.device(device_name)
+    peaks = {
+        kind: _peak_in_child(kind, device_name, args)
+        if device_name == "cpu"
+        else peak_memory(kind, device_name, args)
+        for kind in KINDS
+    }
+    runs = {kind: CellRun(kind, device, args) for kind in KINDS}
+    for run in runs.values():  # warm-up
+        run.sequence()
+    wall = {kind: [] for kind in KINDS}
+    cpu = {kind: [] for kind in KINDS}
+    for _ in range(args.repeat):
+        for kind, run in runs.items():
+            _sync(device)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            run.sequence()
+            _sync(device)
+            wall[kind].append((time.perf_counter() - start) / args.steps)
+            cpu[kind].append((time.process_time() - cpu_start) / args.steps)
     print(
         f"{'cell':<9} {'median ms/step':>15} {'min ms/step':>12} {'CPU ms/step':>12} "
         f"{'x convlstm':>11} {'CPU x conv':>11} {'peak MiB':>9}"
     )
-    results = {}
     for kind in KINDS:
-        if device_name == "cpu":
-            results[kind] = _run_in_child(kind, device_name, args)
-        else:
-            results[kind] = run_cell(kind, device_name, args)
-        r = results[kind]
-        base = results.get("convlstm", {"median": float("nan"), "cpu": float("nan")})
+        ratio = statistics.median(w / c for w, c in zip(wall[kind], wall["convlstm"], strict=True))
+        cpu_ratio = statistics.median(
+            c / b for c, b in zip(cpu[kind], cpu["convlstm"], strict=True)
+        )
         print(
-            f"{kind:<9} {r['median'] * 1e3:>15.1f} {r['min'] * 1e3:>12.1f} "
-            f"{r['cpu'] * 1e3:>12.1f} {r['median'] / base['median']:>11.2f} "
-            f"{r['cpu'] / base['cpu']:>11.2f} {r['peak'] / 2**20:>9.0f}"
+            f"{kind:<9} {statistics.median(wall[kind]) * 1e3:>15.1f} "
+            f"{min(wall[kind]) * 1e3:>12.1f} {statistics.median(cpu[kind]) * 1e3:>12.1f} "
+            f"{ratio:>11.2f} {cpu_ratio:>11.2f} {peaks[kind] / 2**20:>9.0f}"
         )
 
 
@@ -264,7 +280,7 @@ def bench_optical_flow(device_name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    parser.add_argument("--repeat", type=int, default=3, help="timed sequences per cell")
+    parser.add_argument("--repeat", type=int, default=5, help="timed rounds of all cells")
     parser.add_argument("--warp-calls", type=int, default=50)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--channels", type=int, default=1024)

@@ -147,6 +147,16 @@ def test_control_points_follow_the_paper():
     assert control_points(40, 20).tolist()[:3] == [[10, 5], [10, 10], [10, 15]]
 
 
+@pytest.mark.parametrize("size", [2, 3, 4, 5])
+def test_maps_too_small_for_the_control_grid_are_reported(size):
+    cell = make("warp")  # zero-initialised offsets: control points stay where they are
+    x = torch.randn(1, C, size, size)
+    with pytest.raises(CellError, match="control grid needs a feature map of at least 6x6"):
+        cell(x, CellState(x, x))
+    x = torch.randn(1, C, 6, 6)
+    assert cell(x, CellState(x, x)).h.shape == (1, C, 6, 6)
+
+
 @pytest.mark.parametrize(
     "call, message",
     [

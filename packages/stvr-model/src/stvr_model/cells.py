@@ -77,15 +77,29 @@ class CellConfig:
             )
 
 
+def _control_lines(size: int, grid: int) -> list[int] | None:
+    """`grid` evenly spaced interior lines of a `size`-pixel axis, or None if they collide."""
+    lines = [round((k + 1) * size / (grid + 1)) for k in range(grid)]
+    # Distinct and off the border, where the zero-flow boundary points sit.
+    ok = len(set(lines)) == grid and lines[0] >= 1 and lines[-1] <= size - 2
+    return lines if ok else None
+
+
 @lru_cache(maxsize=16)
 def control_points(height: int, width: int, grid: int = 3) -> Tensor:
     """The warp cell's control points `[grid*grid, 2]` (y, x), integer-valued, row-major.
 
     Evenly spaced interior lines, rounded to pixels: (5, 10, 15) on a 20x20 map as in the
-    paper (§6.2), scaled with the map size otherwise.
+    paper (§6.2), scaled with the map size otherwise. Maps too small to hold `grid`
+    distinct lines off the border raise CellError (the spline would be singular).
     """
-    ys = [round((k + 1) * height / (grid + 1)) for k in range(grid)]
-    xs = [round((k + 1) * width / (grid + 1)) for k in range(grid)]
+    ys, xs = _control_lines(height, grid), _control_lines(width, grid)
+    if ys is None or xs is None:
+        smallest = next(n for n in range(grid + 1, 4 * grid + 8) if _control_lines(n, grid))
+        raise CellError(
+            f"a {grid}x{grid} control grid needs a feature map of at least "
+            f"{smallest}x{smallest}, got {height}x{width}"
+        )
     return torch.tensor([(y, x) for y in ys for x in xs], dtype=torch.long)
 
 

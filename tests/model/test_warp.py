@@ -289,8 +289,22 @@ def test_transposed_tap_matrix_is_the_transpose():
     image = torch.zeros(3, 1, 5, 7)
     # Queries inside, on the border and far outside the map (clamped taps).
     queries = torch.rand(3, 40, 2) * 12 - 3
-    columns, weights, _ = _bilinear_taps(queries, image)
+    columns, weights, _ = _bilinear_taps(queries, image.shape, image.dtype)
     dense = _tap_matrix(columns, weights, 3 * 5 * 7).to_dense()
     transposed = _transposed_tap_matrix(columns, weights, 3 * 5 * 7, 7)
     assert transposed.shape == (105, 120)
     assert torch.equal(transposed.to_dense(), dense.t())
+
+
+def test_maps_of_different_dtypes_warp_together():
+    torch.manual_seed(12)
+    h = torch.randn(2, 3, 6, 7, requires_grad=True)
+    c = torch.randn(2, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    flow = (torch.randn(2, 6, 7, 2, dtype=torch.float64) * 1.5).requires_grad_()
+    warped_h, warped_c = dense_image_warp_many([h, c], flow)
+    assert warped_h.dtype == torch.float32 and warped_c.dtype == torch.float64
+    assert torch.allclose(warped_h, dense_image_warp(h, flow), atol=1e-6)
+    assert torch.allclose(warped_c, dense_image_warp(c, flow), atol=1e-12)
+    (warped_h.sum() + warped_c.sum()).backward()
+    assert h.grad.dtype == torch.float32 and c.grad.dtype == torch.float64
+    assert torch.isfinite(flow.grad).all()

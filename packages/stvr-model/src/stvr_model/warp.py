@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import lru_cache, reduce
 
 import torch
 import torch.nn.functional as F
@@ -308,10 +308,13 @@ class _Bilinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, queries: Tensor, out_spatial, *images: Tensor):
-        columns, weights, factors = _bilinear_taps(queries, images[0])
-        batch, _, height, width = images[0].shape
-        matrix = _tap_matrix(columns, weights, batch * height * width)
-        outs = tuple(_product(matrix, _rows(image, "rows"), image, out_spatial) for image in images)
+        dtype = reduce(torch.promote_types, (image.dtype for image in images))
+        columns, weights, factors = _bilinear_taps(queries, images[0].shape, dtype)
+        matrices = _TapMatrices(columns, weights, images[0].shape)
+        outs = tuple(
+            _product(matrices.get(image.dtype), _rows(image, "rows"), image, out_spatial)
+            for image in images
+        )
         ctx.save_for_backward(columns, weights, *factors, *images)
         ctx.query_shape, ctx.query_dtype = queries.shape, queries.dtype
         return outs
@@ -319,23 +322,22 @@ class _Bilinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads: Tensor):
         columns, weights, factor_y, factor_x, inside, *images = ctx.saved_tensors
-        batch, _, height, width = images[0].shape
-        matrix = _tap_matrix(columns, weights, batch * height * width)
-        transposed = None
-        if any(ctx.needs_input_grad[2:]):
-            transposed = _transposed_tap_matrix(columns, weights, matrix.shape[1], width)
-        grad_images, grad_taps = [], None
+        matrices = _TapMatrices(columns, weights, images[0].shape)
+        grad_images, grad_taps = [], 0
         for index, (image, grad) in enumerate(zip(images, grads, strict=True)):
-            grad_rows = _rows(grad, "grad")
+            grad_rows = _rows(grad.to(image.dtype), "grad")
             grad_image = None
             if ctx.needs_input_grad[2 + index]:
-                grad_image = _product(transposed, grad_rows, image, (height, width))
+                transposed = matrices.get(image.dtype, transposed=True)
+                grad_image = _product(transposed, grad_rows, image, image.shape[2:])
             grad_images.append(grad_image)
             if ctx.needs_input_grad[0]:
                 # <grad_out[n], rows[column]> at every tap: M's pattern, values in M's order.
                 rows = _rows(image, "rows")
-                taps = torch.sparse.sampled_addmm(matrix, grad_rows, rows.t(), beta=0.0)
-                grad_taps = taps.values() if grad_taps is None else grad_taps + taps.values()
+                taps = torch.sparse.sampled_addmm(
+                    matrices.get(image.dtype), grad_rows, rows.t(), beta=0.0
+                )
+                grad_taps = grad_taps + taps.values().to(weights.dtype)
         grad_queries = None
         if ctx.needs_input_grad[0]:
             taps = grad_taps.view(-1, 2, 2)  # (query, y tap, x tap)
@@ -344,6 +346,28 @@ class _Bilinear(torch.autograd.Function):
             grad_queries = torch.stack([grad_y, grad_x], 1).mul_(inside)
             grad_queries = grad_queries.to(ctx.query_dtype).view(ctx.query_shape)
         return grad_queries, None, *grad_images
+
+
+class _TapMatrices:
+    """The tap matrix and its transpose, built on first use for each image dtype."""
+
+    def __init__(self, columns: Tensor, weights: Tensor, image_shape) -> None:
+        batch, _, height, width = image_shape
+        self.columns, self.weights = columns, weights
+        self.num_sources, self.width = batch * height * width, width
+        self.built: dict[tuple[torch.dtype, bool], Tensor] = {}
+
+    def get(self, dtype: torch.dtype, transposed: bool = False) -> Tensor:
+        key = (dtype, transposed)
+        if key not in self.built:
+            weights = self.weights.to(dtype)
+            if transposed:
+                self.built[key] = _transposed_tap_matrix(
+                    self.columns, weights, self.num_sources, self.width
+                )
+            else:
+                self.built[key] = _tap_matrix(self.columns, weights, self.num_sources)
+        return self.built[key]
 
 
 def _tap_matrix(columns: Tensor, weights: Tensor, num_sources: int) -> Tensor:
@@ -401,7 +425,9 @@ def _transposed_tap_matrix(
     )
 
 
-def _bilinear_taps(queries: Tensor, image: Tensor) -> tuple[Tensor, Tensor, tuple]:
+def _bilinear_taps(
+    queries: Tensor, image_shape, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, tuple]:
     """Taps of `[B, M, 2]` (y, x) queries on an NCHW map, as rows of its pixel-row matrix.
 
     Returns `columns [B*M, 4]` (top-left, top-right, bottom-left, bottom-right: ascending,
@@ -412,18 +438,18 @@ def _bilinear_taps(queries: Tensor, image: Tensor) -> tuple[Tensor, Tensor, tupl
     gradient; at `a` = 0 or 1 exactly (integer queries) the gradient still passes, as
     through TF's min/max, so a zero-initialised offset predictor can learn.
     """
-    batch, _, height, width = image.shape
+    batch, _, height, width = image_shape
     if height < 2 or width < 2:
         raise WarpError(f"image must be at least 2x2 to interpolate, got {height}x{width}")
     if not bool(torch.isfinite(queries).all()):
         raise WarpError("query points must be finite (the flow holds NaN or inf)")
     floor = torch.minimum(queries.floor().clamp_min(0), queries.new_tensor([height - 2, width - 2]))
     alpha = queries - floor
-    inside = ((alpha >= 0) & (alpha <= 1)).reshape(-1, 2).to(image.dtype)
-    alpha = alpha.clamp(0, 1).to(image.dtype).reshape(-1, 2)
+    inside = ((alpha >= 0) & (alpha <= 1)).reshape(-1, 2).to(dtype)
+    alpha = alpha.clamp(0, 1).to(dtype).reshape(-1, 2)
     index = floor.long()
     top_left = index[..., 0] * width + index[..., 1]
-    top_left += torch.arange(batch, device=image.device).unsqueeze(1) * (height * width)
+    top_left += torch.arange(batch, device=queries.device).unsqueeze(1) * (height * width)
     columns = top_left.reshape(-1, 1) + top_left.new_tensor([0, 1, width, width + 1])
     # (1 - a) * p + a * q rather than TF's a * (q - p) + p: equal to rounding, but exact
     # at a in {0, 1}, so a zero flow returns the image bit for bit.

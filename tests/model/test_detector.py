@@ -321,3 +321,13 @@ def test_real_small_backbone_and_each_real_cell_train_together(kind):
     if kind != "none":  # the Clip baseline has no parameters: h is x itself
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in cell.parameters())
     assert len(detections[0]) == 2
+
+
+def test_feature_maps_too_small_for_the_warp_cell_are_reported_at_construction():
+    from stvr_model.cells import build_cell
+
+    config = tiny_config(image_size=(64, 64))  # 4x4 feature maps
+    cell = build_cell("warp", CHANNELS, CHANNELS)
+    with pytest.raises(DetectorInputError, match="4x4 feature maps, too small for the warp"):
+        ReLocalizationDetector(TinyBackbone(), cell, config)
+    ReLocalizationDetector(TinyBackbone(), cell, tiny_config(image_size=(96, 96)))  # 6x6

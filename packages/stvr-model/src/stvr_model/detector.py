@@ -24,6 +24,8 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 
+from stvr_data.errors import StvrDataError
+from stvr_model.cells import CellError, WarpLSTMCell, control_points
 from stvr_model.heads import (
     MATCHING_ACTOR,
     OTHER_ACTOR,
@@ -37,7 +39,7 @@ from stvr_model.heads import (
 Detections = list[list[dict[str, Tensor]]]
 
 
-class DetectorInputError(ValueError):
+class DetectorInputError(StvrDataError):
     """A detector setting or input that does not fit: names the field or argument."""
 
 
@@ -175,6 +177,16 @@ class ReLocalizationDetector(nn.Module):
 
     def __init__(self, backbone: nn.Module, cell: nn.Module, config: DetectorConfig) -> None:
         super().__init__()
+        if isinstance(cell, WarpLSTMCell):
+            height, width = (s // config.feature_stride for s in config.image_size)
+            try:
+                control_points(height, width, cell.config.control_grid)
+            except CellError as err:
+                raise DetectorInputError(
+                    f"image_size {list(config.image_size)} gives {height}x{width} feature "
+                    f"maps, too small for the warp cell ({err}); build the benchmark at a "
+                    "larger --resolution"
+                ) from err
         self.config = config
         self.backbone = backbone
         self.cell = cell

@@ -253,29 +253,31 @@ def _is_channels_last(tensor: Tensor) -> bool:
     return tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
 
 
-def _rows(tensor: Tensor, slot: str) -> Tensor:
+def _rows(tensor: Tensor, slot: str | None) -> Tensor:
     """`[B, C, *spatial]` as `[B * prod(spatial), C]` pixel rows (channels last).
 
-    A channels-last map already is its rows (a view); any other layout is transposed into
-    the scratch slot, valid until the slot is next used.
+    A channels-last map already is its rows (a view). Any other layout is transposed into
+    the scratch slot, valid until the slot is next used, or with `slot=None` into a new
+    tensor.
     """
     batch, channels = tensor.shape[:2]
     if _is_channels_last(tensor):
         return tensor.permute(0, 2, 3, 1).reshape(-1, channels)
     flat = tensor.reshape(batch, channels, -1)
-    rows = _SCRATCH.get(slot, (batch * flat.shape[2], channels), tensor)
+    shape = (batch * flat.shape[2], channels)
+    rows = tensor.new_empty(shape) if slot is None else _SCRATCH.get(slot, shape, tensor)
     rows.unflatten(0, (batch, -1)).copy_(flat.transpose(1, 2))
     return rows
 
 
-def _product(matrix: Tensor, rows: Tensor, like: Tensor, spatial) -> Tensor:
-    """`matrix @ rows` as a new `[B, C, *spatial]` map in `like`'s memory format.
+def _product(matrix: Tensor, rows: Tensor, batch: int, channels_last: bool, spatial) -> Tensor:
+    """`matrix @ rows` as a new `[B, C, *spatial]` map, channels-last or NCHW-contiguous.
 
     Channels-last: the product is written straight into the new map's memory. Otherwise it
     goes to scratch and is transposed into a new NCHW-contiguous map.
     """
-    batch, channels = like.shape[0], rows.shape[1]
-    if _is_channels_last(like):
+    channels = rows.shape[1]
+    if channels_last:
         out = rows.new_empty(matrix.shape[0], channels)
         torch.addmm(out, matrix, rows, beta=0.0, out=out)
         return out.unflatten(0, (batch, -1)).transpose(1, 2).unflatten(2, spatial)
@@ -309,33 +311,43 @@ class _Bilinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, queries: Tensor, out_spatial, *images: Tensor):
         dtype = reduce(torch.promote_types, (image.dtype for image in images))
+        batch = images[0].shape[0]
         columns, weights, factors = _bilinear_taps(queries, images[0].shape, dtype)
         matrices = _TapMatrices(columns, weights, images[0].shape)
-        outs = tuple(
-            _product(matrices.get(image.dtype), _rows(image, "rows"), image, out_spatial)
-            for image in images
-        )
-        ctx.save_for_backward(columns, weights, *factors, *images)
+        # When the queries need a gradient, the pixel rows are kept for it (a view of the
+        # image when it is channels-last): transposing the image again in backward costs
+        # more time than holding them costs memory. Otherwise they go through scratch.
+        keep = ctx.needs_input_grad[0]
+        rows, outs = [], []
+        layouts = [_is_channels_last(image) for image in images]
+        for image, last in zip(images, layouts, strict=True):
+            image_rows = _rows(image, None if keep else "rows")
+            outs.append(_product(matrices.get(image.dtype), image_rows, batch, last, out_spatial))
+            rows.append(image_rows if keep else None)
+        ctx.save_for_backward(columns, weights, *factors, *rows)
+        ctx.image_shape, ctx.layouts = images[0].shape, layouts
         ctx.query_shape, ctx.query_dtype = queries.shape, queries.dtype
-        return outs
+        return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads: Tensor):
-        columns, weights, factor_y, factor_x, inside, *images = ctx.saved_tensors
-        matrices = _TapMatrices(columns, weights, images[0].shape)
+        columns, weights, factor_y, factor_x, inside, *rows = ctx.saved_tensors
+        batch, _, height, width = ctx.image_shape
+        matrices = _TapMatrices(columns, weights, ctx.image_shape)
         grad_images, grad_taps = [], 0
-        for index, (image, grad) in enumerate(zip(images, grads, strict=True)):
-            grad_rows = _rows(grad.to(image.dtype), "grad")
+        for index, (image_rows, grad) in enumerate(zip(rows, grads, strict=True)):
+            dtype = grad.dtype  # autograd hands each output's gradient in its dtype
+            grad_rows = _rows(grad, "grad")
             grad_image = None
             if ctx.needs_input_grad[2 + index]:
-                transposed = matrices.get(image.dtype, transposed=True)
-                grad_image = _product(transposed, grad_rows, image, image.shape[2:])
+                transposed = matrices.get(dtype, transposed=True)
+                last = ctx.layouts[index]
+                grad_image = _product(transposed, grad_rows, batch, last, (height, width))
             grad_images.append(grad_image)
             if ctx.needs_input_grad[0]:
                 # <grad_out[n], rows[column]> at every tap: M's pattern, values in M's order.
-                rows = _rows(image, "rows")
                 taps = torch.sparse.sampled_addmm(
-                    matrices.get(image.dtype), grad_rows, rows.t(), beta=0.0
+                    matrices.get(dtype), grad_rows, image_rows.t(), beta=0.0
                 )
                 grad_taps = grad_taps + taps.values().to(weights.dtype)
         grad_queries = None

@@ -12,6 +12,7 @@ from stvr_model.warp import (
     dense_image_warp,
     dense_image_warp_many,
     grid_locations,
+    interpolate_bilinear,
     interpolate_spline,
     sparse_flow,
     sparse_image_warp,
@@ -308,3 +309,14 @@ def test_maps_of_different_dtypes_warp_together():
     (warped_h.sum() + warped_c.sum()).backward()
     assert h.grad.dtype == torch.float32 and c.grad.dtype == torch.float64
     assert torch.isfinite(flow.grad).all()
+
+
+def test_an_empty_batch_gives_empty_results():
+    empty = torch.randn(0, 3, 8, 9, requires_grad=True)
+    points = torch.rand(0, 4, 2) * 4 + 1
+    warped, flow = sparse_image_warp(empty, points, points + 0.5, num_boundary_points=2)
+    assert warped.shape == (0, 3, 8, 9) and flow.shape == (0, 8, 9, 2)
+    assert dense_image_warp_many([empty], torch.zeros(0, 16, 9, 2))[0].shape == (0, 3, 16, 9)
+    assert interpolate_bilinear(empty, torch.zeros(0, 5, 2)).shape == (0, 5, 3)
+    warped.sum().backward()
+    assert empty.grad.shape == empty.shape

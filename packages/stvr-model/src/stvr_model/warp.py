@@ -478,6 +478,8 @@ def interpolate_bilinear(image: Tensor, query_points: Tensor) -> Tensor:
     Points outside the map take the nearest edge value (TensorFlow's clamping). The result
     is differentiable w.r.t. the image and the points.
     """
+    if image.shape[0] == 0:
+        return image.reshape(0, query_points.shape[1], image.shape[1])
     (out,) = _Bilinear.apply(query_points, (query_points.shape[1],), image)
     return out.transpose(1, 2)
 
@@ -514,6 +516,8 @@ def dense_image_warp_many(images: Sequence[Tensor], flow: Tensor) -> list[Tensor
             f"flow must be [B, H, W, 2] = {[batch, height, width, 2]} "
             f"(or L flows stacked along H), got {list(flow.shape)}"
         )
+    if batch == 0:  # nothing to resample; keep the results attached to the images
+        return [image.reshape(0, image.shape[1], *flow.shape[1:3]) for image in images]
     links = flow.shape[1] // height
     grid = grid_locations(height, width, flow.device).to(flow.dtype)
     if links > 1:

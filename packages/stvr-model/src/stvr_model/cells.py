@@ -115,7 +115,7 @@ class _PointGather(torch.autograd.Function):
     def forward(ctx, image: Tensor, points: Tensor) -> Tensor:
         ctx.save_for_backward(points)
         ctx.shape = image.shape
-        return image[:, :, points[:, 0], points[:, 1]]
+        return _gather_points(image, points)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -137,11 +137,17 @@ class _PointGather(torch.autograd.Function):
         return sparse, None
 
 
+def _gather_points(image: Tensor, points: Tensor) -> Tensor:
+    if image.is_contiguous():  # a flat index_select reads the planes faster than indexing
+        return image.flatten(2).index_select(2, points[:, 0] * image.shape[3] + points[:, 1])
+    return image[:, :, points[:, 0], points[:, 1]]
+
+
 def _at_points(image: Tensor, points: Tensor) -> Tensor:
     """Features `[B, C, P]` of an NCHW map at integer `points [P, 2]` (y, x)."""
     if image.requires_grad:
         return _PointGather.apply(image, points)
-    return image[:, :, points[:, 0], points[:, 1]]
+    return _gather_points(image, points)
 
 
 def _channels_last(x: Tensor) -> bool:

@@ -412,7 +412,7 @@ def _transposed_tap_matrix(
         return _tap_matrix(columns, weights, num_sources).t().to_sparse_csr()
     top_left = columns[:, 0]
     count = top_left.shape[0]
-    order = torch.argsort(top_left)
+    order = torch.argsort(top_left, stable=True)  # reproducible sums in the product
     sorted_top_left = top_left[order]
     per_pixel = torch.bincount(top_left, minlength=num_sources)
     deltas = (0, 1, width, width + 1)

@@ -81,6 +81,11 @@ class DetectorConfig:
     detections_per_clip: int = 15
     backbone_chunk_size: int | None = None  # clips per backbone call; None = all at once
 
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        """(h, w) of the backbone's feature maps: the image size over the stride."""
+        return self.image_size[0] // self.feature_stride, self.image_size[1] // self.feature_stride
+
     def __post_init__(self) -> None:
         for name, size in zip(("height", "width"), self.image_size, strict=True):
             if size <= 0 or size % self.feature_stride:
@@ -178,7 +183,7 @@ class ReLocalizationDetector(nn.Module):
     def __init__(self, backbone: nn.Module, cell: nn.Module, config: DetectorConfig) -> None:
         super().__init__()
         if isinstance(cell, WarpLSTMCell):
-            height, width = (s // config.feature_stride for s in config.image_size)
+            height, width = config.feature_size
             try:
                 control_points(height, width, cell.config.control_grid)
             except CellError as err:
@@ -241,7 +246,7 @@ class ReLocalizationDetector(nn.Module):
         of `backbone_chunk_size` clips when set (bounds memory at evaluation)."""
         chunk = self.config.backbone_chunk_size or max(len(clips), 1)
         features = torch.cat([self.backbone(part) for part in clips.split(chunk)])
-        h, w = (s // self.config.feature_stride for s in self.config.image_size)
+        h, w = self.config.feature_size
         expected = (len(clips), self.config.feature_channels, h, w)
         if tuple(features.shape) != expected:
             raise DetectorInputError(
@@ -327,7 +332,7 @@ def check_inputs(
     if empty:
         raise DetectorInputError(f"query_valid: batch rows {empty} have no valid query clip")
     if flows is not None:
-        h, w = (s // config.feature_stride for s in config.image_size)
+        h, w = config.feature_size
         expected = (batch, ref_clips.shape[1], 2, h, w)
         if tuple(flows.shape) != expected:
             raise DetectorInputError(f"flows must be {list(expected)}, got {tuple(flows.shape)}")

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from stvr_model.warp import dense_image_warp_many, sparse_flow
+from stvr_model.warp import dense_image_warp_many, is_channels_last, sparse_flow
 
 
 class CellError(ValueError):
@@ -150,10 +150,6 @@ def _at_points(image: Tensor, points: Tensor) -> Tensor:
     return _gather_points(image, points)
 
 
-def _channels_last(x: Tensor) -> bool:
-    return x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
-
-
 def _check_input(x: Tensor, in_channels: int) -> None:
     if x.dim() != 4 or x.shape[1] != in_channels:
         raise CellError(f"cell input must be [B, {in_channels}, H, W], got {list(x.shape)}")
@@ -229,7 +225,9 @@ class ConvLSTMCell(nn.Module):
     def _previous(self, x: Tensor, state: CellState | None) -> tuple[Tensor, Tensor]:
         expected = (x.shape[0], self.hidden_channels, *x.shape[2:])
         if state is None:
-            layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
+            # One-channel maps count as NCHW (every layout of them is both).
+            last = x.shape[1] > 1 and is_channels_last(x)
+            layout = torch.channels_last if last else torch.contiguous_format
             zeros = x.new_zeros(expected).contiguous(memory_format=layout)
             return zeros, zeros
         h, c = state

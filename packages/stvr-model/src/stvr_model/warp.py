@@ -249,7 +249,8 @@ class _Scratch(threading.local):
 _SCRATCH = _Scratch()
 
 
-def _is_channels_last(tensor: Tensor) -> bool:
+def is_channels_last(tensor: Tensor) -> bool:
+    """Whether a 4-D map's memory is channels-last (NHWC), the layout the warp reads fastest."""
     return tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -261,7 +262,7 @@ def _rows(tensor: Tensor, slot: str | None) -> Tensor:
     tensor.
     """
     batch, channels = tensor.shape[:2]
-    if _is_channels_last(tensor):
+    if is_channels_last(tensor):
         return tensor.permute(0, 2, 3, 1).reshape(-1, channels)
     flat = tensor.reshape(batch, channels, -1)
     shape = (batch * flat.shape[2], channels)
@@ -300,12 +301,13 @@ class _Bilinear(torch.autograd.Function):
     product itself. Channels-last maps are their own pixel rows; other layouts are
     transposed into reused scratch buffers (`_Scratch`).
 
-    Backward: the image gradients multiply by M's transpose, converted to CSR once for all
-    images and returned in the image's memory format, so that autograd sums them with the
-    images' other gradients without a layout change; the tap weights' gradient (a sampled
-    dense-dense product, summed over images) becomes the queries' gradient by hand, the
-    bilinear weights being products of per-axis factors. Its pixel rows are transposed
-    again from the saved images, not kept from the forward pass.
+    Backward: the image gradients multiply by M's transpose (`_transposed_tap_matrix`,
+    built once per dtype) and come back in the image's memory format, so that autograd sums
+    them with the images' other gradients without a layout change; the tap weights'
+    gradient (a sampled dense-dense product, summed over images) becomes the queries'
+    gradient by hand, the bilinear weights being products of per-axis factors. The pixel
+    rows that product reads are kept from the forward pass when the queries need a
+    gradient.
     """
 
     @staticmethod
@@ -319,7 +321,7 @@ class _Bilinear(torch.autograd.Function):
         # more time than holding them costs memory. Otherwise they go through scratch.
         keep = ctx.needs_input_grad[0]
         rows, outs = [], []
-        layouts = [_is_channels_last(image) for image in images]
+        layouts = [is_channels_last(image) for image in images]
         for image, last in zip(images, layouts, strict=True):
             image_rows = _rows(image, None if keep else "rows")
             outs.append(_product(matrices.get(image.dtype), image_rows, batch, last, out_spatial))
@@ -443,7 +445,7 @@ def _bilinear_taps(
     """Taps of `[B, M, 2]` (y, x) queries on an NCHW map, as rows of its pixel-row matrix.
 
     Returns `columns [B*M, 4]` (top-left, top-right, bottom-left, bottom-right: ascending,
-    as CSR wants), `weights [B*M, 4]` in the image's dtype, and for the gradient the
+    as CSR wants), `weights [B*M, 4]` in `dtype`, and for the gradient the
     per-axis factors `(1 - a, a)` of y and x (`[B*M, 2]` each) and where the gradient
     passes (`[B*M, 2]`). TensorFlow's rule: the floor is clamped to `[0, size - 2]` and
     `a = q - floor` to `[0, 1]`, so outside the map the edge pixel repeats with a zero
@@ -488,8 +490,8 @@ def dense_image_warp(image: Tensor, flow: Tensor) -> Tensor:
     """Warp an NCHW image by a dense `[B, H, W, 2]` (dy, dx) flow: out[p] = image[p - flow[p]].
 
     This is TensorFlow's `dense_image_warp` (bilinear, edge clamped). The flow is the motion
-    of content: a feature at q moves to q + flow where flow is smooth. The output is an
-    NCHW-contiguous tensor like the image.
+    of content: a feature at q moves to q + flow where flow is smooth. The output has the
+    image's memory format (channels-last in, channels-last out; otherwise NCHW-contiguous).
     """
     return dense_image_warp_many([image], flow)[0]
 

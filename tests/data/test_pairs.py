@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from stvr_data import ava, splits
+from stvr_data.chance import chance_map
 from stvr_data.errors import StvrDataError
+from stvr_data.evaluation import frame_map
 from stvr_data.manifest import (
     GROUNDTRUTH_SCHEMA,
     PAIRS_SCHEMA,
@@ -17,12 +19,14 @@ from stvr_data.manifest import (
     write_table,
 )
 from stvr_data.pairs import (
+    actor_images,
     choose_targets,
     draw_train_pairs,
     groundtruth,
     make_pairs,
     reference_actors,
     reference_span,
+    shuffled_query_sources,
     video_bounds,
 )
 from stvr_data.sample import make_sample
@@ -277,3 +281,42 @@ def test_annotation_steps_on_the_synthetic_sample(tmp_path):
     again = annotation_steps(tmp_path / "sample" / "annotations", seed=0)
     assert again[0].equals(table) and again[1]["test"].equals(made["test"])
     assert again[2]["val"].equals(truth["val"])
+
+
+# The chance floor's detector and the shuffled-query diagnostic.
+
+def test_actor_images_box_every_actor_on_every_image():
+    table, pairs = small_case()
+    actors = actor_images(pairs, table)
+    assert list(actors.columns) == ["pair_id", "timestamp", "x1", "y1", "x2", "y2"]
+    third = 1 / 3
+    # keyframe 999 has no actor; 1000 has persons 0 (label 5) and 2 (label 7); 1001 persons 0, 1
+    expected = [t for t in (1000, 1000 + third, 1000 + 2 * third,
+                            1001, 1001 + third, 1001 + 2 * third) for _ in range(2)]
+    assert np.allclose(actors.timestamp, expected)
+    assert np.allclose(actors.x1.iloc[:2], [0.0, 0.2]) and np.allclose(actors.x1.iloc[6:8], [0.01, 0.1])
+
+
+def test_chance_is_one_when_every_actor_matches_and_below_one_otherwise():
+    table, pairs = small_case()
+    only_matching = table[table.label == "5"]
+    truth = groundtruth(pairs, only_matching)
+    assert chance_map(truth, actor_images(pairs, only_matching))["mAP"] == pytest.approx(1.0)
+    truth = groundtruth(pairs, table)
+    actors = actor_images(pairs, table)
+    floor = chance_map(truth, actors, repeats=7, seed=3)
+    # by definition: the mean frame-mAP@0.5 of the actors' boxes under the seeded random scores
+    rng = np.random.default_rng(3)
+    by_hand = [frame_map(truth, actors.assign(score=rng.random(len(actors))))["mAP"] for _ in range(7)]
+    assert floor["mAP"] == pytest.approx(np.mean(by_hand)) and floor["std"] == pytest.approx(np.std(by_hand))
+    assert 0.5 < floor["mAP"] < 1.0 and floor["repeats"] == 7
+
+
+def test_shuffled_queries_come_from_another_label_and_are_seeded():
+    labels = np.array(["5", "5", "7", "9", "7", "5"], dtype=object)
+    sources = shuffled_query_sources(labels, seed=0)
+    assert (labels[sources] != labels).all()
+    assert np.array_equal(sources, shuffled_query_sources(labels, seed=0))
+    assert any(not np.array_equal(sources, shuffled_query_sources(labels, seed=s)) for s in range(1, 6))
+    with pytest.raises(StvrDataError, match="two combined labels"):
+        shuffled_query_sources(np.array(["5", "5"], dtype=object), seed=0)

@@ -87,7 +87,7 @@ def test_zero_displacement_is_exactly_convlstm():
 
 
 def test_hand_set_offsets_align_a_shifted_state():
-    convlstm, warp = make("convlstm"), make("warp", num_boundary_points=0)
+    convlstm, warp = make("convlstm"), make("warp", num_boundary_points=0, max_offset=None)
     warp.gates.load_state_dict(convlstm.gates.state_dict())
     with torch.no_grad():
         warp.offset.bias.copy_(torch.tensor([1.0, 2.0]))  # every control point moves (1, 2)
@@ -102,8 +102,24 @@ def test_hand_set_offsets_align_a_shifted_state():
     assert torch.allclose(got.c, expected.c, atol=1e-5)
 
 
+def test_warp_offsets_are_bounded_and_the_identity_near_zero():
+    x, (h, c), _ = inputs()
+    bounded, free = make("warp", max_offset=2.0), make("warp", max_offset=None)
+    for cell in (bounded, free):
+        with torch.no_grad():
+            cell.offset.bias.copy_(torch.tensor([50.0, -0.001]))
+        cell(x, CellState(h, c))
+    assert torch.allclose(free.last_offsets[..., 0], torch.tensor(50.0))
+    assert bounded.last_offsets[..., 0].max() <= 2.0 and bounded.last_offsets[..., 0].min() > 1.99
+    # small offsets pass through almost unchanged (tanh's slope is 1 at zero)
+    assert torch.allclose(bounded.last_offsets[..., 1], torch.tensor(-0.001), rtol=1e-4)
+    with pytest.raises(CellError, match="max_offset"):
+        make("warp", max_offset=0.0)
+
+
 def test_warp_flow_carries_the_offsets_to_their_destinations():
-    warp = make("warp")  # the paper's setting: order 2, 4 boundary points per edge
+    # the paper's setting: order 2, 4 boundary points per edge, unbounded offsets
+    warp = make("warp", max_offset=None)
     with torch.no_grad():
         warp.offset.bias.copy_(torch.tensor([1.0, -2.0]))
     x, state, _ = inputs()

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from stvr_model.cli import main
 
-LIGHT = ["--backbone", "small", "--box-head-blocks", "0", "--batch-size", "2", "--workers", "0",
+LIGHT = ["--backbone", "small", "--box-head-blocks", "1", "--box-head-width", "16", "--batch-size", "2", "--workers", "0",
          "--query-clips-per-second", "1", "--max-query-seconds", "2", "--reference-seconds", "1",
          "--device", "cpu", "--anchor-sizes", "16,32,64,128"]
 

@@ -306,7 +306,8 @@ def test_real_small_backbone_and_each_real_cell_train_together(kind):
     torch.manual_seed(0)
     size = 128  # an 8x8 feature map: room for the warp cell's 3x3 control points
     config = DetectorConfig(
-        image_size=(size, size), anchor_sizes=(16.0, 32.0, 64.0, 96.0), box_head_blocks=0
+        image_size=(size, size), anchor_sizes=(16.0, 32.0, 64.0, 96.0), box_head_blocks=1,
+        box_head_width=16,
     )
     cell = build_cell(kind, config.feature_channels, config.feature_channels)
     model = ReLocalizationDetector(build_backbone("small"), cell, config).train()

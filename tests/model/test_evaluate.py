@@ -30,7 +30,7 @@ def test_score_of_groundtruth_boxes_is_one(tiny_benchmark):
 
 
 def test_evaluate_writes_detections_metrics_and_pictures(tiny_benchmark, tmp_path):
-    spec = ModelSpec(cell="traj", backbone="small", image_size=(64, 64), box_head_blocks=0)
+    spec = ModelSpec(cell="traj", backbone="small", image_size=(64, 64), box_head_blocks=1, box_head_width=16)
     config = TrainConfig(iterations=2, batch_size=2, num_workers=0, device="cpu", checkpoint_every=2)
     train(tiny_benchmark, tmp_path / "run", spec, config,
           DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0), progress=False)

@@ -108,8 +108,50 @@ def test_attention_ignores_padded_query_content():
 def test_residual_box_head_keeps_width_and_pools_space():
     head = ResidualBoxHead(16, num_blocks=2)
     assert head(torch.randn(3, 16, 7, 7)).shape == (3, 16)
-    with pytest.raises(ValueError, match="divisible by 4"):
+    reduced = ResidualBoxHead(16, num_blocks=1, width=8)
+    assert reduced.out_channels == 8 and reduced(torch.randn(3, 16, 7, 7)).shape == (3, 8)
+    with pytest.raises(ValueError, match="multiple of 4"):
         ResidualBoxHead(18)
+    with pytest.raises(ValueError, match="at least one"):
+        ResidualBoxHead(16, num_blocks=0)
+
+
+def _matching_task(channels: int = 8, count: int = 128, seed: int = 0):
+    """Proposals and queries of two kinds (a +pattern or a -pattern on the 7x7 crop, on a
+    random background): a proposal matches when its kind equals its query's, an XOR of
+    the two kinds that no function adding a proposal term to a query term can separate."""
+    pattern = torch.randn(channels, 7, 7, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(seed)
+    kinds = torch.randint(0, 2, (2, count), generator=generator)
+    sign = (2 * kinds - 1).float().view(2, count, 1, 1, 1)
+    noise = 0.3 * torch.randn(2, count, channels, 7, 7, generator=generator)
+    proposals, queries = sign * pattern + noise
+    return torch.cat([proposals, queries], dim=1), (kinds[0] == kinds[1]).long()
+
+
+def _held_out_accuracy(head: nn.Module, steps: int = 150) -> float:
+    """Train `head` + a linear classifier on one draw of the task, score another draw."""
+    torch.manual_seed(0)
+    inputs, labels = _matching_task(seed=1)
+    classifier = nn.Linear(head.out_channels, 2)
+    optimizer = torch.optim.Adam([*head.parameters(), *classifier.parameters()], lr=1e-2)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(classifier(head(inputs)), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    inputs, labels = _matching_task(seed=2)
+    with torch.no_grad():
+        return (classifier(head(inputs)).argmax(1) == labels).float().mean().item()
+
+
+def test_light_box_head_learns_whether_proposal_and_query_match():
+    assert _held_out_accuracy(ResidualBoxHead(16, num_blocks=1, width=16)) >= 0.95
+    # The same head with its units removed is a linear map of the crop's mean, the old
+    # light head: on new pairs it does no better than a coin.
+    linear = ResidualBoxHead(16, num_blocks=1, width=16)
+    linear.blocks, linear.reduce = nn.Identity(), nn.Identity()
+    assert _held_out_accuracy(linear) <= 0.65
 
 
 def test_rpn_gives_losses_in_eval_mode_and_proposals_inside_the_frame():

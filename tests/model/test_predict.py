@@ -34,7 +34,7 @@ def _write_video(path, seconds=4.0, fps=30, size=(80, 60)):
 @pytest.fixture(scope="module")
 def checkpoint(tiny_benchmark, tmp_path_factory):
     out = tmp_path_factory.mktemp("predict_run")
-    spec = ModelSpec(cell="flow", backbone="small", image_size=(64, 64), box_head_blocks=0)
+    spec = ModelSpec(cell="flow", backbone="small", image_size=(64, 64), box_head_blocks=1, box_head_width=16)
     config = TrainConfig(iterations=2, batch_size=1, num_workers=0, device="cpu", checkpoint_every=2)
     train(tiny_benchmark, out, spec, config,
           DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0), progress=False)

@@ -8,7 +8,7 @@ from stvr_model.checkpoint import CheckpointError, ModelSpec, load_checkpoint, m
 from stvr_model.data import DataConfig
 from stvr_model.train import BatchWindow, TrainConfig, TrainingDiverged, get_lr, train
 
-SPEC = ModelSpec(cell="convlstm", backbone="small", image_size=(64, 64), box_head_blocks=0)
+SPEC = ModelSpec(cell="convlstm", backbone="small", image_size=(64, 64), box_head_blocks=1, box_head_width=16)
 DATA = DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0)
 
 
@@ -60,7 +60,7 @@ def test_resume_continues_exactly(tiny_benchmark, tmp_path):
 
 def test_resume_refuses_another_model(tiny_benchmark, tmp_path):
     train(tiny_benchmark, tmp_path, SPEC, _config(iterations=2), DATA, progress=False)
-    other = ModelSpec(cell="none", backbone="small", image_size=(64, 64), box_head_blocks=0)
+    other = ModelSpec(cell="none", backbone="small", image_size=(64, 64), box_head_blocks=1, box_head_width=16)
     with pytest.raises(CheckpointError, match="was trained with"):
         train(tiny_benchmark, tmp_path, other, _config(), DATA, resume=True, progress=False)
 
@@ -92,3 +92,51 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(bad)
+
+
+def test_resume_refuses_changed_settings_and_another_benchmark(tiny_benchmark, tmp_path):
+    train(tiny_benchmark, tmp_path, SPEC, _config(iterations=2), DATA, progress=False)
+    with pytest.raises(CheckpointError, match=r"changed config.lr: 0.01 -> 0.02 \(--allow-lr-change"):
+        train(tiny_benchmark, tmp_path, SPEC, _config(lr=0.02), DATA, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="changed data.max_query_seconds: 2"):
+        train(tiny_benchmark, tmp_path, SPEC, _config(), DataConfig(query_clips_per_second=1, reference_seconds=1.0),
+              resume=True, progress=False)
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["benchmark"]["labels"]["test"] and state["benchmark"]["split"] == "train"
+    state["benchmark"] = {**state["benchmark"], "path": "elsewhere", "fingerprint": "f" * 64}
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match="changed benchmark: elsewhere"):
+        train(tiny_benchmark, tmp_path, SPEC, _config(), DATA, resume=True, progress=False)
+
+
+def test_resume_may_change_the_learning_rate_when_allowed(tiny_benchmark, tmp_path):
+    train(tiny_benchmark, tmp_path, SPEC, _config(iterations=2), DATA, progress=False)
+    train(tiny_benchmark, tmp_path, SPEC, _config(iterations=3, lr=0.02), DATA, resume=True,
+          allow_lr_change=True, progress=False)
+    assert load_checkpoint(tmp_path / "last.pt")["config"]["lr"] == 0.02
+
+
+def test_every_model_setting_survives_the_checkpoint(tiny_benchmark, tmp_path):
+    spec = ModelSpec(cell="convlstm", backbone="small", image_size=(64, 64), hidden_channels=32,
+                     box_head_blocks=2, box_head_width=24, box_head_fc=40, anchor_sizes=(20.0, 40.0),
+                     anchor_aspect_ratios=(1.0, 3.0), add_gt_to_proposals=True, max_offset=1.5)
+    data = DataConfig(query_clips_per_second=1, max_query_seconds=1, reference_seconds=1.0)
+    small = TrainConfig(iterations=1, batch_size=1, num_workers=0, device="cpu", checkpoint_every=1)
+    train(tiny_benchmark, tmp_path, spec, small, data, progress=False)
+    model, state = model_from_checkpoint(tmp_path / "last.pt")
+    assert ModelSpec.from_dict(state["spec"]) == spec
+    assert model.cell.config.max_offset == 1.5 and model.second_stage.box_head.out_channels == 40
+    assert model.config.feature_channels == 32 and model.config.anchor_aspect_ratios == (1.0, 3.0)
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [4]
+    assert model.second_stage.add_gt_to_proposals
+
+
+def test_training_on_a_fixed_split_is_recorded_and_flagged_at_evaluation(tiny_benchmark, tmp_path):
+    from stvr_model.evaluate import labels_seen_in_training
+
+    train(tiny_benchmark, tmp_path, SPEC, _config(iterations=2, split="test"), DATA, progress=False)
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["benchmark"]["split"] == "test"
+    assert labels_seen_in_training(state, tiny_benchmark, "test") == state["benchmark"]["labels"]["test"]
+    normal = {**state, "benchmark": {**state["benchmark"], "split": "train"}}
+    assert labels_seen_in_training(normal, tiny_benchmark, "test") == []

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stvr_data import manifest, pairs
+from stvr_data import chance, manifest, pairs
 from stvr_data.errors import StvrDataError
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,8 @@ def build_benchmark(corpus: Corpus, videos_source: str | None, out: str | Path,
                       "size": list(options.resolution)},
                 labels={s: sorted(tubelets.loc[tubelets.split == s, "label"].unique().tolist())
                         for s in ("train", "val", "test")},
-                counts=counts, fingerprint=fingerprint)
+                counts=counts, chance_mAP=_chance_floors(tables, tubelets, corpus.keyframe_interval),
+                fingerprint=fingerprint)
     manifest.write_dataset_card(out, card)
     return manifest.read_dataset_card(out)
 
@@ -181,6 +182,14 @@ def _counts(tubelets, videos, tables, dropped) -> dict:
     return counts
 
 
+def _chance_floors(tables, tubelets, keyframe_interval: float) -> dict:
+    """Per val/test split with pairs, the frame-mAP@0.5 of a query-blind detector with
+    perfect boxes (`stvr_data.chance`): the floor every score is read against."""
+    return {split: chance.chance_of_tables(tables[f"pairs_{split}"], tables[f"groundtruth_{split}"],
+                                           tubelets, keyframe_interval)
+            for split in ("val", "test") if len(tables[f"pairs_{split}"])}
+
+
 def _draw_samples_per_label(tubelets: pd.DataFrame, path: Path, *, title: str) -> None:
     """Bar chart of tubelets per combined label coloured by split (the paper's Figure 6)."""
     import matplotlib
@@ -220,4 +229,8 @@ def summary(card: dict) -> str:
              f"pairs: val {counts.get('pairs_val')} ({counts.get('images_val')} images), "
              f"test {counts.get('pairs_test')} ({counts.get('images_test')} images)",
              f"videos: {json.dumps(counts.get('videos'))}"]
+    floors = card.get("chance_mAP") or {}
+    if floors:
+        lines.append("chance frame-mAP@0.5 (query-blind, perfect boxes): " + ", ".join(
+            f"{split} {floor['mAP']:.3f}" for split, floor in floors.items()))
     return "\n".join(lines)

@@ -246,6 +246,45 @@ def groundtruth(pairs: pd.DataFrame, tubelets: pd.DataFrame, *, keyframe_interva
     return frame[GROUNDTRUTH_SCHEMA.names].reset_index(drop=True)
 
 
+def actor_images(pairs: pd.DataFrame, tubelets: pd.DataFrame, *, keyframe_interval: float = 1.0,
+                 clips_per_second: int = 3) -> pd.DataFrame:
+    """Every annotated actor's box on every image of each reference, whatever its label.
+
+    Columns ``pair_id, timestamp`` (the image's clip start, as in `groundtruth`) and
+    ``x1, y1, x2, y2``: what a query-blind detector with perfect boxes would report.
+    Images without an actor have no row.
+    """
+    pair, step, keyframe = _reference_keyframes(pairs, keyframe_interval, clips_per_second)
+    images = pd.DataFrame({"pair": pair, "step": step, "keyframe": keyframe,
+                           "video_id": take_strings(pairs["ref_video_id"], pair)})
+    seconds = _seconds_table(tubelets, keyframe_interval)
+    merged = images.merge(seconds[["video_id", "keyframe", "tubelet", *BOX_COLUMNS]],
+                          on=["video_id", "keyframe"], how="inner")
+    merged = merged.sort_values(["pair", "step", "tubelet"], kind="stable")
+    pair = merged["pair"].to_numpy()
+    return pd.DataFrame({
+        "pair_id": take_strings(pairs["pair_id"], pair),
+        "timestamp": (pairs["ref_start"].to_numpy(np.float64)[pair]
+                      + merged["step"].to_numpy() * (keyframe_interval / clips_per_second)),
+        **{name: merged[name].to_numpy(np.float32) for name in BOX_COLUMNS},
+    })
+
+
+def shuffled_query_sources(labels, seed: int) -> np.ndarray:
+    """For each pair (its combined label in `labels`), the row of another pair whose
+    label differs, drawn uniformly with `seed`: the query it is scored with to check
+    that a model uses the query. Raises StvrDataError when every pair has one label."""
+    labels = np.asarray(labels, dtype=object)
+    if len(set(labels.tolist())) < 2:
+        raise StvrDataError("a shuffled-query score needs pairs of at least two combined labels")
+    rng = np.random.default_rng([seed, 7])
+    sources = np.empty(len(labels), dtype=np.int64)
+    for row, label in enumerate(labels):
+        others = np.flatnonzero(labels != label)
+        sources[row] = others[rng.integers(len(others))]
+    return sources
+
+
 def reference_actors(pairs: pd.DataFrame, tubelets: pd.DataFrame, *,
                      keyframe_interval: float = 1.0) -> pd.DataFrame:
     """Every actor box in each reference, per keyframe, for training targets.

@@ -58,6 +58,10 @@ class CellConfig:
     interpolation_order: int = 2  # warp: polyharmonic spline order (paper: 1 or 2)
     num_boundary_points: int = 4  # warp: TensorFlow's zero-flow border points per edge
     regularization_weight: float = 0.0  # warp: spline smoothing
+    # warp: offsets are max_offset * tanh(raw / max_offset) feature cells, so a control
+    # point never reads the state from far outside the map; None leaves them unbounded
+    # (the authors). Near zero the bound is the identity, so training starts the same.
+    max_offset: float | None = 4.0
     num_links: int = 5  # traj: L
     link_channels: int = 32  # traj: width of the flow-predicting conv net
 
@@ -71,6 +75,8 @@ class CellConfig:
         ):
             if getattr(self, name) < 1:
                 raise CellError(f"cell option {name} must be >= 1, got {getattr(self, name)}")
+        if self.max_offset is not None and not self.max_offset > 0:
+            raise CellError(f"cell option max_offset must be > 0 or None, got {self.max_offset}")
         if self.num_boundary_points < 0 or self.regularization_weight < 0:
             raise CellError(
                 "cell options num_boundary_points and regularization_weight must be >= 0"
@@ -265,6 +271,9 @@ class WarpLSTMCell(ConvLSTMCell):
         points = control_points(x.shape[2], x.shape[3], self.config.control_grid).to(x.device)
         features = torch.cat([_at_points(x, points), _at_points(h, points)], dim=1)  # (B, C', P)
         offsets = self.offset(features.unsqueeze(3)).squeeze(3)  # (B, 2, P)
+        if self.config.max_offset is not None:
+            bound = self.config.max_offset
+            offsets = bound * torch.tanh(offsets / bound)
         return points, offsets.transpose(1, 2)
 
     def align(

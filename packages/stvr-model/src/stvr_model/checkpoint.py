@@ -30,24 +30,32 @@ class ModelSpec:
     cell: str = "warp"
     backbone: str = "i3d"
     image_size: tuple[int, int] = (320, 320)  # (height, width)
-    hidden_channels: int = 1024
-    # ResNet units of the second stage (the authors: 3). 0 or 1 make CPU runs practical.
+    hidden_channels: int = 1024  # backbone output = cell state channels (I3D: 1024; small: any)
+    # ResNet units of the second stage (the authors: 3 at 2C channels); one unit at a
+    # reduced `box_head_width` (e.g. 256) makes CPU runs practical.
     box_head_blocks: int = 3
-    # RPN anchor sides in pixels (x 3 aspect ratios); the authors' suit actors of a 320 px frame
+    box_head_width: int | None = None
+    box_head_fc: int | None = None  # flatten the crop into this many units instead of the mean
+    # RPN anchor sides in pixels and height/width ratios; the authors' suit a 320 px frame
     anchor_sizes: tuple[float, ...] = (64.0, 128.0, 256.0, 512.0)
+    anchor_aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    add_gt_to_proposals: bool = False  # the authors did not; speeds up short trainings
+    max_offset: float | None = 4.0  # warp cell: offset bound in feature cells (None: unbounded)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["image_size"] = list(self.image_size)
         out["anchor_sizes"] = list(self.anchor_sizes)
+        out["anchor_aspect_ratios"] = list(self.anchor_aspect_ratios)
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelSpec:
         data = dict(data)
         data["image_size"] = tuple(data["image_size"])
-        if "anchor_sizes" in data:
-            data["anchor_sizes"] = tuple(data["anchor_sizes"])
+        for name in ("anchor_sizes", "anchor_aspect_ratios"):
+            if name in data:
+                data[name] = tuple(data[name])
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields)
         if unknown:
@@ -57,19 +65,23 @@ class ModelSpec:
 
 def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torch.nn.Module:
     """The re-localization detector for `spec` (backbone + recurrent cell + heads)."""
-    from stvr_model.backbones import BACKBONES, build_backbone
+    from stvr_model.backbones import BACKBONES, build_backbone, make_backbone
     from stvr_model.cells import build_cell
     from stvr_model.detector import DetectorConfig, ReLocalizationDetector
 
     if backbone_weights is _FROM_CHECKPOINT:  # every weight comes from the checkpoint next
         if spec.backbone not in BACKBONES:
             raise CheckpointError(f"unknown backbone {spec.backbone!r} in the checkpoint")
-        backbone = BACKBONES[spec.backbone]()
+        backbone = make_backbone(spec.backbone, spec.hidden_channels)
     else:
-        backbone = build_backbone(spec.backbone, weights=backbone_weights)
-    cell = build_cell(spec.cell, spec.hidden_channels, spec.hidden_channels)
-    config = DetectorConfig(image_size=spec.image_size, box_head_blocks=spec.box_head_blocks,
-                            anchor_sizes=spec.anchor_sizes)
+        backbone = build_backbone(spec.backbone, weights=backbone_weights, channels=spec.hidden_channels)
+    cell = build_cell(spec.cell, spec.hidden_channels, spec.hidden_channels, max_offset=spec.max_offset)
+    config = DetectorConfig(image_size=spec.image_size, feature_channels=spec.hidden_channels,
+                            box_head_blocks=spec.box_head_blocks,
+                            box_head_width=spec.box_head_width, box_head_fc=spec.box_head_fc,
+                            anchor_sizes=spec.anchor_sizes,
+                            anchor_aspect_ratios=spec.anchor_aspect_ratios,
+                            add_gt_to_proposals=spec.add_gt_to_proposals)
     return ReLocalizationDetector(backbone, cell, config)
 
 

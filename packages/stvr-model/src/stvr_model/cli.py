@@ -29,6 +29,9 @@ def main() -> None:
 @click.option("--backbone", type=click.Choice(["i3d", "small"]), default="i3d", show_default=True)
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Backbone weights (e.g. from `stvr-model convert-i3d`); random init without.")
+@click.option("--feature-channels", type=click.IntRange(16), default=1024, show_default=True,
+              help="Backbone output and cell channels: 1024 for i3d; the small backbone takes any "
+                   "multiple of 16 (e.g. 128 for CPU runs).")
 @click.option("--iterations", default=30_000, show_default=True)
 @click.option("--batch-size", default=8, show_default=True, help="Pairs per step (per process under torchrun).")
 @click.option("--lr", default=0.03, show_default=True, help="Initial learning rate (divided by 10 at the milestones).")
@@ -41,15 +44,31 @@ def main() -> None:
 @click.option("--max-query-seconds", default=10.0, show_default=True)
 @click.option("--query-clips-per-second", type=click.IntRange(1, 3), default=3, show_default=True,
               help="3 uses every 8-frame clip of the query; 1 is three times cheaper.")
-@click.option("--box-head-blocks", type=click.IntRange(0, 3), default=3, show_default=True,
-              help="ResNet units in the second stage (the authors: 3); 0 or 1 for CPU runs.")
+@click.option("--box-head-blocks", type=click.IntRange(1, 3), default=3, show_default=True,
+              help="ResNet units in the second stage (the authors: 3); 1 for CPU runs.")
+@click.option("--box-head-width", type=click.IntRange(4), default=None,
+              help="Channels the second stage's units run at (default: 2x the feature channels, "
+                   "the authors'); e.g. 256 for CPU runs. A multiple of 4.")
+@click.option("--box-head-fc", type=click.IntRange(1), default=None,
+              help="Flatten the second stage's 7x7 map into this many units instead of averaging it "
+                   "(the authors average); e.g. 256 for CPU runs.")
+@click.option("--anchor-ratios", default="0.5,1,2", show_default=True,
+              help="RPN anchor height/width ratios (the authors': 0.5,1,2; people are about 3).")
+@click.option("--add-gt-to-proposals", is_flag=True,
+              help="Train the second stage on the true boxes too (torchvision's habit, not the authors').")
+@click.option("--max-offset", type=float, default=4.0, show_default=True,
+              help="Warp cell: bound on the control-point offsets in feature cells; 0 = unbounded (the authors).")
 @click.option("--anchor-sizes", default="64,128,256,512", show_default=True,
               help="RPN anchor sides in pixels (3 aspect ratios each); scale them with --resolution.")
+@click.option("--train-split", type=click.Choice(["train", "val", "test"]), default="train", show_default=True,
+              help="Pairs to train on; val/test fits that split's fixed pairs (an overfitting check).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+@click.option("--allow-lr-change", is_flag=True, help="With --resume: accept a new --lr / --milestones.")
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on CUDA.")
-def train_command(manifest, cell, out, backbone, weights, iterations, batch_size, lr, milestones, device,
+def train_command(manifest, cell, out, backbone, weights, feature_channels, iterations, batch_size, lr, milestones, device,
                   seed, workers, checkpoint_every, reference_seconds, max_query_seconds,
-                  query_clips_per_second, box_head_blocks, anchor_sizes, resume, no_amp):
+                  query_clips_per_second, box_head_blocks, box_head_width, box_head_fc, anchor_ratios,
+                  add_gt_to_proposals, max_offset, anchor_sizes, train_split, resume, allow_lr_change, no_amp):
     """Train the detector with one recurrent cell (paper §6.2 schedule by default)."""
     from stvr_data.manifest import read_dataset_card
     from stvr_model.checkpoint import ModelSpec
@@ -57,23 +76,34 @@ def train_command(manifest, cell, out, backbone, weights, iterations, batch_size
     from stvr_model.train import TrainConfig, train
 
     width, height = read_dataset_card(manifest)["clip"]["size"]
-    try:
-        anchors = tuple(float(a) for a in anchor_sizes.split(","))
-    except ValueError:
-        raise click.BadParameter(f"'{anchor_sizes}' is not a comma-separated list of numbers",
-                                 param_hint="--anchor-sizes") from None
     spec = ModelSpec(cell=cell, backbone=backbone, image_size=(height, width),
-                     box_head_blocks=box_head_blocks, anchor_sizes=anchors)
+                     hidden_channels=feature_channels, box_head_blocks=box_head_blocks, box_head_width=box_head_width,
+                     box_head_fc=box_head_fc,
+                     anchor_sizes=_positive_numbers(anchor_sizes, "--anchor-sizes"),
+                     anchor_aspect_ratios=_positive_numbers(anchor_ratios, "--anchor-ratios"),
+                     add_gt_to_proposals=add_gt_to_proposals,
+                     max_offset=max_offset if max_offset > 0 else None)
     config = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr,
                          milestones=tuple(int(m) for m in milestones.split(",") if m.strip()),
                          seed=seed, num_workers=workers, device=device, amp=not no_amp,
-                         checkpoint_every=checkpoint_every)
+                         checkpoint_every=checkpoint_every, split=train_split)
     data = DataConfig(reference_seconds=reference_seconds, max_query_seconds=max_query_seconds,
                       query_clips_per_second=query_clips_per_second)
-    summary = train(manifest, out, spec, config, data, resume=resume, backbone_weights=weights)
+    summary = train(manifest, out, spec, config, data, resume=resume, backbone_weights=weights,
+                    allow_lr_change=allow_lr_change)
     click.echo(f"trained {cell} for {iterations} iterations: {summary['clips_per_second']:.1f} clips/s, "
                f"{100 * summary['data_wait_fraction']:.1f}% of step time waiting for data")
     click.echo(f"checkpoint: {out / 'last.pt'}  loss curve: {out / 'loss.png'}")
+
+
+def _positive_numbers(text: str, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(a) for a in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a comma-separated list of numbers", param_hint=option) from None
+    if not all(v > 0 for v in values):
+        raise click.BadParameter(f"'{text}': every value must be > 0", param_hint=option)
+    return values
 
 
 @main.command("evaluate")
@@ -97,8 +127,27 @@ def evaluate_command(checkpoint, manifest, split, out, device, max_pairs, pictur
     for label in labels:
         click.echo(f"{label:<24}" + "".join(f"  {head[t]['per_label'][label]:.4f}" for t in head))
     click.echo(f"{'frame-mAP':<24}" + "".join(f"  {head[t]['mAP']:.4f}" for t in head))
+    shuffled = results["shuffled_query_mAP"]
+    if shuffled is not None:
+        wrong = shuffled["frame_map"]
+        click.echo(f"{'  with a wrong query':<24}" + "".join(f"  {wrong[t]['mAP']:.4f}" for t in wrong))
+    floor = results["chance_mAP"]
+    click.echo(f"chance frame-mAP (query-blind detector, perfect boxes, random scores): "
+               f"{floor['mAP']:.4f} +- {floor['std']:.4f}")
+    click.echo(_reading(head["0.5"]["mAP"], floor["mAP"],
+                        None if shuffled is None else shuffled["frame_map"]["0.5"]["mAP"]))
     click.echo(f"{results['pairs']} {split} pairs; detections, metrics_{split}.json and pictures in {out}")
     click.echo(json.dumps({t: round(v["mAP"], 4) for t, v in head.items()}))
+
+
+def _reading(score: float, floor: float, wrong: float | None) -> str:
+    """One line saying what the headline score means against its two references."""
+    verdict = "above" if score > floor else "NOT above"
+    line = f"frame-mAP@0.5 {score:.4f} is {verdict} the chance floor {floor:.4f}"
+    if wrong is not None:
+        line += (f"; with wrong queries {wrong:.4f} "
+                 f"({'lower: the model uses the query' if wrong < score else 'not lower: the query is not used'})")
+    return line
 
 
 @main.command("convert-i3d")

@@ -100,7 +100,7 @@ class PairDataset(Dataset):
     """
 
     def __init__(self, benchmark: str | Path, split: str, config: DataConfig = DataConfig(),
-                 *, seed: int = 0, training: bool | None = None):
+                 *, seed: int = 0, training: bool | None = None, shuffle_queries: int | None = None):
         self.root = Path(benchmark)
         self.split = split
         self.config = config
@@ -125,6 +125,10 @@ class PairDataset(Dataset):
             self.fixed = fixed[usable].reset_index(drop=True)
             self.actors = self._actors(self.fixed)
             self.length = len(self.fixed)
+            # Diagnostics: each pair keeps its reference and targets but takes the query of
+            # a pair with another combined label (seeded by `shuffle_queries`).
+            self.query_source = None if shuffle_queries is None or not self.length else \
+                pairs.shuffled_query_sources(self.fixed.label.to_numpy(), shuffle_queries)
         if self.length == 0:
             raise ManifestError(f"{self.root}: no usable {split} pairs (are the clips built?)")
 
@@ -155,15 +159,22 @@ class PairDataset(Dataset):
             epoch, position = divmod(int(index), self.length)
             table, actors = self._epoch(epoch)
             rng = np.random.default_rng([self.seed, epoch, position, 1])
+        elif self.training:  # fitting the fixed pairs themselves (an overfitting check)
+            epoch, position = divmod(int(index), self.length)
+            table, actors = self.fixed, self.actors
+            rng = np.random.default_rng([self.seed, epoch, position, 3])
         else:
             table, actors, position = self.fixed, self.actors, int(index)
             rng = np.random.default_rng([self.seed, position, 2])
         pair = table.iloc[position]
-        return self._sample(pair, actors.get(pair.pair_id), rng)
+        query_pair = pair
+        if self.split != "train" and self.query_source is not None:
+            query_pair = table.iloc[self.query_source[position]]
+        return self._sample(pair, actors.get(pair.pair_id), rng, query_pair)
 
-    def _sample(self, pair, actors, rng: np.random.Generator) -> dict:
+    def _sample(self, pair, actors, rng: np.random.Generator, query_pair=None) -> dict:
         flip = bool(self.config.hflip and self.training and rng.random() < 0.5)
-        query, query_boxes = self._query(pair, rng)
+        query, query_boxes = self._query(pair if query_pair is None else query_pair, rng)
         times, valid = self._reference_times(pair, rng)
         reference = np.stack([self._clip_or_black(pair.ref_video_id, t, ok) for t, ok in zip(times, valid, strict=True)])
         targets = self._targets(pair, actors, times, valid)

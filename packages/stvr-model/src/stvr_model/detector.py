@@ -64,7 +64,9 @@ class DetectorConfig:
     roi_pool_kernel: int = 2  # -> 7x7 proposal and query features
     roi_sampling_ratio: int = 1
     attention_dim: int = 128
-    box_head_blocks: int = 3  # ResNet bottleneck units on the 2C-channel concatenation
+    box_head_blocks: int = 3  # ResNet bottleneck units on the 2C-channel concatenation (>= 1)
+    box_head_width: int | None = None  # None: the units run at 2C (the authors); less: reduced first
+    box_head_fc: int | None = None  # None: spatial mean (the authors); n: flatten into n units
     num_classes: int = 3  # background, other actor, matching actor
     roi_fg_iou_thresh: float = 0.5
     roi_bg_iou_thresh: float = 0.5
@@ -105,6 +107,13 @@ class DetectorConfig:
             )
         if (2 * self.feature_channels) % 4:
             raise DetectorInputError(f"feature_channels {self.feature_channels} must be even")
+        if self.box_head_blocks < 1:
+            raise DetectorInputError(
+                f"box_head_blocks {self.box_head_blocks}: the second stage needs at least one "
+                "unit (use box_head_width to make it lighter)"
+            )
+        if self.box_head_width is not None and (self.box_head_width < 4 or self.box_head_width % 4):
+            raise DetectorInputError(f"box_head_width {self.box_head_width} is not a positive multiple of 4")
         if self.backbone_chunk_size is not None and self.backbone_chunk_size < 1:
             raise DetectorInputError(f"backbone_chunk_size {self.backbone_chunk_size} < 1")
 
@@ -140,7 +149,9 @@ def build_rpn(config: DetectorConfig) -> ActorProposalNetwork:
 def build_second_stage(config: DetectorConfig, roi_pool: nn.Module) -> RelocalizationHead:
     """Attention, box head and 3-class predictor with the authors' settings."""
     channels = config.feature_channels
-    predictor = FastRCNNPredictor(2 * channels, config.num_classes)
+    box_head = ResidualBoxHead(2 * channels, config.box_head_blocks, config.box_head_width,
+                               config.box_head_fc, config.roi_crop_size // config.roi_pool_kernel)
+    predictor = FastRCNNPredictor(box_head.out_channels, config.num_classes)
     # Small initial logits and deltas (torchvision/Detectron2 practice, not the authors'
     # Glorot): training starts from uniform class odds and boxes equal to the proposals.
     for layer, std in ((predictor.cls_score, 0.01), (predictor.bbox_pred, 0.001)):
@@ -149,7 +160,7 @@ def build_second_stage(config: DetectorConfig, roi_pool: nn.Module) -> Relocaliz
     return RelocalizationHead(
         roi_pool,
         QueryAttention(channels, config.attention_dim),
-        ResidualBoxHead(2 * channels, config.box_head_blocks),
+        box_head,
         predictor,
         fg_iou_thresh=config.roi_fg_iou_thresh,
         bg_iou_thresh=config.roi_bg_iou_thresh,

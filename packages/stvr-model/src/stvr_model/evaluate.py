@@ -4,12 +4,19 @@ Writes `detections_<split>.parquet` in the scorer's format (normalised boxes), s
 it with `stvr_data.evaluation.frame_map` at IoU 0.3 / 0.5 / 0.7, and draws a few pairs
 (Figure 8 style). Each reference is processed whole, clip after clip, so the recurrent
 state runs over the full reference as in the authors' evaluation.
+
+Every score comes with the two numbers that say whether the model re-localizes:
+`chance_mAP` (a query-blind detector with perfect actor boxes and random scores,
+`stvr_data.chance`) and `shuffled_query_mAP` (this model with each pair's query replaced
+by the query of a pair with another combined label). A model that uses the query beats
+the first and scores clearly lower on the second.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +24,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from stvr_data import manifest
+from stvr_data import chance, manifest
 from stvr_data.evaluation import frame_map
 from stvr_model import boxes
 from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
 from stvr_model.data import DataConfig, PairDataset, collate
 from stvr_model.train import model_inputs, resolve_device
 from stvr_model.visualize import draw_pair
+
+log = logging.getLogger(__name__)
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 BACKBONE_CHUNK = 24  # clips per backbone call at evaluation (8 s of video)
@@ -66,10 +75,22 @@ def score(groundtruth: pd.DataFrame, detections: pd.DataFrame, thresholds=IOU_TH
     return results
 
 
+def labels_seen_in_training(state: dict, benchmark: str | Path, split: str) -> list[str]:
+    """The labels of `split` in `benchmark` that the checkpoint's training pairs had."""
+    record = state.get("benchmark")
+    if not record:
+        return []
+    trained = set(record["labels"].get(record.get("split", "train"), []))
+    held_out = manifest.read_dataset_card(benchmark).get("labels", {}).get(split, [])
+    return sorted(trained.intersection(held_out))
+
+
 def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str | Path, *,
              device: str = "auto", max_pairs: int | None = None, pictures: int = 4,
-             progress: bool = True) -> dict:
-    """Detect, score and draw; returns the metrics written to `metrics_<split>.json`."""
+             progress: bool = True, shuffle_seed: int | None = 0) -> dict:
+    """Detect, score and draw; returns the metrics written to `metrics_<split>.json`.
+
+    `shuffle_seed` seeds the shuffled-query diagnostic (None skips it: half the time)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch_device = resolve_device(device)
@@ -78,6 +99,10 @@ def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str
     model.config = dataclasses.replace(model.config, backbone_chunk_size=BACKBONE_CHUNK)
     model.to(torch_device)
     spec = ModelSpec.from_dict(state["spec"])
+    seen = labels_seen_in_training(state, benchmark, split)
+    if seen:
+        log.warning("the model was trained on pairs of %d of the %s labels (%s): this score does not "
+                    "measure re-localization of unseen actions", len(seen), split, ", ".join(seen[:5]))
     data = DataConfig(**{**state.get("data", {}), "reference_seconds": None, "hflip": False})
     dataset = PairDataset(benchmark, split, data, training=False)
     detections, kept = predict(model, dataset, spec, torch_device, max_pairs=max_pairs,
@@ -88,7 +113,14 @@ def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str
     manifest.write_table(detections, out / f"detections_{split}.parquet", manifest.DETECTIONS_SCHEMA)
     results = {"checkpoint": str(checkpoint), "iteration": int(state["iteration"]), "split": split,
                "cell": spec.cell, "backbone": spec.backbone, "pairs": len(evaluated),
-               "frame_map": score(groundtruth, detections)}
+               "frame_map": score(groundtruth, detections),
+               "chance_mAP": chance.split_chance(benchmark, split, pair_ids=evaluated),
+               "labels_seen_in_training": seen,
+               "shuffled_query_mAP": None}
+    if shuffle_seed is not None and dataset.fixed.label.nunique() > 1:
+        shuffled = PairDataset(benchmark, split, data, training=False, shuffle_queries=shuffle_seed)
+        wrong, _ = predict(model, shuffled, spec, torch_device, max_pairs=max_pairs, progress=progress)
+        results["shuffled_query_mAP"] = {"seed": shuffle_seed, "frame_map": score(groundtruth, wrong)}
     (out / f"metrics_{split}.json").write_text(json.dumps(results, indent=2) + "\n")
     for i, (sample, dets) in enumerate(kept):
         draw_pair(sample, dets, out / "pictures" / f"{split}_{i:02d}_{sample['pair_id']}.png",

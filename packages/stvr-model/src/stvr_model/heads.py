@@ -101,22 +101,44 @@ class ChannelAffine(nn.Module):
 
 
 class ResidualBoxHead(nn.Module):
-    """Second-stage features: `num_blocks` ResNet bottleneck units at constant width on
-    the concatenated [proposal, attended query] crop, then the spatial mean. The authors
-    used ResNet-101's block4 (3 units, depth 2048) on the 7x7x2048 concatenation.
+    """Second-stage features: ResNet bottleneck units on the concatenated [proposal,
+    attended query] crop, then the spatial mean. The authors used ResNet-101's block4
+    (3 units, depth 2048) on the 7x7x2048 concatenation; that is `width=None` (the
+    input's width), `num_blocks=3` and `fc=None`.
 
-    forward([R, channels, S, S]) -> [R, channels].
+    The light configuration for CPU runs: with `width` below the input's, a 1x1 conv
+    (with its scale/shift and a ReLU) first reduces the concatenation to `width`
+    channels and the units run at that width; with `fc`, the map is flattened into a
+    fully connected layer of `fc` units (+ ReLU) instead of averaged, which keeps where
+    things are in the crop for the box regression (torchvision's TwoMLPHead habit;
+    a few units and a mean leave little of it). At least one unit always runs on the
+    7x7 map, so the head compares query and proposal position by position (a linear
+    layer on the two means cannot express their similarity).
+
+    forward([R, channels, S, S]) -> [R, out_channels].
     """
 
-    def __init__(self, channels: int, num_blocks: int = 3) -> None:
+    def __init__(self, channels: int, num_blocks: int = 3, width: int | None = None,
+                 fc: int | None = None, crop_size: int = 7) -> None:
         super().__init__()
-        if channels % Bottleneck.expansion:
-            raise ValueError(f"box head channels {channels} not divisible by 4")
-        planes = channels // Bottleneck.expansion
+        width = channels if width is None else width
+        if num_blocks < 1:
+            raise ValueError(f"box head needs at least one bottleneck unit, got {num_blocks}")
+        if width < Bottleneck.expansion or width % Bottleneck.expansion:
+            raise ValueError(f"box head width {width} is not a positive multiple of 4")
+        self.reduce = nn.Identity()
+        if width != channels:
+            self.reduce = nn.Sequential(
+                nn.Conv2d(channels, width, 1, bias=False), ChannelAffine(width), nn.ReLU(inplace=True)
+            )
         self.blocks = nn.Sequential(
-            *(Bottleneck(channels, planes, norm_layer=ChannelAffine) for _ in range(num_blocks))
+            *(Bottleneck(width, width // Bottleneck.expansion, norm_layer=ChannelAffine)
+              for _ in range(num_blocks))
         )
-        for module in self.blocks.modules():
+        self.fc = None if fc is None else nn.Sequential(
+            nn.Flatten(), nn.Linear(width * crop_size * crop_size, fc), nn.ReLU(inplace=True))
+        self.out_channels = width if fc is None else fc
+        for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
         for block in self.blocks:
@@ -125,7 +147,8 @@ class ResidualBoxHead(nn.Module):
             nn.init.zeros_(block.bn3.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(x).mean(dim=(-2, -1))
+        x = self.blocks(self.reduce(x))  # (R, width, S, S)
+        return x.mean(dim=(-2, -1)) if self.fc is None else self.fc(x)
 
 
 class ActorProposalNetwork(RegionProposalNetwork):

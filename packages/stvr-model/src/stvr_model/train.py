@@ -14,6 +14,7 @@ with a clear message; the last good checkpoint is left untouched.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from stvr_data.errors import StvrDataError
+from stvr_data.manifest import read_dataset_card
 from stvr_model.checkpoint import (
     CheckpointError,
     ModelSpec,
@@ -59,6 +61,13 @@ class TrainConfig:
     num_workers: int = 2
     device: str = "auto"
     amp: bool = True  # bf16 autocast, CUDA only
+    # The split whose pairs are trained on: "train" (pairs re-drawn every epoch), or a
+    # fixed val/test split to check that the model can fit those very pairs.
+    split: str = "train"
+
+
+# Settings that may change when a run is resumed: they do not change what is learnt.
+RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "keep_every", "log_every", "num_workers", "device"}
 
 
 def get_lr(iteration: int, config: TrainConfig) -> float:
@@ -123,7 +132,7 @@ def model_inputs(batch: dict, spec: ModelSpec) -> dict:
 
 def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainConfig | None = None,
           data: DataConfig | None = None, *, resume: bool = False, backbone_weights: str | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, allow_lr_change: bool = False) -> dict:
     """Train `spec` on the benchmark in `manifest`, writing checkpoints and logs to `out`."""
     config, data = config or TrainConfig(), data or DataConfig()
     out = Path(out)
@@ -136,11 +145,15 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    start = _restore(out, model, optimizer, spec, resume, device, rank, world)
+    benchmark = benchmark_record(manifest, config.split)
+    start = _restore(out, model, optimizer, spec, resume, device, rank, world,
+                     expected={"config": _plain(dataclasses.asdict(config)),
+                               "data": _plain(dataclasses.asdict(data)), "benchmark": benchmark},
+                     allow_lr_change=allow_lr_change)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
-    dataset = PairDataset(manifest, "train", data, seed=config.seed)
+    dataset = PairDataset(manifest, config.split, data, seed=config.seed, training=True)
     loader = DataLoader(dataset, batch_sampler=BatchWindow(start, config.iterations, config.batch_size, rank, world),
                         collate_fn=collate, num_workers=config.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=False,
@@ -178,7 +191,7 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
         if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations:
             rng = _rng_state(world)  # every rank: a collective under torchrun
             if rank == 0:
-                _save(out, model, optimizer, spec, config, data, iteration + 1, rng)
+                _save(out, model, optimizer, spec, config, data, iteration + 1, rng, benchmark)
                 log.flush()
                 draw_loss_curve(out / METRICS, out / "loss.png")
         waited = time.perf_counter()
@@ -188,9 +201,11 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
 
 
 def _restore(out: Path, model, optimizer, spec: ModelSpec, resume: bool, device, rank: int = 0,
-             world: int = 1) -> int:
+             world: int = 1, *, expected: dict, allow_lr_change: bool = False) -> int:
     """The iteration to start from; loads `last.pt` when resuming (each rank its own
-    random state when the run had as many processes)."""
+    random state when the run had as many processes). A resume must continue the same
+    run: same model, benchmark, data and training settings (`expected`), except those in
+    `RESUMABLE_CHANGES` and, with `allow_lr_change`, the learning rate."""
     last = out / LAST
     if not resume:
         if last.exists():
@@ -201,6 +216,12 @@ def _restore(out: Path, model, optimizer, spec: ModelSpec, resume: bool, device,
     state = load_checkpoint(last, map_location=device)
     if ModelSpec.from_dict(state["spec"]) != spec:
         raise CheckpointError(f"{last}: was trained with {state['spec']}, not {spec.to_dict()}")
+    allowed = RESUMABLE_CHANGES | ({"lr", "milestones"} if allow_lr_change else set())
+    changed = resume_differences(state, expected, allowed)
+    if changed:
+        raise CheckpointError(f"{last}: cannot resume with changed {changed[0]}"
+                              + (" (--allow-lr-change permits a new learning rate)"
+                                 if changed[0].startswith(("config.lr", "config.milestones")) else ""))
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     rng = state["rng"]
@@ -210,6 +231,29 @@ def _restore(out: Path, model, optimizer, spec: ModelSpec, resume: bool, device,
     if torch.cuda.is_available() and rng.get("cuda") is not None:
         torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
     return int(state["iteration"])
+
+
+def resume_differences(state: dict, expected: dict, allowed: set[str]) -> list[str]:
+    """'section.field: stored -> now' for each setting that differs from the checkpoint's."""
+    out = []
+    for section in ("config", "data"):
+        stored, now = state.get(section, {}), expected[section]
+        out += [f"{section}.{k}: {stored.get(k)!r} -> {now[k]!r}" for k in now
+                if k not in allowed and stored.get(k, now[k]) != now[k]]
+    stored = state.get("benchmark")
+    if stored is not None and stored["fingerprint"] != expected["benchmark"]["fingerprint"]:
+        out.append(f"benchmark: {stored['path']} ({stored['fingerprint'][:12]}) -> "
+                   f"{expected['benchmark']['path']} ({expected['benchmark']['fingerprint'][:12]})")
+    return out
+
+
+def benchmark_record(benchmark: str | Path, split: str) -> dict:
+    """What a checkpoint keeps of the benchmark it was trained on: its path, a hash of the
+    card's fingerprint (inputs and options), the label lists and the split trained on."""
+    card = read_dataset_card(benchmark)
+    digest = hashlib.sha256(json.dumps(card.get("fingerprint"), sort_keys=True).encode()).hexdigest()
+    return {"path": str(benchmark), "fingerprint": digest, "labels": card.get("labels", {}),
+            "split": split}
 
 
 def _rng_state(world: int) -> dict:
@@ -224,13 +268,13 @@ def _rng_state(world: int) -> dict:
 
 
 def _save(out: Path, model, optimizer, spec: ModelSpec, config: TrainConfig, data: DataConfig,
-          iteration: int, rng: dict) -> None:
+          iteration: int, rng: dict, benchmark: dict) -> None:
     module = model.module if hasattr(model, "module") else model
     state = {
         "model": module.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
         "spec": spec.to_dict(), "config": _plain(dataclasses.asdict(config)),
         "data": _plain(dataclasses.asdict(data)),
-        "rng": rng,
+        "rng": rng, "benchmark": benchmark,
     }
     save_checkpoint(out / LAST, state)
     if iteration % config.keep_every == 0:

@@ -38,18 +38,34 @@ __all__ = [
     "convert_i3d",
     "fold_time",
     "load_weights",
+    "make_backbone",
 ]
 
 
-def build_backbone(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
+I3D_CHANNELS = 1024
+
+
+def make_backbone(name: str, channels: int = I3D_CHANNELS) -> nn.Module:
+    """An untrained backbone `name` giving `channels` output channels: I3D has exactly
+    1024; the small network any even multiple of its group count x 2 (fewer channels make
+    every later part of the detector cheaper on a CPU)."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+    if name == "small":
+        return SmallBackbone(SmallBackboneConfig(slice_channels=channels // 2))
+    if channels != I3D_CHANNELS:
+        raise ValueError(f"backbone {name!r} has {I3D_CHANNELS} output channels, not {channels}")
+    return BACKBONES[name]()
+
+
+def build_backbone(name: str, weights: str | os.PathLike | None = None,
+                   channels: int = I3D_CHANNELS) -> nn.Module:
     """The backbone `name` ("i3d" or "small"), with weights from a torch state dict file.
 
     `weights=None` leaves the random initialisation (logged as a warning: an I3D
     without its Kinetics weights is a much weaker feature extractor).
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
-    model = BACKBONES[name]()
+    model = make_backbone(name, channels)
     if weights is None:
         log.warning("backbone %r uses random initialisation (no weights file given)", name)
         return model

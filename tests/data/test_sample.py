@@ -21,7 +21,8 @@ from stvr_data.sample import (
     make_sample,
     plan_sample,
 )
-from stvr_data.scene import ACTIONS, AXES, SceneConfig, SceneConfigError, box_at
+from stvr_data.scene import SceneConfig, SceneConfigError, box_at
+from stvr_data.synthetic_actions import ACTIONS, AXES
 from stvr_data.synthetic_video import timeline
 from stvr_data.tubelets import link_tubelets
 

@@ -21,9 +21,6 @@ from stvr_data.render import (
 )
 from stvr_data.sample import SampleConfig, plan_sample
 from stvr_data.scene import (
-    ACTIONS,
-    AXES,
-    EARLY_SECONDS,
     Actor,
     Look,
     SceneConfig,
@@ -31,9 +28,9 @@ from stvr_data.scene import (
     Segment,
     actions_at,
     keyframe_box,
-    label_sets,
     worst_keyframe_iou,
 )
+from stvr_data.synthetic_actions import ACTIONS, AXES, EARLY_SECONDS, label_sets
 
 CLIP = 1 / 3  # seconds per 8-frame clip
 
@@ -119,8 +116,7 @@ def test_too_much_motion_for_one_box_per_second_is_refused():
 
 
 def test_every_action_is_one_value_on_one_axis_and_labels_combine_all_axes():
-    config = SceneConfig()
-    labels = label_sets(config)
+    labels = label_sets(SceneConfig().actions)
     assert len(labels) == 18 and all(len(label) == len(AXES) for label in labels)
     axis = {a.action_id: a.axis for a in ACTIONS}
     assert all(sorted(axis[i] for i in label) == sorted(AXES) for label in labels)
@@ -153,7 +149,7 @@ def test_too_few_labels_for_the_actors_is_refused():
         SceneConfig(actions=(12, 5, 17, 80))
     with pytest.raises(SceneConfigError, match="unknown action ids"):
         SceneConfig(actions=(12, 99))
-    assert len(label_sets(SceneConfig(actions=(5, 6, 12, 69, 79, 80)))) == 9  # badge axis dropped
+    assert len(label_sets((5, 6, 12, 69, 79, 80))) == 9  # badge axis dropped
 
 
 # ---------------------------------------------------------------- cues

@@ -7,7 +7,7 @@ into a frame in place. Encoding to files lives in `synthetic_video.py`.
 An actor is a sprite filling its box: a shape (person silhouette, ellipse or
 rectangle) cut from a two-colour texture (horizontal stripes, checker or diagonal
 stripes) in pixel units, so the texture moves with the box. Its look is its video's
-(lookalikes); its actions add one cue per axis (`scene.ACTIONS`), each on its own part:
+(lookalikes); its actions add one cue per axis (`synthetic_actions.ACTIONS`), each on its own part:
 
     texture (PERSON_MOVEMENT)   still, or sliding up / down at DRIFT px/s: 8 px per
                                 clip, half a stripe period, so one clip's 8 frames
@@ -30,8 +30,6 @@ from functools import lru_cache
 import numpy as np
 
 from stvr_data.scene import (
-    ACTIONS_BY_ID,
-    EARLY_SECONDS,
     Actor,
     Scene,
     Segment,
@@ -39,6 +37,7 @@ from stvr_data.scene import (
     present,
     segment_at,
 )
+from stvr_data.synthetic_actions import ACTIONS_BY_ID, EARLY_SECONDS
 
 STRIPE = 8  # texture half-period in pixels
 DRIFT = 24.0  # texture drift in px/s for drift_up / drift_down

@@ -46,17 +46,15 @@ import numpy as np
 
 from stvr_data.errors import StvrDataError
 from stvr_data.scene import (
-    ACTIONS,
-    Action,
     Scene,
     SceneConfig,
     SceneConfigError,
     actions_at,
-    combined_label,
     keyframe_box,
     make_scene,
     worst_keyframe_iou,
 )
+from stvr_data.synthetic_actions import ACTIONS, Action, combined_label
 from stvr_data.synthetic_video import encode_scene
 
 AVA_ONSET = 902  # first AVA keyframe: the 1.5 s around a keyframe lie inside 900-1800 s

@@ -48,7 +48,7 @@ from stvr_data.scene import (
 from stvr_data.synthetic_video import encode_scene
 from stvr_data.ucf24 import CLASSES, FRAME_SIZE, SOURCE_FPS
 
-# Sample class -> the synthetic action ids (`scene.ACTIONS`) its actors show: a texture
+# Sample class -> the synthetic action ids (`synthetic_actions.ACTIONS`) its actors show: a texture
 # drift (12, 5, 6), a badge colour (17, 59) and a lamp rhythm (80, 69, 79) each.
 SAMPLE_CLASSES: dict[str, tuple[int, ...]] = {
     "Biking": (12, 17, 80), "GolfSwing": (5, 59, 69), "Basketball": (6, 17, 79), "Fencing": (12, 59, 79),

@@ -3,27 +3,9 @@
 A scene is a fixed backdrop with a few actors. The sample is built so that the task of
 the paper can be learned on it and needs what the paper's model has:
 
-**Compositional actions.** Each AVA label type is one independent cue axis, drawn on its
-own part of the actor (`render.py` draws them), and each atomic action is one value on
-one axis:
-
-    PERSON_MOVEMENT      body texture      12 stand: still; 5 fall down: drifts down;
-                                           6 get up: drifts up (the 8 frames of a clip
-                                           show the direction)
-    PERSON_INTERACTION   lamp on the head  80 watch: steady; 69 hand wave: blinks at
-                                           1 Hz; 79 talk to: blinks at 3 Hz (one clip
-                                           tells 3 Hz apart; steady and 1 Hz take
-                                           several clips)
-    OBJECT_MANIPULATION  badge on chest    17 carry/hold: red; 59 touch: blue, shown in
-                                           the first second of a segment only, then a
-                                           grey badge for both (memory needed)
-
-Every actor-second carries one value of every axis, so a combined label has three ids
-(``5+17+69``), 18 labels in all. Held-out labels are thus new combinations of values
-that training labels show one by one: a similarity learned per axis transfers. Each
-value occurs in at least six labels, more than the build holds out in the small
-settings (`--num-val-labels 2 --num-test-labels 2`), so every held-out atomic action
-still occurs in training labels.
+**Compositional actions** (`synthetic_actions.py`): every actor-second carries one
+value on each of three independent cue axes, so held-out combined labels are new
+combinations of values that training labels show.
 
 **Lookalikes.** All actors of a video share one look (shape, texture, colours, size),
 drawn independently of what they do, and at every second they carry pairwise different
@@ -57,7 +39,6 @@ same scene every time; the AVA sample (`sample.py`) and the UCF one reuse it.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -65,55 +46,17 @@ import numpy as np
 
 from stvr_data.errors import StvrDataError
 from stvr_data.manifest import CLIPS_PER_SECOND
+from stvr_data.synthetic_actions import ACTIONS, label_sets
 
-MOVEMENT = "PERSON_MOVEMENT"
-OBJECT = "OBJECT_MANIPULATION"
-INTERACTION = "PERSON_INTERACTION"
-AXES = (MOVEMENT, OBJECT, INTERACTION)
 SHAPES = ("person", "ellipse", "rect")
 # Every pattern has horizontal structure, so a vertical texture drift is always visible.
 PATTERNS = ("hstripes", "checker", "diagonal")
 FEATURE_STRIDE = 16  # the backbone's spatial stride (pixels per feature cell)
-EARLY_SECONDS = 1  # how long a segment shows its first-second-only cues
 MIN_KEYFRAME_IOU = 0.52  # 0.5 plus room for pixel and 3-decimal rounding
 
 
 class SceneConfigError(StvrDataError):
     """A synthetic-data setting that cannot produce a valid scene; names the field."""
-
-
-@dataclass(frozen=True)
-class Action:
-    """One atomic action: one value (`cue`, drawn by `render.py`) on one cue axis.
-
-    `axis` is the AVA label type. `evidence` says what it takes to tell the action from
-    the other values of its axis: ``"clip"`` (the 8 frames of one clip), ``"clips"``
-    (several clips) or ``"first second"`` (only a segment's first second shows it).
-    """
-
-    action_id: int
-    name: str
-    axis: str
-    cue: str
-    evidence: str
-
-    @property
-    def label_type(self) -> str:
-        """AVA's label type, written to the action list."""
-        return self.axis
-
-
-ACTIONS: tuple[Action, ...] = (
-    Action(12, "stand", MOVEMENT, "still", "clip"),
-    Action(5, "fall down", MOVEMENT, "drift_down", "clip"),
-    Action(6, "get up", MOVEMENT, "drift_up", "clip"),
-    Action(17, "carry/hold (an object)", OBJECT, "red", "first second"),
-    Action(59, "touch (an object)", OBJECT, "blue", "first second"),
-    Action(80, "watch (a person)", INTERACTION, "steady", "clips"),
-    Action(69, "hand wave", INTERACTION, "blink_1hz", "clips"),
-    Action(79, "talk to (e.g., self, a person, a group)", INTERACTION, "blink_3hz", "clip"),
-)
-ACTIONS_BY_ID: dict[int, Action] = {a.action_id: a for a in ACTIONS}
 
 
 @dataclass(frozen=True)
@@ -140,7 +83,7 @@ class SceneConfig:
     actions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        unknown = set(self.actions) - set(ACTIONS_BY_ID)
+        unknown = set(self.actions) - {a.action_id for a in ACTIONS}
         if unknown:
             raise SceneConfigError(f"SceneConfig.actions: unknown action ids {sorted(unknown)}")
         checks = {
@@ -179,7 +122,7 @@ class SceneConfig:
             raise SceneConfigError(f"SceneConfig.motion: {where} steps the actors out of the frame")
 
     def _check_labels(self) -> None:
-        labels = len(label_sets(self))
+        labels = len(label_sets(self.actions))
         # Neighbouring segments differ, and lookalikes never share a label: a segment
         # must avoid its predecessor and every label the other actors hold meanwhile.
         low, high = self.segment_seconds
@@ -272,22 +215,6 @@ class Scene:
         return range(self.onset, self.onset + self.seconds)
 
 
-def combined_label(actions) -> str:
-    """Combined label of an action set: sorted ids joined by '+' (SPEC §1 step 1)."""
-    return "+".join(str(a) for a in sorted(actions))
-
-
-def vocabulary(config: SceneConfig, axis: str) -> list[Action]:
-    """The actions on `axis` that scenes drawn with `config` use."""
-    return [a for a in ACTIONS if a.axis == axis and (not config.actions or a.action_id in config.actions)]
-
-
-def label_sets(config: SceneConfig) -> list[tuple[int, ...]]:
-    """Every action set an actor can hold: one action of each axis in use, sorted ids."""
-    axes = [vocabulary(config, axis) for axis in AXES]
-    return sorted(tuple(sorted(a.action_id for a in combo)) for combo in itertools.product(*(x for x in axes if x)))
-
-
 def random_segments(rng: np.random.Generator, config: SceneConfig,
                     taken: list[set[tuple[int, ...]]]) -> tuple[Segment, ...]:
     """Consecutive segments covering elapsed seconds ``[0, config.seconds)``.
@@ -298,7 +225,7 @@ def random_segments(rng: np.random.Generator, config: SceneConfig,
     the shortest length (a short remainder joins the last segment).
     """
     low, high = config.segment_seconds
-    labels = label_sets(config)
+    labels = label_sets(config.actions)
     segments: list[Segment] = []
     start, previous = 0, ()
     while start < config.seconds:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from stvr_data import ava, splits
+from stvr_data import ava, media, splits
 from stvr_data.cli.main import main
 from stvr_data.render import pixel_box, render_background, render_frame
 from stvr_data.sample import (
@@ -21,7 +21,7 @@ from stvr_data.sample import (
     make_sample,
     plan_sample,
 )
-from stvr_data.scene import SceneConfig, SceneConfigError, box_at
+from stvr_data.scene import SceneConfig, SceneConfigError, actions_at, box_at, keyframe_box
 from stvr_data.synthetic_actions import ACTIONS, AXES
 from stvr_data.synthetic_video import timeline
 from stvr_data.tubelets import link_tubelets
@@ -324,3 +324,48 @@ def test_cli_refuses_more_motion_than_one_box_per_second_can_follow(tmp_path):
     assert result.exit_code == 2 and "SceneConfig.motion: 2 cells per clip at 160 px" in result.output
     assert not (tmp_path / "s").exists()
     assert CliRunner().invoke(main, [*args, "--max-tilt", "0"]).exit_code == 0
+
+
+@pytest.mark.slow
+def test_benchmark_clips_show_the_requested_steps_and_boxes_that_hold(tmp_path):
+    """Through the builder's media step (24-fps clips from 900 s, resized to R x R): the
+    actors move `motion` cells between consecutive clips and each keyframe box overlaps
+    its actor by IoU > 0.5 in every clip of its second, measured on decoded pixels."""
+    resolution, motion = 160, 1.5
+    config = SampleConfig(train_videos=0, val_videos=2, containers=(".mp4", ".mkv"), lead_seconds=2,
+                          scene=SceneConfig(seconds=6, motion=motion, feature_resolution=resolution))
+    make_sample(tmp_path / "s", seed=5, config=config)
+    steps, overlaps = [], []
+    for video in plan_sample(5, config):
+        scene, clip = video.scene, tmp_path / f"{video.scene.video_id}.mp4"
+        media.cut_clip(tmp_path / "s" / "videos" / video.file_name, clip, start=900, end=AVA_ONSET + 7,
+                       size=(resolution, resolution))
+        with av.open(str(clip)) as container:
+            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(int)
+        changed = np.abs(frames - frames[24]).max(axis=3) > 40  # frame 24 (901 s): the empty backdrop
+        for actor in scene.actors:
+            box = np.array(keyframe_box(actor))
+            extents = [_extent(changed[(AVA_ONSET - 900) * 24 + 8 * n + 4], actor, n) for n in range(18)]
+            overlaps += [_iou(box, e) for e in extents]
+            for n in range(17):
+                if actions_at(actor, n // 3) == actions_at(actor, (n + 1) // 3):  # same step direction
+                    delta = (extents[n + 1][:2] + extents[n + 1][2:] - extents[n][:2] - extents[n][2:]) / 2
+                    steps.append(np.hypot(*delta) * resolution / 16)
+    assert len(steps) > 50 and np.all(np.abs(np.array(steps) - motion) < 0.2), steps
+    assert min(overlaps) > 0.5
+
+
+def _extent(changed: np.ndarray, actor, clip: int) -> np.ndarray:
+    """Normalised [x1, y1, x2, y2] of the changed pixels near the actor's two steps."""
+    size = changed.shape[0]
+    near = np.zeros_like(changed)
+    for tau in (clip / 3, clip / 3 + 1 / 3):
+        x1, y1, x2, y2 = pixel_box(box_at(actor, tau), size, size)
+        near[max(0, y1 - 2):y2 + 2, max(0, x1 - 2):x2 + 2] = True
+    ys, xs = np.nonzero(changed & near)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) / size
+
+
+def _iou(a, b) -> float:
+    w, h = max(0.0, min(a[2], b[2]) - max(a[0], b[0])), max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)

@@ -94,7 +94,7 @@ def test_keyframe_boxes_overlap_the_drawn_actor_in_every_frame_of_their_second(c
     """Every 24-fps frame of the three clips a keyframe labels, and the 30-fps source
     frames at both ends of each clip; boxes rounded to 3 decimals as the CSV has them."""
     lowest = 1.0
-    for scene in scenes(dataclasses.replace(config, seconds=8)):
+    for scene in scenes(dataclasses.replace(config, seconds=5)):
         for actor in scene.actors:
             box = np.round(keyframe_box(actor), 3)
             for second in range(scene.seconds):

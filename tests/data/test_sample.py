@@ -175,7 +175,8 @@ def test_heldout_labels_are_new_combinations_of_actions_seen_in_training(default
     the build seed varied: every action of a val/test label occurs in a training label."""
     release = ava.load_annotations(default_annotations)
     train, val = link_tubelets(release.train), link_tubelets(release.val)
-    val_labels, test_labels = splits.choose_heldout_labels(val, min_tubelets=3, num_val=2, num_test=2, seed=seed)
+    val_labels, test_labels = splits.choose_heldout_labels(val, min_tubelets=3, num_val=2, num_test=2,
+                                                           seed=seed)
     table = splits.assign_splits(train, val, val_labels, test_labels)
     labels = {split: set(table.label[table.split == split]) for split in splits.SPLITS}
     assert labels["val"] and labels["test"] and len(labels["train"]) >= 10
@@ -308,7 +309,8 @@ def test_cli_writes_a_summary_and_refuses_to_overwrite(tmp_path):
     first = runner.invoke(main, args)
     assert first.exit_code == 0, first.output
     assert "val  : 1 videos" in first.output
-    assert "actors step 0 feature cells per clip at 320 px; keyframe boxes overlap them by IoU >= 1.00" in first.output
+    assert ("actors step 0 feature cells per clip at 320 px; keyframe boxes overlap them by "
+            "IoU >= 1.00") in first.output
     rows = read_rows(tmp_path / "s" / "annotations" / "ava_val_v2.2.csv")
     assert {r[1] for r in rows} <= {f"{s:04d}" for s in range(AVA_ONSET, AVA_ONSET + 5)}
     assert len({tuple(r[2:6]) for r in rows if r[7] == "0"}) == 1  # static: one box throughout

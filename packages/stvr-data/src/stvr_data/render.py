@@ -29,14 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from stvr_data.scene import (
-    Actor,
-    Scene,
-    Segment,
-    box_at,
-    present,
-    segment_at,
-)
+from stvr_data.scene import Actor, Scene, Segment, box_at, present, segment_at
 from stvr_data.synthetic_actions import ACTIONS_BY_ID, EARLY_SECONDS
 
 STRIPE = 8  # texture half-period in pixels
@@ -49,6 +42,7 @@ LAMP_ON = (255, 236, 60)
 LAMP_OFF = (28, 28, 28)
 LAMP = (0.28, 0.02, 0.72, 0.16)  # lamp [u1, v1, u2, v2] in sprite-relative units
 BADGE = (0.18, 0.28, 0.82, 0.5)  # badge, likewise
+
 
 def render_background(scene: Scene) -> np.ndarray:
     """The scene's static backdrop, (H, W, 3) uint8 RGB, from `scene.background_seed`.

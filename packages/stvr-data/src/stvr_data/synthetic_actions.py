@@ -84,5 +84,5 @@ def vocabulary(axis: str, chosen: tuple[int, ...] = ()) -> list[Action]:
 def label_sets(chosen: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
     """Every action set an actor can hold: one action of each axis that has any in
     `chosen` (all when empty), as sorted ids."""
-    axes = [vocabulary(axis, chosen) for axis in AXES]
-    return sorted(tuple(sorted(a.action_id for a in combo)) for combo in itertools.product(*(x for x in axes if x)))
+    axes = [actions for actions in (vocabulary(axis, chosen) for axis in AXES) if actions]
+    return sorted(tuple(sorted(a.action_id for a in combo)) for combo in itertools.product(*axes))

@@ -31,7 +31,8 @@ _DEFAULT = SampleConfig()
               type=click.IntRange(16), metavar="R",
               help="Side in pixels of the square benchmark frame that --motion refers to "
                    "(build-ava --resolution RxR).")
-@click.option("--max-tilt", default=_DEFAULT.scene.max_tilt, show_default=True, type=click.FloatRange(0.0, 90.0),
+@click.option("--max-tilt", default=_DEFAULT.scene.max_tilt, show_default=True,
+              type=click.FloatRange(0.0, 90.0),
               help="Largest angle of a step from vertical, in degrees (lower allows more --motion).")
 @click.option("--actions", default="", callback=lambda ctx, param, value: _ids(value),
               help="Comma-separated action ids to use, e.g. 5,6,69,79,80 (temporal ones only); default all.")

@@ -3,7 +3,8 @@
 Pure: nothing here touches the disk. The paper's Table 1 (§6.4) compares five ways of
 carrying the recurrent state across clips at equal training budget; here the same five
 cells are trained on two synthetic benchmarks that differ only in whether the actors
-move (`SceneConfig.moving`), with the same seeds for data, weights and sampling.
+move (`SceneConfig.motion`: `MOVING_CELLS` or 0), with the same seeds for data, weights
+and sampling.
 """
 
 from __future__ import annotations
@@ -34,11 +35,9 @@ PAPER_MAP50: dict[str, tuple[float, float]] = {
 MOTIONS: tuple[str, ...] = ("moving", "static")
 IOUS: tuple[str, ...] = ("0.3", "0.5", "0.7")
 HEADLINE_IOU = "0.5"
-# Two temporal poses (texture drifting down / up) beside one still pose, and only the
-# extra actions that blink, pulse or cycle their hue: every combined label but the plain
-# "stand" needs more than one 8-frame clip (1/3 s) to be told from its neighbours, which
-# is where carrying state across clips can help at all.
-TEMPORAL_ACTIONS: tuple[int, ...] = (5, 6, 12, 69, 79, 80)
+# Feature cells an actor steps between consecutive clips in the moving setting, at the
+# budget's resolution (make-sample --motion, --feature-resolution).
+MOVING_CELLS = 1.5
 
 
 @dataclass(frozen=True)
@@ -124,11 +123,14 @@ BUDGETS["cpu4x"] = dataclasses.replace(BUDGETS["cpu"], name="cpu4x", iterations=
 
 
 def sample_config(budget: Budget, motion: str) -> SampleConfig:
-    """The `make-sample` settings of one motion setting: identical but for `moving`."""
+    """The `make-sample` settings of one motion setting: identical but for `motion`."""
     if motion not in MOTIONS:
         raise ValueError(f"motion must be one of {MOTIONS}, not {motion!r}")
     scene = SceneConfig(
-        actors=3, seconds=budget.seconds, moving=motion == "moving", actions=TEMPORAL_ACTIONS
+        actors=3,
+        seconds=budget.seconds,
+        motion=MOVING_CELLS if motion == "moving" else 0.0,
+        feature_resolution=budget.resolution[0],
     )
     return SampleConfig(train_videos=budget.train_videos, val_videos=budget.val_videos, scene=scene)
 

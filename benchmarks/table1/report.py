@@ -128,7 +128,7 @@ def motion_markdown(stats: dict, *, done: int, planned: int, seeds: int, setting
     return (
         "# Motion ablation: static vs moving actors (frame-mAP, %)\n\n"
         f"{completion_line(done, planned)} Mean ± sample std over {seeds} seeds; {setting}. "
-        "The two benchmarks share every seed and setting except `SceneConfig.moving`.\n\n"
+        "The two benchmarks share every seed and setting except `SceneConfig.motion`.\n\n"
         + _table(header, rows)
     )
 

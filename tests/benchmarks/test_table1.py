@@ -61,8 +61,8 @@ def test_budgets_use_at_least_three_seeds_and_warp_safe_inputs():
 def test_sample_configs_differ_only_in_motion():
     budget = plan.BUDGETS["cpu"]
     moving, static = plan.sample_config(budget, "moving"), plan.sample_config(budget, "static")
-    assert moving.scene.moving and not static.scene.moving
-    assert moving.scene.actions == plan.TEMPORAL_ACTIONS
+    assert moving.scene.motion == plan.MOVING_CELLS and static.scene.motion == 0.0
+    assert moving.scene.feature_resolution == budget.resolution[0]
     assert moving.train_videos > 3 and moving.val_videos > 3  # more than make-sample's default
     # Replacing the one differing field makes them equal.
     assert type(static)(**{**static.__dict__, "scene": moving.scene}) == moving

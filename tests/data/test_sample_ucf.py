@@ -11,6 +11,7 @@ from stvr_data import manifest, media, render, sample_ucf, ucf24
 from stvr_data.cli.main import main
 from stvr_data.sample import OutputExistsError
 from stvr_data.scene import SceneConfigError, box_at
+from stvr_data.synthetic_actions import ACTIONS, AXES
 
 SMALL = sample_ucf.UcfSampleConfig(classes=("Basketball", "Biking", "Diving", "Surfing"), groups=3,
                                    test_groups=2, action_seconds=(2, 3), background_seconds=(0, 1))
@@ -110,3 +111,14 @@ def test_make_sample_command_writes_the_ucf_layout(tmp_path):
     assert sorted(ucf24.read_pyannot(out / "pyannot.pkl")) == sorted(db)
     again = CliRunner().invoke(main, ["make-sample", "--layout", "ucf24", "--out", str(out)])
     assert again.exit_code == 2 and "not empty" in again.output
+
+
+def test_heldout_classes_combine_cue_values_of_the_train_classes():
+    seen = {a for cls in sample_ucf.SAMPLE_SPLIT["train"] for a in sample_ucf.SAMPLE_CLASSES[cls]}
+    axis = {a.action_id: a.axis for a in ACTIONS}
+    for cls, actions in sample_ucf.SAMPLE_CLASSES.items():
+        assert sorted(axis[a] for a in actions) == sorted(AXES), cls  # one value per axis
+    trained = {frozenset(sample_ucf.SAMPLE_CLASSES[c]) for c in sample_ucf.SAMPLE_SPLIT["train"]}
+    for cls in sample_ucf.SAMPLE_SPLIT["val"] + sample_ucf.SAMPLE_SPLIT["test"]:
+        actions = sample_ucf.SAMPLE_CLASSES[cls]
+        assert set(actions) <= seen and frozenset(actions) not in trained, cls

@@ -6,20 +6,20 @@ into a frame in place. Encoding to files lives in `synthetic_video.py`.
 
 An actor is a sprite filling its box: a shape (person silhouette, ellipse or
 rectangle) cut from a two-colour texture (horizontal stripes, checker or diagonal
-stripes) in pixel units, so the texture moves with the box. Action cues, by
-`Action.cue`:
+stripes) in pixel units, so the texture moves with the box. Its look is its video's
+(lookalikes); its actions add one cue per axis (`synthetic_actions.ACTIONS`), each on its own part:
 
-    still        nothing added (stand)
-    lowered      the lower 45% of the sprite is darkened (sit)
-    drift_up     the texture slides up at DRIFT px/s inside the sprite (get up)
-    drift_down   the texture slides down (fall down); over one 1/3 s clip it travels
-                 4 px, a third of the stripe period, so the direction is faint in a
-                 single clip and plain over several
-    badge        a white badge on the upper body (carry/hold)
-    badge_blink  the same badge, shown only in the first half of each period (~1 s):
-                 a single clip may show it steadily on, like `badge` (hand wave)
-    badge_hue    the badge's hue runs once round the colour wheel per period (watch)
-    pulse        a dark disc whose radius swells and shrinks once per period (talk)
+    texture (PERSON_MOVEMENT)   still, or sliding up / down at DRIFT px/s: 8 px per
+                                clip, half a stripe period, so one clip's 8 frames
+                                show the direction
+    lamp (PERSON_INTERACTION)   a disc-like patch on the head, LAMP_ON or LAMP_OFF:
+                                steady on, or on for the first half of each period at
+                                1 Hz or 3 Hz (BLINK_HZ), phase per actor
+    badge (OBJECT_MANIPULATION) a patch on the chest in the action's colour
+                                (BADGE_COLORS) during the first EARLY_SECONDS of a
+                                segment, then BADGE_GREY whatever the action
+
+An axis an actor has no action on draws no part (the UCF sample uses such sets).
 """
 
 from __future__ import annotations
@@ -29,13 +29,19 @@ from functools import lru_cache
 
 import numpy as np
 
-from stvr_data.scene import ACTIONS_BY_ID, Actor, Scene, actions_at, box_at, hsv_to_rgb, present
+from stvr_data.scene import Actor, Scene, Segment, box_at, present, segment_at
+from stvr_data.synthetic_actions import ACTIONS_BY_ID, EARLY_SECONDS
 
-STRIPE = 6  # texture half-period in pixels
-DRIFT = 12.0  # texture drift in px/s for drift_up / drift_down
-BADGE = (0.55, 0.3, 0.9, 0.48)  # badge [u1, v1, u2, v2] in sprite-relative units
-BADGE_WHITE = (245, 245, 245)
-PULSE_COLOR = (20, 20, 20)
+STRIPE = 8  # texture half-period in pixels
+DRIFT = 24.0  # texture drift in px/s for drift_up / drift_down
+DRIFT_DIRECTION = {"still": 0, "drift_up": 1, "drift_down": -1}  # +1: the texture slides up
+BLINK_HZ = {"steady": 0.0, "blink_1hz": 1.0, "blink_3hz": 3.0}  # 0: always on
+BADGE_COLORS = {"red": (225, 30, 30), "blue": (30, 80, 235)}
+BADGE_GREY = (185, 185, 185)
+LAMP_ON = (255, 236, 60)
+LAMP_OFF = (28, 28, 28)
+LAMP = (0.28, 0.02, 0.72, 0.16)  # lamp [u1, v1, u2, v2] in sprite-relative units
+BADGE = (0.18, 0.28, 0.82, 0.5)  # badge, likewise
 
 
 def render_background(scene: Scene) -> np.ndarray:
@@ -119,29 +125,43 @@ def actor_sprite(actor: Actor, tau: float, width: int, height: int) -> tuple[np.
 
 def _sprite_state(actor: Actor, tau: float, width: int, height: int) -> tuple:
     """Everything `_sprite` draws from: the arguments that make two sprites equal."""
-    # A keyframe's actions hold over its whole second [t, t + 1).
-    cues = {ACTIONS_BY_ID[a].cue for a in actions_at(actor, int(math.floor(tau)))}
-    direction = 1 if "drift_up" in cues else -1 if "drift_down" in cues else 0
+    segment = segment_at(actor, tau)
+    cues = {ACTIONS_BY_ID[a].cue for a in segment.actions}
     # Texture rows shift by whole pixels; the box itself moves by whole pixels too.
-    offset = round(DRIFT * tau * direction) % (2 * STRIPE)
-    phase = (actor.phase + tau / actor.period) % 1.0
-    badge = None
-    if "badge" in cues or ("badge_blink" in cues and phase < 0.5):
-        badge = BADGE_WHITE
-    elif "badge_hue" in cues:
-        badge = hsv_to_rgb(phase, 1.0, 1.0)
-    radius = None
-    if "pulse" in cues:
-        # Rounded to 1/1000 of the width: finer than a pixel, and repeats hit the cache.
-        radius = round(0.12 + 0.12 * (0.5 + 0.5 * math.sin(2.0 * math.pi * phase)), 3)
-    look = (actor.shape, actor.pattern, actor.colors)
-    return look, width, height, offset, "lowered" in cues, badge, radius
+    offset = texture_shift(actor, tau) % (2 * STRIPE)
+    lamp = next((_lamp_on(actor, tau, BLINK_HZ[c]) for c in cues if c in BLINK_HZ), None)
+    badge = next((BADGE_COLORS[c] for c in cues if c in BADGE_COLORS), None)
+    if badge is not None and tau - segment.start >= EARLY_SECONDS:
+        badge = BADGE_GREY
+    look = actor.look
+    return (look.shape, look.pattern, look.colors), width, height, offset, lamp, badge
+
+
+def texture_shift(actor: Actor, tau: float) -> int:
+    """Pixels the texture has slid up (negative: down) by elapsed time `tau`: the
+    drift of every segment so far, so that the texture never jumps."""
+    total = 0.0
+    for segment in actor.segments:
+        if tau <= segment.start:
+            break
+        total += _drift_direction(segment) * (min(tau, segment.end) - segment.start)
+    return round(DRIFT * total)
+
+
+def _drift_direction(segment: Segment) -> int:
+    return sum(DRIFT_DIRECTION.get(ACTIONS_BY_ID[a].cue, 0) for a in segment.actions)
+
+
+def _lamp_on(actor: Actor, tau: float, rate: float) -> bool:
+    """Steady (`rate` 0) or on during the first half of each 1/`rate` s period."""
+    return rate == 0.0 or (tau * rate + actor.phase) % 1.0 < 0.5
 
 
 @lru_cache(maxsize=1024)
-def _sprite(look: tuple, width: int, height: int, offset: int, lowered: bool,
-            badge: tuple[int, int, int] | None, radius: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one sprite state; `look` is ``(shape, pattern, colors)``.
+def _sprite(look: tuple, width: int, height: int, offset: int, lamp: bool | None,
+            badge: tuple[int, int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one sprite state; `look` is ``(shape, pattern, colors)``, `lamp` None when
+    the actor has no lamp, `badge` None when it has no badge.
 
     Returns the (h, w, 3) colours and the silhouette repeated over the 3 channels
     (a contiguous mask copies about 3x faster than a broadcast one).
@@ -150,14 +170,10 @@ def _sprite(look: tuple, width: int, height: int, offset: int, lowered: bool,
     first = _pattern(pattern, width, height)[offset:offset + height]
     bright, dark = (np.array(c, dtype=np.uint8) for c in colors)
     rgb = np.where(first[..., None], bright, dark)
-    if lowered:
-        rgb[_span(0.55, 1.0, height)] //= 2
-    if badge is not None:
-        u1, v1, u2, v2 = BADGE
-        rgb[_span(v1, v2, height), _span(u1, u2, width)] = badge
-    if radius is not None:
-        u, v = _coordinates(width, height)
-        rgb[(u - 0.5) ** 2 + ((v - 0.68) * height / width) ** 2 <= radius**2] = PULSE_COLOR
+    for part, color in ((LAMP, None if lamp is None else LAMP_ON if lamp else LAMP_OFF), (BADGE, badge)):
+        if color is not None:
+            u1, v1, u2, v2 = part
+            rgb[_span(v1, v2, height), _span(u1, u2, width)] = color
     mask3 = np.repeat(shape_mask(shape, width, height)[..., None], 3, axis=2)
     rgb.flags.writeable = mask3.flags.writeable = False
     return rgb, mask3

@@ -9,11 +9,12 @@ What it writes into ``out`` (the formats `ucf24` reads, see its docstring):
 
 Scenes and their drawing are the AVA sample's (`scene.py`, `render.py`,
 `synthetic_video.py`); only the layout differs. Each sample class shows one fixed
-synthetic action set (``SAMPLE_CLASSES``, e.g. "Diving" = the downward texture drift of
-AVA's "fall down"), so half of the classes need more than one 8-frame clip to be told
-apart, as in the AVA sample. A video has a background lead-in, one to `max_actors`
-actors doing its class's action for a few seconds (one tube each, all over the same
-frames), and a background tail. Groups ``g01 .. g<test_groups>`` are test videos, as
+synthetic action set, one value on each cue axis of the AVA sample (``SAMPLE_CLASSES``,
+e.g. "Diving" = texture drifting down, red badge in the first second, steady lamp), and
+the val and test classes are new combinations of the values the train classes show. A
+video has a background lead-in, one to `max_actors` lookalike actors doing its class's
+action for a few seconds (one tube each, all over the same frames), and a background
+tail. Groups ``g01 .. g<test_groups>`` are test videos, as
 UCF101's split 1 puts whole groups in the test list.
 
 The boxes are the drawn sprites' pixel extents written as 1-based ``[x, y, w, h]``, in
@@ -23,7 +24,6 @@ sample carries the same ``x + w`` overflow trap.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pickle
@@ -35,14 +35,24 @@ import numpy as np
 
 from stvr_data.render import pixel_box
 from stvr_data.sample import VIDEOS_DIR, OutputExistsError
-from stvr_data.scene import Scene, SceneConfig, SceneConfigError, Segment, box_at, random_actor
+from stvr_data.scene import (
+    Scene,
+    SceneConfig,
+    SceneConfigError,
+    Segment,
+    box_at,
+    random_actor,
+    random_hop,
+    random_look,
+)
 from stvr_data.synthetic_video import encode_scene
 from stvr_data.ucf24 import CLASSES, FRAME_SIZE, SOURCE_FPS
 
-# Sample class -> the synthetic action ids (`scene.ACTIONS`) its actors show.
+# Sample class -> the synthetic action ids (`synthetic_actions.ACTIONS`) its actors show: a texture
+# drift (12, 5, 6), a badge colour (17, 59) and a lamp rhythm (80, 69, 79) each.
 SAMPLE_CLASSES: dict[str, tuple[int, ...]] = {
-    "Biking": (12,), "GolfSwing": (11,), "Basketball": (12, 17), "Fencing": (12, 69),
-    "Diving": (5,), "RopeClimbing": (6,), "Skiing": (12, 79), "Surfing": (12, 80),
+    "Biking": (12, 17, 80), "GolfSwing": (5, 59, 69), "Basketball": (6, 17, 79), "Fencing": (12, 59, 79),
+    "Diving": (5, 17, 80), "RopeClimbing": (12, 17, 69), "Skiing": (6, 59, 69), "Surfing": (6, 59, 80),
 }
 SAMPLE_SPLIT = {"train": ("Basketball", "Biking", "Fencing", "GolfSwing"),
                 "val": ("Diving", "Skiing"), "test": ("RopeClimbing", "Surfing")}
@@ -90,8 +100,9 @@ def ucf_scene(rng: np.random.Generator, video_id: str, actions: tuple[int, ...],
     width, height = FRAME_SIZE
     scene_config = SceneConfig(width=width, height=height, actors=int(rng.integers(1, config.max_actors + 1)),
                                seconds=seconds)
-    actors = tuple(dataclasses.replace(random_actor(rng, pid, scene_config),
-                                       segments=(Segment(0, seconds, tuple(actions)),))
+    look = random_look(rng, scene_config)
+    actors = tuple(random_actor(rng, pid, scene_config, look, pid,
+                                (Segment(0, seconds, tuple(sorted(actions)), random_hop(rng, scene_config)),))
                    for pid in range(scene_config.actors))
     scene = Scene(video_id=video_id, width=width, height=height, onset=lead, seconds=seconds,
                   actors=actors, background_seed=int(rng.integers(2**31)))

@@ -1,25 +1,40 @@
 """Synthetic scenes: who is where, doing what, and when. Pure data, no pixels, no files.
 
-A scene is a fixed background with a few actors. Each actor keeps one `person_id`,
-one look (shape, texture, colours) and a box that follows a smooth track; over time it
-does a sequence of *segments*, each a set of atomic actions held for a few seconds.
-Every actor-second has exactly one pose action (AVA's PERSON_MOVEMENT kind) and at
-most one extra action, so an actor carries one or two labels at a time and linking its
-seconds gives several tubelets with combined labels such as ``12+69``.
+A scene is a fixed backdrop with a few actors. The sample is built so that the task of
+the paper can be learned on it and needs what the paper's model has:
 
-The actions borrow real AVA ids and names so that the labels read like AVA's, but what
-they look like is synthetic (see `render.py` for the drawing of each cue). Half of them
-can only be told apart over more than one 8-frame clip at 24 fps (1/3 s): a texture
-that drifts slowly up or down, a badge that blinks or cycles its colour with a period
-of about one second, a disc that pulses. The others are appearance-only.
+**Compositional actions** (`synthetic_actions.py`): every actor-second carries one
+value on each of three independent cue axes, so held-out combined labels are new
+combinations of values that training labels show.
 
-Times: an actor exists from the scene's ``onset`` (video seconds) for ``seconds``
-seconds. Inside this module time is *elapsed* seconds since the onset (``tau``); the
-keyframe at elapsed second ``k`` is video second ``onset + k``. Boxes are normalised
-``[x1, y1, x2, y2]`` (AVA order) of the actor's drawn extent at that instant.
+**Lookalikes.** All actors of a video share one look (shape, texture, colours, size),
+drawn independently of what they do, and at every second they carry pairwise different
+combined labels. Appearance says nothing about the label; only the query tells which
+actor is meant.
+
+**Motion in feature cells.** `SceneConfig.motion` is the displacement of an actor
+between two consecutive 8-frame clips (1/3 s), in feature cells of the benchmark built
+from the sample at `feature_resolution` x `feature_resolution` pixels (`build-ava
+--resolution RxR`): a cell is 16 px (`FEATURE_STRIDE`), so 1/(R/16) of the frame's
+width or height. Motion m at R = 320 moves an actor m/20 of the frame per clip (at
+R = 160: m/10). AVA annotates one box per person per second and the benchmark labels
+the three clips of a second with it, so an actor cannot travel far within a second and
+keep an honest box. The actors therefore step back and forth on the clip grid: during
+clip n of the scene (elapsed seconds ``[n/3, (n+1)/3)``) an actor stands at ``anchor
++ hop`` for even n and ``anchor - hop`` for odd n, with ``|hop| = motion / 2`` cells in a
+direction drawn per segment within `max_tilt` degrees of vertical (actors are taller
+than wide, so vertical steps keep the most overlap). Every clip is thus `motion` cells
+from the one before, and the keyframe box, centred on the anchor, overlaps the drawn
+actor at every frame of its second by at least `worst_keyframe_iou` (checked to exceed
+`MIN_KEYFRAME_IOU` when the config is made). Motion 0: the actors stand still.
+
+Times: an actor exists from the scene's ``onset`` (an integer video second, so the
+scene's clip grid is the benchmark's) for ``seconds`` seconds. Inside this module time
+is *elapsed* seconds since the onset (``tau``); the keyframe at elapsed second ``k`` is
+video second ``onset + k``. Boxes are normalised ``[x1, y1, x2, y2]`` (AVA order).
 
 `make_scene` draws everything from a numpy Generator, so a seeded Generator gives the
-same scene every time; the AVA sample (`sample.py`) and other layouts reuse it.
+same scene every time; the AVA sample (`sample.py`) and the UCF one reuse it.
 """
 
 from __future__ import annotations
@@ -30,12 +45,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from stvr_data.errors import StvrDataError
+from stvr_data.manifest import CLIPS_PER_SECOND
+from stvr_data.synthetic_actions import ACTIONS, label_sets
 
-POSE = "pose"
-EXTRA = "extra"
 SHAPES = ("person", "ellipse", "rect")
 # Every pattern has horizontal structure, so a vertical texture drift is always visible.
 PATTERNS = ("hstripes", "checker", "diagonal")
+FEATURE_STRIDE = 16  # the backbone's spatial stride (pixels per feature cell)
+MIN_KEYFRAME_IOU = 0.52  # 0.5 plus room for pixel and 3-decimal rounding
 
 
 class SceneConfigError(StvrDataError):
@@ -43,62 +60,30 @@ class SceneConfigError(StvrDataError):
 
 
 @dataclass(frozen=True)
-class Action:
-    """One atomic action of the synthetic vocabulary.
-
-    `cue` names how `render.py` draws it; `temporal` is True when one 8-frame clip
-    (1/3 s) is not enough to tell it from another action (periodic or directional).
-    `weight` is its relative frequency within its `group`.
-    """
-
-    action_id: int
-    name: str
-    label_type: str
-    group: str
-    cue: str
-    weight: float
-    temporal: bool
-
-
-ACTIONS: tuple[Action, ...] = (
-    Action(5, "fall down", "PERSON_MOVEMENT", POSE, "drift_down", 0.2, True),
-    Action(6, "get up", "PERSON_MOVEMENT", POSE, "drift_up", 0.2, True),
-    Action(11, "sit", "PERSON_MOVEMENT", POSE, "lowered", 0.25, False),
-    Action(12, "stand", "PERSON_MOVEMENT", POSE, "still", 0.35, False),
-    Action(17, "carry/hold (an object)", "OBJECT_MANIPULATION", EXTRA, "badge", 0.25, False),
-    Action(69, "hand wave", "PERSON_INTERACTION", EXTRA, "badge_blink", 0.25, True),
-    Action(79, "talk to (e.g., self, a person, a group)", "PERSON_INTERACTION", EXTRA, "pulse", 0.25, True),
-    Action(80, "watch (a person)", "PERSON_INTERACTION", EXTRA, "badge_hue", 0.25, True),
-)
-ACTIONS_BY_ID: dict[int, Action] = {a.action_id: a for a in ACTIONS}
-
-
-@dataclass(frozen=True)
 class SceneConfig:
     """How a synthetic scene is drawn at random. Sizes are fractions of the frame.
 
-    `speed` is the actors' speed in frame widths per second (each segment draws a
-    direction and 70-100% of it). The default, 0.05 (16 px/s at 320 px, one stride-16
-    feature cell per second), moves a box far enough that one second's features do not
-    line up with the next, while the keyframe box still overlaps the actor by IoU > 0.5
-    at the last clip it labels (2/3 s later). `moving=False` keeps every actor still.
+    `motion`: cells per clip at a `feature_resolution` px square benchmark (module
+    docstring); `max_tilt`: largest angle (degrees) of a step from vertical.
+    `segment_seconds`: (shortest, longest) segment, at least 2 s so that a segment
+    outlasts its first-second cues. `actions` restricts the vocabulary (empty: all);
+    an axis left without actions is not drawn.
     """
 
     width: int = 320
     height: int = 240
     actors: int = 3
     seconds: int = 30
-    moving: bool = True
-    speed: float = 0.05
-    segment_seconds: tuple[int, int] = (2, 6)
-    extra_probability: float = 0.5
-    actor_width: tuple[float, float] = (0.13, 0.2)
-    actor_height: tuple[float, float] = (0.4, 0.6)
-    period: tuple[float, float] = (0.8, 1.25)
+    motion: float = 1.5
+    feature_resolution: int = 320
+    max_tilt: float = 25.0
+    segment_seconds: tuple[int, int] = (2, 4)
+    actor_width: tuple[float, float] = (0.18, 0.22)
+    actor_height: tuple[float, float] = (0.52, 0.62)
     actions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        unknown = set(self.actions) - set(ACTIONS_BY_ID)
+        unknown = set(self.actions) - {a.action_id for a in ACTIONS}
         if unknown:
             raise SceneConfigError(f"SceneConfig.actions: unknown action ids {sorted(unknown)}")
         checks = {
@@ -106,49 +91,109 @@ class SceneConfig:
             "height": self.height >= 32 and self.height % 2 == 0,
             "actors": self.actors >= 1,
             "seconds": self.seconds >= 1,
-            "speed": 0.0 <= self.speed <= 1.0,
-            "segment_seconds": 1 <= self.segment_seconds[0] <= self.segment_seconds[1],
-            "extra_probability": 0.0 <= self.extra_probability <= 1.0,
+            "motion": self.motion >= 0.0,
+            "feature_resolution": self.feature_resolution >= FEATURE_STRIDE,
+            "max_tilt": 0.0 <= self.max_tilt <= 90.0,
+            "segment_seconds": 2 <= self.segment_seconds[0] <= self.segment_seconds[1],
             "actor_width": 0.0 < self.actor_width[0] <= self.actor_width[1] <= 0.5,
             "actor_height": 0.0 < self.actor_height[0] <= self.actor_height[1] <= 0.9,
-            "period": 0.0 < self.period[0] <= self.period[1],
         }
         for name, ok in checks.items():
             if not ok:
                 raise SceneConfigError(f"SceneConfig.{name}: invalid value {getattr(self, name)!r}")
-        # Neighbouring segments must differ, so at least two action sets must exist.
-        if _possible_sets(self) < 2:
-            raise SceneConfigError(f"SceneConfig.actions: {self.actions!r} allows fewer than two action "
-                                   "sets (needs a pose, and a second pose or an extra action)")
+        self._check_motion()
+        self._check_labels()
+
+    @property
+    def cells(self) -> float:
+        """Feature cells across the benchmark frame (20 at 320 px)."""
+        return self.feature_resolution / FEATURE_STRIDE
+
+    def _check_motion(self) -> None:
+        worst = worst_keyframe_iou(self)
+        where = f"{self.motion:g} cells per clip at {self.feature_resolution} px"
+        if worst < MIN_KEYFRAME_IOU:
+            raise SceneConfigError(
+                f"SceneConfig.motion: {where} moves the actors too far for one box per second "
+                f"(keyframe IoU down to {worst:.2f}, needs {MIN_KEYFRAME_IOU}); lower the motion, "
+                "raise the feature resolution or lower the tilt (0: vertical steps only)")
+        hop_x, hop_y = hop_extent(self)
+        if self.actor_width[1] + 2 * hop_x > 0.98 or self.actor_height[1] + 2 * hop_y > 0.98:
+            raise SceneConfigError(f"SceneConfig.motion: {where} steps the actors out of the frame")
+
+    def _check_labels(self) -> None:
+        labels = len(label_sets(self.actions))
+        # Neighbouring segments differ, and lookalikes never share a label: a segment
+        # must avoid its predecessor and every label the other actors hold meanwhile.
+        low, high = self.segment_seconds
+        overlapped = math.ceil((high + low - 2) / low) + 1
+        needed = 2 + (self.actors - 1) * overlapped
+        if labels < needed:
+            raise SceneConfigError(
+                f"SceneConfig.actions: {labels} combined labels are too few for {self.actors} "
+                f"actors that never share one (needs {needed})")
+
+
+def worst_keyframe_iou(config: SceneConfig) -> float:
+    """Lowest IoU between a keyframe box and its actor drawn one step off the anchor.
+
+    The smallest actor and every step direction within `max_tilt` of vertical; the
+    box and the drawn actor have the same size, shifted by the half-step `hop`.
+    """
+    half = config.motion / 2.0 / config.cells
+    width, height = config.actor_width[0], config.actor_height[0]
+    worst = 1.0
+    for tilt in np.linspace(0.0, math.radians(config.max_tilt), 31):
+        kept = max(0.0, 1 - half * math.sin(tilt) / width) * max(0.0, 1 - half * math.cos(tilt) / height)
+        worst = min(worst, kept / (2.0 - kept))
+    return float(worst)
+
+
+def hop_extent(config: SceneConfig) -> tuple[float, float]:
+    """Largest normalised (x, y) half-step of any direction `random_hop` can draw."""
+    half = config.motion / 2.0 / config.cells
+    return half * math.sin(math.radians(config.max_tilt)), half
 
 
 @dataclass(frozen=True)
-class Segment:
-    """Elapsed seconds ``[start, end)`` during which an actor holds one action set."""
+class Look:
+    """What an actor looks like, shared by the lookalikes of a video.
 
-    start: int
-    end: int
-    actions: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Actor:
-    """One synthetic person: look, track and what it does.
-
-    `centres` holds the box centre (normalised x, y) at elapsed seconds 0..seconds
-    inclusive; between two seconds the box moves on a straight line. `period` (s) and
-    `phase` (fraction of a period) time the periodic cues, so that two actors doing
-    the same periodic action are not in lockstep.
+    `colors` are the texture's (bright, dark) RGB; `size` is the normalised (w, h).
     """
 
-    person_id: int
     shape: str
     pattern: str
     colors: tuple[tuple[int, int, int], tuple[int, int, int]]
     size: tuple[float, float]
-    centres: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Elapsed seconds ``[start, end)`` during which an actor holds one action set.
+
+    `hop` is the normalised (dx, dy) half-step of the actor's back-and-forth during the
+    segment (zero when it stands still).
+    """
+
+    start: int
+    end: int
+    actions: tuple[int, ...]
+    hop: tuple[float, float] = (0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """One synthetic person: look, spot, what it does and the phase of its blinking.
+
+    `anchor` is the normalised box centre between its two steps; `phase` (a fraction of
+    a blink period) keeps two actors blinking alike from being in lockstep.
+    """
+
+    person_id: int
+    look: Look
+    anchor: tuple[float, float]
     segments: tuple[Segment, ...]
-    period: float
     phase: float
 
 
@@ -170,106 +215,40 @@ class Scene:
         return range(self.onset, self.onset + self.seconds)
 
 
-def combined_label(actions) -> str:
-    """Combined label of an action set: sorted ids joined by '+' (SPEC §1 step 1)."""
-    return "+".join(str(a) for a in sorted(actions))
-
-
-def vocabulary(config: SceneConfig, group: str) -> list[Action]:
-    """The actions of `group` (POSE or EXTRA) that scenes drawn with `config` use."""
-    return [a for a in ACTIONS if a.group == group and (not config.actions or a.action_id in config.actions)]
-
-
-def _possible_sets(config: SceneConfig) -> int:
-    poses, extras = len(vocabulary(config, POSE)), len(vocabulary(config, EXTRA))
-    with_extra = extras if config.extra_probability > 0 else 0
-    without = 1 if config.extra_probability < 1 or extras == 0 else 0
-    return poses * (with_extra + without)
-
-
-def random_action_set(rng: np.random.Generator, config: SceneConfig,
-                      avoid: tuple[int, ...] = ()) -> tuple[int, ...]:
-    """One pose plus, with `extra_probability`, one extra action; never equal to `avoid`."""
-    poses, extras = vocabulary(config, POSE), vocabulary(config, EXTRA)
-    while True:
-        chosen = [_weighted_choice(rng, poses).action_id]
-        if rng.random() < config.extra_probability and extras:
-            chosen.append(_weighted_choice(rng, extras).action_id)
-        actions = tuple(sorted(chosen))
-        if actions != avoid:
-            return actions
-
-
-def _weighted_choice(rng: np.random.Generator, actions: list[Action]) -> Action:
-    weights = np.array([a.weight for a in actions])
-    return actions[int(rng.choice(len(actions), p=weights / weights.sum()))]
-
-
-def random_segments(rng: np.random.Generator, config: SceneConfig) -> tuple[Segment, ...]:
+def random_segments(rng: np.random.Generator, config: SceneConfig,
+                    taken: list[set[tuple[int, ...]]]) -> tuple[Segment, ...]:
     """Consecutive segments covering elapsed seconds ``[0, config.seconds)``.
 
-    Two neighbouring segments always differ in their action set, so that each one
-    links into its own tubelet.
+    A segment's action set differs from the one before it (so that each links into its
+    own tubelet) and from every set in ``taken[k]`` for the seconds k it covers (the
+    other actors' sets); it is drawn uniformly from the rest. Every segment is at least
+    the shortest length (a short remainder joins the last segment).
     """
     low, high = config.segment_seconds
+    labels = label_sets(config.actions)
     segments: list[Segment] = []
     start, previous = 0, ()
     while start < config.seconds:
         end = min(start + int(rng.integers(low, high + 1)), config.seconds)
-        previous = random_action_set(rng, config, avoid=previous)
-        segments.append(Segment(start, end, previous))
+        if config.seconds - end < low:
+            end = config.seconds
+        avoid = {previous}.union(*taken[start:end])
+        allowed = [label for label in labels if label not in avoid]
+        previous = allowed[int(rng.integers(len(allowed)))]
+        segments.append(Segment(start, end, previous, random_hop(rng, config)))
         start = end
     return tuple(segments)
 
 
-def random_track(rng: np.random.Generator, config: SceneConfig, size: tuple[float, float],
-                 segments: tuple[Segment, ...]) -> tuple[tuple[float, float], ...]:
-    """Box centres at elapsed seconds 0..seconds, bouncing off the frame's edges.
+def random_hop(rng: np.random.Generator, config: SceneConfig) -> tuple[float, float]:
+    """A normalised half-step of ``motion / 2`` cells, within `max_tilt` of vertical.
 
-    Each segment draws a new direction; vertical motion is halved (people mostly move
-    sideways). The centre stays where the whole box is 1% inside the frame.
+    The same draws for any motion, so that the motion changes nothing else.
     """
-    lo = np.array([size[0] / 2 + 0.01, size[1] / 2 + 0.01])
-    hi = 1.0 - lo
-    centre = lo + rng.random(2) * (hi - lo)
-    centres = [centre.copy()]
-    for segment in segments:
-        velocity = _segment_velocity(rng, config)
-        for _ in range(segment.start, segment.end):
-            centre, velocity = _bounce(centre + velocity, velocity, lo, hi)
-            centres.append(centre.copy())
-    return tuple((float(x), float(y)) for x, y in centres)
-
-
-def _segment_velocity(rng: np.random.Generator, config: SceneConfig) -> np.ndarray:
-    """Normalised (dx, dy) per second at 70-100% of `speed` pixels, in a random direction."""
-    angle = rng.uniform(0.0, 2.0 * math.pi)
-    pixels = config.speed * config.width * rng.uniform(0.7, 1.0)
-    if not config.moving:
-        return np.zeros(2)
-    return np.array([pixels * math.cos(angle) / config.width,
-                     0.5 * pixels * math.sin(angle) / config.height])
-
-
-def _bounce(centre: np.ndarray, velocity: np.ndarray, lo: np.ndarray,
-            hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror a centre that left ``[lo, hi]`` back inside and reverse that velocity axis."""
-    centre, velocity = centre.copy(), velocity.copy()
-    for axis in range(2):
-        if centre[axis] < lo[axis]:
-            centre[axis], velocity[axis] = 2 * lo[axis] - centre[axis], -velocity[axis]
-        elif centre[axis] > hi[axis]:
-            centre[axis], velocity[axis] = 2 * hi[axis] - centre[axis], -velocity[axis]
-    return np.clip(centre, lo, hi), velocity
-
-
-def random_colors(rng: np.random.Generator, hue: float) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """A saturated colour near `hue` and a darker partner, so actors stand out from the
-    muted background."""
-    hue = (hue + rng.uniform(-0.04, 0.04)) % 1.0
-    bright = hsv_to_rgb(hue, rng.uniform(0.65, 0.9), rng.uniform(0.8, 0.95))
-    dark = hsv_to_rgb((hue + rng.uniform(0.3, 0.7)) % 1.0, rng.uniform(0.5, 0.8), rng.uniform(0.25, 0.45))
-    return bright, dark
+    tilt = math.radians(config.max_tilt) * rng.uniform(-1.0, 1.0)
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    half = config.motion / 2.0 / config.cells
+    return (sign * half * math.sin(tilt), sign * half * math.cos(tilt))
 
 
 def hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[int, int, int]:
@@ -281,56 +260,98 @@ def hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[int, int, i
     return tuple(int(round(255 * c)) for c in rgb)
 
 
-def random_actor(rng: np.random.Generator, person_id: int, config: SceneConfig,
-                 hue: float | None = None) -> Actor:
-    """An actor with a random look (main colour near `hue`, random if None), action
-    segments and track."""
-    hue = rng.random() if hue is None else hue
-    size = (float(rng.uniform(*config.actor_width)), float(rng.uniform(*config.actor_height)))
-    segments = random_segments(rng, config)
-    return Actor(
-        person_id=person_id,
+def random_look(rng: np.random.Generator, config: SceneConfig) -> Look:
+    """A random shape, texture, size and colour pair: a bright colour of moderate
+    saturation (so that the saturated cue colours stand out) and a darker partner."""
+    hue = rng.random()
+    bright = hsv_to_rgb(hue, rng.uniform(0.3, 0.55), rng.uniform(0.75, 0.9))
+    dark = hsv_to_rgb((hue + rng.uniform(0.3, 0.7)) % 1.0, rng.uniform(0.4, 0.7), rng.uniform(0.25, 0.45))
+    return Look(
         shape=SHAPES[int(rng.integers(len(SHAPES)))],
         pattern=PATTERNS[int(rng.integers(len(PATTERNS)))],
-        colors=random_colors(rng, hue),
-        size=size,
-        centres=random_track(rng, config, size, segments),
-        segments=segments,
-        period=float(rng.uniform(*config.period)),
-        phase=float(rng.random()),
+        colors=(bright, dark),
+        size=(float(rng.uniform(*config.actor_width)), float(rng.uniform(*config.actor_height))),
     )
 
 
-def make_scene(rng: np.random.Generator, video_id: str, config: SceneConfig, onset: int) -> Scene:
-    """A scene of `config.actors` actors (person ids 0, 1, ...) from video second `onset`.
+def random_anchor(rng: np.random.Generator, config: SceneConfig, size: tuple[float, float],
+                  slot: int) -> tuple[float, float]:
+    """A spot in column `slot` of `config.actors` equal columns (so that lookalikes
+    overlap little), where the actor stays 1% inside the frame at both steps."""
+    hop_x, hop_y = hop_extent(config)
+    lo = np.array([size[0] / 2 + hop_x + 0.01, size[1] / 2 + hop_y + 0.01])
+    hi = 1.0 - lo
+    column = (slot / config.actors + lo[0], (slot + 1) / config.actors - lo[0])
+    x_lo, x_hi = max(lo[0], column[0]), min(hi[0], column[1])
+    if x_lo > x_hi:  # a column narrower than the actor: its middle, kept in the frame
+        x_lo = x_hi = min(max((slot + 0.5) / config.actors, lo[0]), hi[0])
+    u = rng.random(2)
+    return (float(x_lo + u[0] * (x_hi - x_lo)), float(lo[1] + u[1] * (hi[1] - lo[1])))
 
-    The actors' main hues are spread round the colour wheel so that they look distinct.
-    """
-    first_hue = rng.random()
-    actors = tuple(random_actor(rng, pid, config, hue=(first_hue + pid / config.actors) % 1.0)
-                   for pid in range(config.actors))
+
+def random_actor(rng: np.random.Generator, person_id: int, config: SceneConfig, look: Look,
+                 slot: int, segments: tuple[Segment, ...]) -> Actor:
+    """An actor with `look` and `segments`, a random spot in column `slot` and a random
+    blink phase."""
+    anchor = random_anchor(rng, config, look.size, slot)
+    return Actor(person_id=person_id, look=look, anchor=anchor, segments=segments, phase=float(rng.random()))
+
+
+def make_scene(rng: np.random.Generator, video_id: str, config: SceneConfig, onset: int) -> Scene:
+    """A scene of `config.actors` lookalikes (person ids 0, 1, ...) from video second
+    `onset`, never sharing a combined label at the same second."""
+    look = random_look(rng, config)
+    slots = rng.permutation(config.actors)
+    taken: list[set[tuple[int, ...]]] = [set() for _ in range(config.seconds)]
+    actors = []
+    for person_id in range(config.actors):
+        segments = random_segments(rng, config, taken)
+        for segment in segments:
+            for second in range(segment.start, segment.end):
+                taken[second].add(segment.actions)
+        actors.append(random_actor(rng, person_id, config, look, int(slots[person_id]), segments))
     return Scene(video_id=video_id, width=config.width, height=config.height, onset=onset,
-                 seconds=config.seconds, actors=actors,
-                 background_seed=int(rng.integers(2**31)))
+                 seconds=config.seconds, actors=tuple(actors), background_seed=int(rng.integers(2**31)))
+
+
+def segment_at(actor: Actor, tau: float) -> Segment:
+    """The segment holding elapsed time `tau` (the first or last one outside them)."""
+    second = math.floor(tau)
+    for segment in actor.segments:
+        if second < segment.end:
+            return segment
+    return actor.segments[-1]
 
 
 def actions_at(actor: Actor, second: int) -> tuple[int, ...]:
     """Sorted action ids of `actor` at elapsed second `second` (empty outside its life)."""
-    for segment in actor.segments:
-        if segment.start <= second < segment.end:
-            return segment.actions
-    return ()
+    if not actor.segments or not 0 <= second < actor.segments[-1].end:
+        return ()
+    return segment_at(actor, second).actions
+
+
+def clip_index(tau: float) -> int:
+    """Number of the 8-frame clip (1/3 s) holding elapsed time `tau`; float-safe at the
+    clip boundaries (``tau = n / 3`` computed as ``t - onset`` is in clip n)."""
+    return math.floor(tau * CLIPS_PER_SECOND + 1e-6)
 
 
 def box_at(actor: Actor, tau: float) -> tuple[float, float, float, float]:
-    """Normalised ``[x1, y1, x2, y2]`` of `actor` at elapsed time `tau` (s), in 0..seconds."""
-    last = len(actor.centres) - 1
-    tau = min(max(tau, 0.0), float(last))
-    k = min(int(math.floor(tau)), last - 1) if last > 0 else 0
-    frac = tau - k if last > 0 else 0.0
-    (xa, ya), (xb, yb) = actor.centres[k], actor.centres[min(k + 1, last)]
-    cx, cy = xa + (xb - xa) * frac, ya + (yb - ya) * frac
-    w, h = actor.size
+    """Normalised ``[x1, y1, x2, y2]`` of the actor as drawn at elapsed time `tau` (s):
+    one step off its anchor, to one side in even clips and to the other in odd ones."""
+    dx, dy = segment_at(actor, tau).hop
+    sign = 1.0 if clip_index(tau) % 2 == 0 else -1.0
+    return _box((actor.anchor[0] + sign * dx, actor.anchor[1] + sign * dy), actor.look.size)
+
+
+def keyframe_box(actor: Actor) -> tuple[float, float, float, float]:
+    """Normalised ``[x1, y1, x2, y2]`` annotated at every keyframe: centred on the
+    anchor, between the two steps, so that it overlaps the actor in all its clips."""
+    return _box(actor.anchor, actor.look.size)
+
+
+def _box(centre: tuple[float, float], size: tuple[float, float]) -> tuple[float, float, float, float]:
+    (cx, cy), (w, h) = centre, size
     return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
 
 

@@ -22,11 +22,20 @@ _DEFAULT = SampleConfig()
               help="Actors per video.")
 @click.option("--seconds", default=_DEFAULT.scene.seconds, show_default=True, type=click.IntRange(3, 896),
               help="Annotated keyframe seconds per video, from 902 s.")
-@click.option("--speed", default=_DEFAULT.scene.speed, show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="Actor speed in frame widths per second.")
+@click.option("--motion", default=_DEFAULT.scene.motion, show_default=True, type=click.FloatRange(0.0),
+              help="How far an actor steps between consecutive 8-frame clips (1/3 s), in feature cells "
+                   "(16 px) of the benchmark built at --feature-resolution: m cells = m*16/R of the frame "
+                   "width or height per clip. Actors step back and forth so that the one-per-second "
+                   "keyframe box overlaps them by IoU > 0.5. 0: static actors.")
+@click.option("--feature-resolution", default=_DEFAULT.scene.feature_resolution, show_default=True,
+              type=click.IntRange(16), metavar="R",
+              help="Side in pixels of the square benchmark frame that --motion refers to "
+                   "(build-ava --resolution RxR).")
+@click.option("--max-tilt", default=_DEFAULT.scene.max_tilt, show_default=True,
+              type=click.FloatRange(0.0, 90.0),
+              help="Largest angle of a step from vertical, in degrees (lower allows more --motion).")
 @click.option("--actions", default="", callback=lambda ctx, param, value: _ids(value),
               help="Comma-separated action ids to use, e.g. 5,6,69,79,80 (temporal ones only); default all.")
-@click.option("--static", is_flag=True, help="Actors do not move (same actions and looks as with motion).")
 @click.option("--no-videos", is_flag=True, help="Write the annotation files only (the file list still names the videos).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Videos encoded in parallel (the files do not depend on it).")
@@ -35,8 +44,9 @@ _DEFAULT = SampleConfig()
               help="Release layout. ucf24: <Class>/v_*.avi at 25 fps, pyannot.pkl, testlist01.txt, "
                    "class_split.json (only --seed, --no-videos, --workers, --force apply).")
 def make_sample_command(out: Path, seed: int, train_videos: int, val_videos: int, actors: int,
-                        seconds: int, speed: float, actions: tuple[int, ...], static: bool,
-                        no_videos: bool, workers: int, force: bool, layout: str) -> None:
+                        seconds: int, motion: float, feature_resolution: int, max_tilt: float,
+                        actions: tuple[int, ...], no_videos: bool, workers: int, force: bool,
+                        layout: str) -> None:
     """Write a small synthetic dataset in the exact AVA v2.2 release layout.
 
     \b
@@ -45,21 +55,21 @@ def make_sample_command(out: Path, seed: int, train_videos: int, val_videos: int
                       ava_file_names_trainval_v2.1.txt
     OUT/videos/       <youtube-like id>.mp4 / .mkv / .webm (H.264 / VP8)
 
-    Textured actors move over a textured backdrop during keyframes 902..902+SECONDS-1
-    and do AVA-named atomic actions that change every few seconds, one or two at a
-    time. Some actions can only be told apart over more than one 8-frame clip
-    (5 fall down / 6 get up: texture drifting down / up; 69 hand wave: blinking
-    badge; 79 talk to: pulsing disc; 80 watch: colour-cycling badge); the others
-    are appearance-only (12 stand, 11 sit: darker lower half, 17 carry/hold: badge).
-    Build the benchmark from it with
+    In each video, lookalike actors (one look per video) act during keyframes
+    902..902+SECONDS-1, with pairwise different combined labels at every second that
+    change every 2-4 s. A label is one AVA-named action on each of three cue axes:
+    texture (12 stand: still, 5 fall down / 6 get up: drifting down / up), head lamp
+    (80 watch: steady, 69 hand wave: 1 Hz, 79 talk to: 3 Hz blinking) and chest badge
+    (17 carry/hold: red, 59 touch: blue, shown in a segment's first second only), so
+    held-out labels combine cues seen in training. Build the benchmark from it with
     `stvr-data build-ava --annotations OUT/annotations --videos OUT/videos ...`.
     """
     if layout == "ucf24":
         from stvr_data.cli.ucf import write_ucf_sample
 
         return write_ucf_sample(out, seed=seed, force=force, videos=not no_videos, workers=workers)
-    scene = dataclasses.replace(_DEFAULT.scene, actors=actors, seconds=seconds, speed=speed,
-                                moving=not static, actions=actions)
+    scene = dataclasses.replace(_DEFAULT.scene, actors=actors, seconds=seconds, motion=motion,
+                                feature_resolution=feature_resolution, max_tilt=max_tilt, actions=actions)
     config = dataclasses.replace(_DEFAULT, train_videos=train_videos, val_videos=val_videos, scene=scene)
     summary = make_sample(out, seed=seed, config=config, force=force, videos=not no_videos,
                           workers=workers)
@@ -85,6 +95,10 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  videos: {containers}; {summary['frames']} frames encoded")
     else:
         lines.append(f"  videos: not written ({containers} named in the file list)")
+    motion = summary["motion"]
+    lines.append(f"  actors step {motion['cells_per_clip']:g} feature cells per clip at "
+                 f"{motion['feature_resolution']} px; keyframe boxes overlap them by IoU >= "
+                 f"{motion['worst_keyframe_iou']:.2f}")
     lines.append(f"  {summary['actions']} actions; {summary['files']} files, "
                  f"{summary['bytes'] / 1e6:.1f} MB")
     return "\n".join(lines)

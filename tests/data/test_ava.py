@@ -93,7 +93,7 @@ BAD_ROWS = [
     ("vidA,0903,0.1,0.2,,0.4,12,0", "x2 '' is not a number"),
     ("vidA,0903,0.1,0.2,0.3,0.4,12.5,0", "action_id '12.5' is not an integer"),
     ("vidA,0903,0.1,0.2,0.3,0.4,12,p1", "person_id 'p1' is not an integer"),
-    ("vidA,-903,0.1,0.2,0.3,0.4,12,0", "timestamp -903 is negative"),
+    ("vidA,-903,0.1,0.2,0.3,0.4,12,0", "timestamp -903 outside the annotated keyframes 902..1798"),
     ("vidA,0903,0.1,0.2,0.3,1.01,12,0", "box y2=1.01 outside [0, 1]"),
     ("vidA,0903,-0.1,0.2,0.3,0.4,12,0", "box x1=-0.1 outside [0, 1]"),
     ("vidA,0903,0.3,0.2,0.3,0.4,12,0", "empty box: x2=0.3 <= x1=0.3"),

@@ -39,8 +39,8 @@ the video. Boxes become normalised ``[x1, y1, x2, y2]``: ``x1 = (x - 1) / 320``,
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,7 @@ from stvr_data import manifest
 from stvr_data.build import BuildOptions, Corpus, build_benchmark
 from stvr_data.errors import AnnotationError, MediaError
 from stvr_data.pickles import load_restricted
+from stvr_data.text import read_json, read_text
 from stvr_data.tubelets import boxes_series
 
 CLASSES = (
@@ -63,6 +64,10 @@ CLASSES = (
 SOURCE_FPS = 25
 FRAME_SIZE = (320, 240)  # (width, height) of every UCF101 video
 KEYFRAME_INTERVAL = manifest.CLIP_FRAMES / manifest.CLIP_FPS  # 1/3 s: one keyframe per clip
+# How far (fraction of the frame side) a box may overhang the frame before it is refused.
+FRAME_MARGIN = 0.1
+# A video id as UCF101 names them, `Class/v_Class_gXX_cYY`; ids become file paths.
+VIDEO_ID = re.compile(r"[A-Za-z0-9_-]+/v_[A-Za-z0-9_-]+")
 CLASS_SPLIT_SIZES = {"train": 14, "val": 5, "test": 5}
 SPLITS = ("train", "val", "test")
 
@@ -98,6 +103,17 @@ def read_annotations(path: str | os.PathLike) -> UcfAnnotations:
     if path.suffix.lower() == ".rar":
         raise AnnotationError(path, None, "a RAR archive; pass pyannot.pkl or UCF101v2-GT.pkl")
     data = load_restricted(path)
+    try:
+        return _parse_annotations(data, path)
+    except AnnotationError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as err:
+        # a field of the wrong kind deep inside (a number where a dict belongs, ...)
+        raise AnnotationError(path, None, f"unexpected structure ({type(err).__name__}: {err})") from None
+
+
+def _parse_annotations(data, path: Path) -> UcfAnnotations:
+    """The layout of the unpickled `data`, detected from its keys, validated."""
     if isinstance(data, dict) and {"gttubes", "nframes", "labels"} <= data.keys():
         return _from_act_gt(data, path)
     if isinstance(data, dict) and {"db", "classes"} <= data.keys():
@@ -113,18 +129,43 @@ def read_annotations(path: str | os.PathLike) -> UcfAnnotations:
                           "pyannot.pkl (video -> {numf, label, annotations}) or UCF101v2-GT.pkl")
 
 
+def check_video_id(video_id, path, line: int | None = None) -> str:
+    """`video_id` if it is a plain relative ``Class/v_Name`` (letters, digits, '_', '-'):
+    ids become paths of sources and clips, so '..', absolute paths and other separators
+    are refused with an `AnnotationError` naming `path` (and `line`)."""
+    if not isinstance(video_id, str) or not VIDEO_ID.fullmatch(video_id):
+        raise AnnotationError(path, line, f"video id {str(video_id)[:80]!r} is not of the form Class/v_Name "
+                              "(letters, digits, '_' and '-' only)")
+    return video_id
+
+
 def _checked_videos(db, path: Path, num_classes: int) -> dict:
     """Validate every video entry of a pyannot-layout dict; errors name video and field."""
     if not isinstance(db, dict):
         raise AnnotationError(path, None, f"'db' is a {type(db).__name__}, expected a dict")
     for video_id, entry in db.items():
-        where = f"video '{video_id}'"
+        where = f"video '{check_video_id(video_id, path)}'"
         _require_fields(entry, ("numf", "label", "annotations"), path, where)
-        if not 0 <= int(entry["label"]) < num_classes:
-            raise AnnotationError(path, None, f"{where}: label {entry['label']} outside 0..{num_classes - 1}")
+        label, numf = _integer(entry, "label", path, where), _integer(entry, "numf", path, where)
+        if not 0 <= label < num_classes:
+            raise AnnotationError(path, None, f"{where}: label {label} outside 0..{num_classes - 1}")
+        if not isinstance(entry["annotations"], (list, tuple)):
+            raise AnnotationError(path, None, f"{where}: 'annotations' is a {type(entry['annotations']).__name__}, "
+                                  "expected a list of tubes")
+        height, width = entry.get("resolution") or FRAME_SIZE[::-1]
         for index, tube in enumerate(entry["annotations"]):
-            _check_tube(tube, int(entry["numf"]), num_classes, path, f"{where} tube {index}")
+            _check_tube(tube, numf, num_classes, path, f"{where} tube {index}", (width, height))
     return dict(db)
+
+
+def _integer(entry: dict, field: str, path: Path, where: str) -> int:
+    """`entry[field]` as an int; anything but a whole number is an `AnnotationError`."""
+    value = entry[field]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    raise AnnotationError(path, None, f"{where}: '{field}' is {str(value)[:40]!r}, expected a whole number")
 
 
 def _require_fields(entry, fields: tuple[str, ...], path: Path, where: str) -> None:
@@ -135,21 +176,38 @@ def _require_fields(entry, fields: tuple[str, ...], path: Path, where: str) -> N
         raise AnnotationError(path, None, f"{where}: missing fields {missing}")
 
 
-def _check_tube(tube, numf: int, num_classes: int, path: Path, where: str) -> None:
+def _check_tube(tube, numf: int, num_classes: int, path: Path, where: str, frame: tuple[int, int]) -> None:
     _require_fields(tube, ("label", "sf", "ef", "boxes"), path, where)
-    if not 0 <= int(tube["label"]) < num_classes:
-        raise AnnotationError(path, None, f"{where}: label {tube['label']} outside 0..{num_classes - 1}")
-    sf, ef = int(tube["sf"]), int(tube["ef"])
+    label = _integer(tube, "label", path, where)
+    if not 0 <= label < num_classes:
+        raise AnnotationError(path, None, f"{where}: label {label} outside 0..{num_classes - 1}")
+    sf, ef = _integer(tube, "sf", path, where), _integer(tube, "ef", path, where)
     if not 0 <= sf < ef <= numf:
         raise AnnotationError(path, None, f"{where}: frames sf={sf} ef={ef} outside 0 <= sf < ef <= numf={numf}")
     boxes = np.asarray(tube["boxes"])
-    if boxes.shape != (ef - sf, 4):
-        raise AnnotationError(path, None, f"{where}: 'boxes' has shape {boxes.shape}, expected ({ef - sf}, 4)")
+    if boxes.shape != (ef - sf, 4) or boxes.dtype.kind not in "iuf":
+        raise AnnotationError(path, None, f"{where}: 'boxes' has shape {boxes.shape} ({boxes.dtype}), "
+                              f"expected ({ef - sf}, 4) numbers")
     values = boxes.astype(np.float64)  # cast first: uint8 widths compare fine, sums do not
     bad = ~(np.isfinite(values).all(axis=1) & (values[:, 2] > 0) & (values[:, 3] > 0))
     if bad.any():
-        frame = sf + int(np.flatnonzero(bad)[0])
-        raise AnnotationError(path, None, f"{where}: 'boxes' at frame {frame} is not a finite, non-empty box")
+        at = sf + int(np.flatnonzero(bad)[0])
+        raise AnnotationError(path, None, f"{where}: 'boxes' at frame {at} is not a finite, non-empty box")
+    _check_inside(values, frame, path, where, sf)
+
+
+def _check_inside(xywh: np.ndarray, frame: tuple[int, int], path: Path, where: str, sf: int) -> None:
+    """Boxes may overhang the `frame` (width, height) by `FRAME_MARGIN` of its side (they
+    are clipped to it); further out they are refused, not clipped to a sliver."""
+    width, height = frame
+    x1, y1 = xywh[:, 0] - 1.0, xywh[:, 1] - 1.0
+    x2, y2 = x1 + xywh[:, 2], y1 + xywh[:, 3]
+    out = ((x1 < -FRAME_MARGIN * width) | (y1 < -FRAME_MARGIN * height)
+           | (x2 > (1 + FRAME_MARGIN) * width) | (y2 > (1 + FRAME_MARGIN) * height))
+    if out.any():
+        i = int(np.flatnonzero(out)[0])
+        raise AnnotationError(path, None, f"{where}: box x,y,w,h {xywh[i].tolist()} at frame {sf + i} lies "
+                              f"outside the {width}x{height} frame")
 
 
 def _from_act_gt(gt: dict, path: Path) -> UcfAnnotations:
@@ -265,10 +323,7 @@ def read_class_split(path: str | os.PathLike, classes=CLASSES) -> dict[str, tupl
     """A class split from JSON ``{"train": [...], "val": [...], "test": [...]}`` (class
     names); classes listed nowhere are left out of the benchmark."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise AnnotationError(path, err.lineno, f"not valid JSON ({err.msg})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or set(data) != set(SPLITS):
         raise AnnotationError(path, None, 'expected an object with exactly the keys "train", "val", "test"')
     split, seen = {}, {}
@@ -289,13 +344,10 @@ def read_split_list(path: str | os.PathLike) -> frozenset[str]:
     """Video ids of a UCF101 split list (``testlist01.txt``: ``Class/v_name[.avi] [index]``)."""
     path = Path(path)
     ids = set()
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
-        video = line.split()[0].removesuffix(".avi")
-        if "/" not in video:
-            raise AnnotationError(path, number, f"'{video}' is not Class/v_Class_gXX_cYY")
-        ids.add(video)
+        ids.add(check_video_id(line.split()[0].removesuffix(".avi"), path, number))
     return frozenset(ids)
 
 

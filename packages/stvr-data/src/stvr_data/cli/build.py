@@ -9,6 +9,8 @@ import click
 
 from stvr_data.build import BuildOptions, summary
 
+EXIT_INCOMPLETE = 1  # some videos could not be had (bad input exits with 2)
+
 
 def parse_resolution(ctx, param, value: str) -> tuple[int, int]:
     try:
@@ -99,14 +101,15 @@ def download_ava(annotations, source, dest, workers):
     """Download the AVA videos named by the release's file list (resumable).
 
     Optional: `build-ava --videos URL` fetches on the fly; this command is for keeping a
-    local copy. Videos that cannot be had are listed at the end and in DEST/failed.csv.
+    local copy. Videos that cannot be had are listed at the end and in DEST/failed.csv
+    (removed once every video is there); the exit status is then 1.
     """
     from stvr_data.ava_recipe import download_ava as run
 
     result = run(annotations, source, dest, workers=workers)
     failed = result[result.path.isna()]
-    if len(failed):
-        failed.to_csv(dest / "failed.csv", index=False)
-        for row in failed.itertuples():
-            click.echo(f"missing {row.file_name}: {row.error}", err=True)
+    for row in failed.itertuples():
+        click.echo(f"missing {row.file_name}: {row.error}", err=True)
     click.echo(f"{len(result) - len(failed)} of {len(result)} videos in {dest}")
+    if len(failed):
+        raise click.exceptions.Exit(EXIT_INCOMPLETE)

@@ -163,12 +163,21 @@ def cut_clip(src, dest, *, start: float = CLIP_START, end: float = CLIP_END, fps
             command = cut_command(src, tmp, start=start, end=end, frames=frames, fps=fps, size=size,
                                   threads=threads)
             command.run(cmd=imageio_ffmpeg.get_ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
-            info = probe_video(tmp)
+            info = _probe_output(tmp, src, start)
             if not info.num_frames:
                 raise MediaError(f"{src}: ffmpeg decoded no frame after {start} s")
     except ffmpeg.Error as err:
         raise MediaError(f"{src}: ffmpeg failed: {_last_line(err.stderr)}") from None
     return info
+
+
+def _probe_output(tmp: Path, src, start: float) -> VideoInfo:
+    """The clip ffmpeg wrote; an unreadable one is reported under the source's name (the
+    temporary file means nothing to the user)."""
+    try:
+        return probe_video(tmp)
+    except MediaError:
+        raise MediaError(f"{src}: ffmpeg wrote no readable clip from {start} s") from None
 
 
 def _last_line(stderr: bytes | None) -> str:

@@ -27,8 +27,8 @@ def common_build_options(func):
     options = [
         click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
                      help="Benchmark directory to write (created; re-running resumes)."),
-        click.option("--seed", default=0, show_default=True, help="Seed of the label split and the fixed pairs."),
-        click.option("--workers", default=1, show_default=True,
+        click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the label split and the fixed pairs."),
+        click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
                      help="Videos processed in parallel by the media step (the result does not depend on it)."),
         click.option("--skip-media", is_flag=True, help="Build the manifests only; no video is fetched or cut."),
         click.option("--resolution", default="320x320", show_default=True, callback=parse_resolution,
@@ -59,10 +59,10 @@ def setup_logging(verbose: bool) -> None:
 @click.option("--videos", default=None,
               help="Folder or http(s) base URL holding the AVA videos (<base>/<file name>). Needed unless --skip-media.")
 @common_build_options
-@click.option("--min-tubelets", default=100, show_default=True,
+@click.option("--min-tubelets", default=100, show_default=True, type=click.IntRange(0),
               help="A held-out label needs more than this many tubelets in the validation videos (paper: 100).")
-@click.option("--num-val-labels", default=27, show_default=True, help="Combined labels held out for validation.")
-@click.option("--num-test-labels", default=27, show_default=True, help="Combined labels held out for test.")
+@click.option("--num-val-labels", default=27, show_default=True, type=click.IntRange(1), help="Combined labels held out for validation.")
+@click.option("--num-test-labels", default=27, show_default=True, type=click.IntRange(1), help="Combined labels held out for test.")
 @click.option("--split-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Take the val/test labels from an official val_test.json instead of choosing them.")
 @click.option("--skip-bad-rows", is_flag=True,
@@ -96,7 +96,7 @@ def build_ava(annotations, videos, out, seed, workers, skip_media, resolution, f
 @click.option("--source", required=True, help="http(s) base URL of the videos (e.g. the AVA mirror's .../trainval) or a folder.")
 @click.option("--dest", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to download into; partial transfers there are resumed.")
-@click.option("--workers", default=4, show_default=True, help="Parallel transfers.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1), help="Parallel transfers.")
 def download_ava(annotations, source, dest, workers):
     """Download the AVA videos named by the release's file list (resumable).
 

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from stvr_data import fetch, media
-from stvr_data.errors import MediaError
-from stvr_data.fetch import VideoMissingError
 from stvr_data.atomic import atomic_path
 from stvr_data.cli.main import main
+from stvr_data.errors import MediaError
+from stvr_data.fetch import VideoMissingError
 
 
 def tiny_video(path: Path, frames: int = 60, seed: int = 0) -> Path:

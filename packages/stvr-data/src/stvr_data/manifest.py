@@ -163,7 +163,7 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema)
             raise ManifestError(f"{path}: column '{field.name}' has null values")
     try:
         table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError) as err:
         raise ManifestError(f"{path}: cannot write, {err}") from None
     table = table.replace_schema_metadata(schema.metadata)
     with atomic_write(path) as tmp:

@@ -88,11 +88,15 @@ def torch_load(path: Path, error: type[Exception], what: str, map_location="cpu"
     of its code runs), anything else is "not a readable `what`" with torch's first line."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:  # torch's weights_only refusal, with several lines of advice
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        detail = f" ({refused.group(1)})" if refused else ""
-        raise error(f"{path}: refused to load, the {what} holds objects other than tensors and plain "
-                    f"values{detail}; nothing in it was run") from None
+    except pickle.UnpicklingError as err:  # torch's weights_only loader, with lines of advice
+        text = str(err)
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if refused:
+            raise error(f"{path}: refused to load, the {what} holds objects other than tensors and plain "
+                        f"values ({refused.group(1)}); nothing in it was run") from None
+        reason = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+        detail = reason.group(1).strip() if reason else text.strip().splitlines()[0]
+        raise error(f"{path}: not a readable {what} ({detail})") from None
     except Exception as err:  # torch raises several unrelated types for a bad file
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise error(f"{path}: not a readable {what} ({type(err).__name__}: {first})") from None

@@ -191,8 +191,9 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
 
 
 def _diverged(what: str, out: Path) -> TrainingDiverged:
-    return TrainingDiverged(f"training diverged: {what}; the last good checkpoint is {out / LAST}: "
-                            "lower --lr or check the data")
+    last = out / LAST
+    kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved yet"
+    return TrainingDiverged(f"training diverged: {what}; {kept}: lower --lr or check the data")
 
 
 def _restore(out: Path, model, optimizer, spec: ModelSpec, resume: bool, device, rank: int = 0,

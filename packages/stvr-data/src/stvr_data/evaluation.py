@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from stvr_data.atomic import atomic_write
-from stvr_data.errors import DetectionsError, ManifestError
+from stvr_data.errors import DetectionsError, ManifestError, one_line
 from stvr_data.manifest import CLIPS_PER_SECOND
 
 DETECTION_COLUMNS = ("pair_id", "timestamp", "x1", "y1", "x2", "y2", "score")
@@ -149,7 +149,7 @@ def read_detections(path: str | Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         return pd.read_csv(path, dtype={"pair_id": str}, low_memory=False)
     except (ValueError, OSError, pd.errors.ParserError) as err:
-        raise DetectionsError(f"{path}: cannot read detections ({err})") from None
+        raise DetectionsError(f"{path}: cannot read detections ({one_line(err)})") from None
 
 
 # --- images and overlaps ------------------------------------------------------------------

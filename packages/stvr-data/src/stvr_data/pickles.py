@@ -8,6 +8,11 @@ unpickler here admits exactly those callables, resolved from a fixed table (neve
 importing the name the file asks for), and refuses every other global with an
 `UnsafePickleError` naming the file and the global.
 
+Nor may a pickle allocate more than its own bytes describe (a 35-byte file asking for a
+1 TiB ``bytearray``, a corrupted memo index sizing a 32 GB table): see
+`RestrictedUnpickler`. Any other failure while loading is one `PickleFormatError` line.
+This is the one unpickler of both packages (stvr-model reads weight pickles with it).
+
 Python 2 pickles hold byte strings; ``encoding="latin1"`` decodes them so that numpy's
 raw array buffers survive unchanged (numpy's own advice for Python 2 pickles).
 """

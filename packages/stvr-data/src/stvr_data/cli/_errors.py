@@ -12,13 +12,14 @@ EXIT_BAD_INPUT = 2
 
 
 class StvrGroup(click.Group):
-    """A click group that reports `StvrError` (either package's) and missing files as one
-    line. Both `stvr-data` and `stvr-model` use it."""
+    """A click group that reports `StvrError` (either package's) and operating-system
+    errors (missing or unreadable files) as one line. Both `stvr-data` and `stvr-model`
+    use it."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (StvrError, FileNotFoundError) as err:
+        except (StvrError, OSError) as err:  # OSError: a file that cannot be read, a full disk
             click.echo(f"error: {one_line(err)}", err=True)
             sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:

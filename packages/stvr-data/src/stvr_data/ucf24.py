@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +52,7 @@ from stvr_data.errors import AnnotationError, MediaError
 from stvr_data.pickles import load_restricted
 from stvr_data.text import read_json, read_text
 from stvr_data.tubelets import boxes_series
+from stvr_data.ucf24_checks import check_video_id, checked_videos
 
 CLASSES = (
     "Basketball", "BasketballDunk", "Biking", "CliffDiving", "CricketBowling", "Diving",
@@ -64,10 +64,6 @@ CLASSES = (
 SOURCE_FPS = 25
 FRAME_SIZE = (320, 240)  # (width, height) of every UCF101 video
 KEYFRAME_INTERVAL = manifest.CLIP_FRAMES / manifest.CLIP_FPS  # 1/3 s: one keyframe per clip
-# How far (fraction of the frame side) a box may overhang the frame before it is refused.
-FRAME_MARGIN = 0.1
-# A video id as UCF101 names them, `Class/v_Class_gXX_cYY`; ids become file paths.
-VIDEO_ID = re.compile(r"[A-Za-z0-9_-]+/v_[A-Za-z0-9_-]+")
 CLASS_SPLIT_SIZES = {"train": 14, "val": 5, "test": 5}
 SPLITS = ("train", "val", "test")
 
@@ -119,95 +115,14 @@ def _parse_annotations(data, path: Path) -> UcfAnnotations:
     if isinstance(data, dict) and {"db", "classes"} <= data.keys():
         classes = tuple(str(name) for name in data["classes"])
         train = {str(v) for v in data.get("trainvideos", [])}
-        videos = _checked_videos(data["db"], path, len(classes))
+        videos = checked_videos(data["db"], path, len(classes), FRAME_SIZE)
         test = frozenset(v for v in videos if v not in train) if train else None
         return UcfAnnotations(str(path), "pyannot_with_class_names", videos, classes, test)
     if isinstance(data, dict) and any(isinstance(v, dict) and "annotations" in v for v in data.values()):
-        return UcfAnnotations(str(path), "pyannot", _checked_videos(data, path, len(CLASSES)))
+        return UcfAnnotations(str(path), "pyannot", checked_videos(data, path, len(CLASSES), FRAME_SIZE))
     kind = f"dict with keys {sorted(map(str, data))[:6]}" if isinstance(data, dict) else type(data).__name__
     raise AnnotationError(path, None, f"not a UCF101-24 annotation file ({kind}); expected "
                           "pyannot.pkl (video -> {numf, label, annotations}) or UCF101v2-GT.pkl")
-
-
-def check_video_id(video_id, path, line: int | None = None) -> str:
-    """`video_id` if it is a plain relative ``Class/v_Name`` (letters, digits, '_', '-'):
-    ids become paths of sources and clips, so '..', absolute paths and other separators
-    are refused with an `AnnotationError` naming `path` (and `line`)."""
-    if not isinstance(video_id, str) or not VIDEO_ID.fullmatch(video_id):
-        raise AnnotationError(path, line, f"video id {str(video_id)[:80]!r} is not of the form Class/v_Name "
-                              "(letters, digits, '_' and '-' only)")
-    return video_id
-
-
-def _checked_videos(db, path: Path, num_classes: int) -> dict:
-    """Validate every video entry of a pyannot-layout dict; errors name video and field."""
-    if not isinstance(db, dict):
-        raise AnnotationError(path, None, f"'db' is a {type(db).__name__}, expected a dict")
-    for video_id, entry in db.items():
-        where = f"video '{check_video_id(video_id, path)}'"
-        _require_fields(entry, ("numf", "label", "annotations"), path, where)
-        label, numf = _integer(entry, "label", path, where), _integer(entry, "numf", path, where)
-        if not 0 <= label < num_classes:
-            raise AnnotationError(path, None, f"{where}: label {label} outside 0..{num_classes - 1}")
-        if not isinstance(entry["annotations"], (list, tuple)):
-            raise AnnotationError(path, None, f"{where}: 'annotations' is a {type(entry['annotations']).__name__}, "
-                                  "expected a list of tubes")
-        height, width = entry.get("resolution") or FRAME_SIZE[::-1]
-        for index, tube in enumerate(entry["annotations"]):
-            _check_tube(tube, numf, num_classes, path, f"{where} tube {index}", (width, height))
-    return dict(db)
-
-
-def _integer(entry: dict, field: str, path: Path, where: str) -> int:
-    """`entry[field]` as an int; anything but a whole number is an `AnnotationError`."""
-    value = entry[field]
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return int(value)
-    raise AnnotationError(path, None, f"{where}: '{field}' is {str(value)[:40]!r}, expected a whole number")
-
-
-def _require_fields(entry, fields: tuple[str, ...], path: Path, where: str) -> None:
-    if not isinstance(entry, dict):
-        raise AnnotationError(path, None, f"{where}: a {type(entry).__name__}, expected a dict")
-    missing = [name for name in fields if name not in entry]
-    if missing:
-        raise AnnotationError(path, None, f"{where}: missing fields {missing}")
-
-
-def _check_tube(tube, numf: int, num_classes: int, path: Path, where: str, frame: tuple[int, int]) -> None:
-    _require_fields(tube, ("label", "sf", "ef", "boxes"), path, where)
-    label = _integer(tube, "label", path, where)
-    if not 0 <= label < num_classes:
-        raise AnnotationError(path, None, f"{where}: label {label} outside 0..{num_classes - 1}")
-    sf, ef = _integer(tube, "sf", path, where), _integer(tube, "ef", path, where)
-    if not 0 <= sf < ef <= numf:
-        raise AnnotationError(path, None, f"{where}: frames sf={sf} ef={ef} outside 0 <= sf < ef <= numf={numf}")
-    boxes = np.asarray(tube["boxes"])
-    if boxes.shape != (ef - sf, 4) or boxes.dtype.kind not in "iuf":
-        raise AnnotationError(path, None, f"{where}: 'boxes' has shape {boxes.shape} ({boxes.dtype}), "
-                              f"expected ({ef - sf}, 4) numbers")
-    values = boxes.astype(np.float64)  # cast first: uint8 widths compare fine, sums do not
-    bad = ~(np.isfinite(values).all(axis=1) & (values[:, 2] > 0) & (values[:, 3] > 0))
-    if bad.any():
-        at = sf + int(np.flatnonzero(bad)[0])
-        raise AnnotationError(path, None, f"{where}: 'boxes' at frame {at} is not a finite, non-empty box")
-    _check_inside(values, frame, path, where, sf)
-
-
-def _check_inside(xywh: np.ndarray, frame: tuple[int, int], path: Path, where: str, sf: int) -> None:
-    """Boxes may overhang the `frame` (width, height) by `FRAME_MARGIN` of its side (they
-    are clipped to it); further out they are refused, not clipped to a sliver."""
-    width, height = frame
-    x1, y1 = xywh[:, 0] - 1.0, xywh[:, 1] - 1.0
-    x2, y2 = x1 + xywh[:, 2], y1 + xywh[:, 3]
-    out = ((x1 < -FRAME_MARGIN * width) | (y1 < -FRAME_MARGIN * height)
-           | (x2 > (1 + FRAME_MARGIN) * width) | (y2 > (1 + FRAME_MARGIN) * height))
-    if out.any():
-        i = int(np.flatnonzero(out)[0])
-        raise AnnotationError(path, None, f"{where}: box x,y,w,h {xywh[i].tolist()} at frame {sf + i} lies "
-                              f"outside the {width}x{height} frame")
 
 
 def _from_act_gt(gt: dict, path: Path) -> UcfAnnotations:
@@ -228,7 +143,7 @@ def _from_act_gt(gt: dict, path: Path) -> UcfAnnotations:
                                  "resolution": tuple(int(v) for v in gt["resolution"][video_id])}
     test = gt.get("test_videos")
     test_videos = frozenset(str(v) for v in test[0]) if test else None
-    return UcfAnnotations(str(path), "act_gt", _checked_videos(videos, path, len(classes)), classes, test_videos)
+    return UcfAnnotations(str(path), "act_gt", checked_videos(videos, path, len(classes), FRAME_SIZE), classes, test_videos)
 
 
 def _act_tube(tube: np.ndarray, label: int, path: Path, where: str) -> dict:

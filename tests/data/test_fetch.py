@@ -204,13 +204,21 @@ def _nothing_kept(folder: Path, name: str) -> bool:
     return not dest.exists() and not atomic_path(dest).exists() and not fetch.resume_record(dest).exists()
 
 
-def test_content_length_above_the_body_ends_with_one_error(tmp_path, mirror, video_bytes):
-    # Every full GET makes progress, every resume asks past the end: bounded, not forever.
+def test_content_length_above_the_body_does_not_loop(tmp_path, mirror, video_bytes):
+    # The GET ends short of its Content-Length; the resume asks past the end and the 416
+    # says the file is what we hold, which the whole-file check then accepts.
     mirror.files["v1.mp4"] = (video_bytes, "long_length")
-    with pytest.raises(MediaError, match=r"v1\.mp4: the server declared more bytes than the file's"):
-        fetch.fetch_video(mirror.url, "v1.mp4", tmp_path, backoff=0)
+    got = fetch.fetch_video(mirror.url, "v1.mp4", tmp_path, backoff=0)
+    assert got.read_bytes() == video_bytes
     assert [r for _, r in mirror.requests] == [None, f"bytes={len(video_bytes)}-"]
-    assert _nothing_kept(tmp_path, "v1.mp4")
+
+
+def test_content_length_above_a_cut_body_never_saves_it(tmp_path, mirror):
+    whole = tiny_video(tmp_path / "long.mkv", frames=240).read_bytes()  # 8 s
+    mirror.files["cut.mkv"] = (whole[: len(whole) // 2], "long_length")
+    with pytest.raises(MediaError, match=r"cut\.mkv: (truncated|not a decodable)"):
+        fetch.fetch_video(mirror.url, "cut.mkv", tmp_path / "dl", backoff=0)
+    assert len(mirror.requests) == 2 and _nothing_kept(tmp_path / "dl", "cut.mkv")
 
 
 def test_attempts_per_file_are_bounded_in_all(tmp_path, mirror, video_bytes):

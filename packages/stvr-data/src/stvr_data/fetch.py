@@ -185,7 +185,9 @@ def _attempt(download: _Download, *, timeout: float, progress: Progress | None) 
         response = urllib.request.urlopen(urllib.request.Request(download.url, headers=headers),
                                           timeout=timeout)
     except urllib.error.HTTPError as err:
-        _refused(download, err, have)
+        if have and _holds_whole_file(err, have):
+            return  # e.g. a run stopped between the last byte and the rename: verified next
+        _refused(download, err)
     except (urllib.error.URLError, OSError, HTTPException) as err:
         raise _Dropped(str(getattr(err, "reason", err))) from None
     with response:
@@ -195,15 +197,18 @@ def _attempt(download: _Download, *, timeout: float, progress: Progress | None) 
         _copy_body(response, download.partial, offset, total, progress)
 
 
-def _refused(download: _Download, err: urllib.error.HTTPError, have: int):
+def _holds_whole_file(err: urllib.error.HTTPError, have: int) -> bool:
+    """A 416 whose Content-Range says the file is exactly the `have` bytes we hold (the
+    range asked for starts at its end)."""
+    size = re.fullmatch(r"bytes \*/(\d+)", err.headers.get("Content-Range", "") or "")
+    return err.code == 416 and size is not None and int(size.group(1)) == have
+
+
+def _refused(download: _Download, err: urllib.error.HTTPError):
     url = download.url
     if err.code in GONE_STATUSES:
         raise VideoMissingError(f"{url}: not available (HTTP {err.code})") from None
-    if err.code == 416:  # our partial file is not a prefix the server knows
-        size = re.fullmatch(r"bytes \*/(\d+)", err.headers.get("Content-Range", "") or "")
-        if size and int(size.group(1)) == have:
-            # We hold as many bytes as the file has, yet the server had declared more.
-            raise _CheckFailed(f"the server declared more bytes than the file's {have}") from None
+    if err.code == 416:  # our partial file is not a prefix of the server's file
         download.discard()
         raise _Dropped("HTTP 416, restarting from byte 0") from None
     if 400 <= err.code < 500:
@@ -254,6 +259,8 @@ def _copy_body(response, partial: Path, offset: int, total: int | None,
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OutputWriteError(partial, err) from None
+        if isinstance(err, TimeoutError) and total is not None and done == total:
+            return  # a server keeping the connection open after the whole body
         raise _Dropped(f"connection lost at byte {done}: {err}") from None
     except HTTPException as err:
         raise _Dropped(f"connection lost at byte {done}: {err}") from None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# STVR_SHARED points elsewhere when the checkout does not sit beside it.
+SHARED = Path(os.environ.get("STVR_SHARED") or REPO.parent / "shared")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -93,7 +95,7 @@ BAD_ROWS = [
     ("vidA,0903,0.1,0.2,,0.4,12,0", "x2 '' is not a number"),
     ("vidA,0903,0.1,0.2,0.3,0.4,12.5,0", "action_id '12.5' is not an integer"),
     ("vidA,0903,0.1,0.2,0.3,0.4,12,p1", "person_id 'p1' is not an integer"),
-    ("vidA,-903,0.1,0.2,0.3,0.4,12,0", "timestamp -903 is negative"),
+    ("vidA,-903,0.1,0.2,0.3,0.4,12,0", "timestamp -903 outside the annotated keyframes 902..1798"),
     ("vidA,0903,0.1,0.2,0.3,1.01,12,0", "box y2=1.01 outside [0, 1]"),
     ("vidA,0903,-0.1,0.2,0.3,0.4,12,0", "box x1=-0.1 outside [0, 1]"),
     ("vidA,0903,0.3,0.2,0.3,0.4,12,0", "empty box: x2=0.3 <= x1=0.3"),
@@ -271,3 +273,55 @@ def test_load_annotations_unknown_action_and_skip_report(tmp_path):
 
 def test_errors_are_value_errors():
     assert issubclass(AnnotationError, StvrDataError) and issubclass(StvrDataError, ValueError)
+
+
+@pytest.mark.parametrize("row, problem", [
+    ("vidA,902.5,0.1,0.2,0.3,0.4,12,0", "timestamp 902.5 is not a whole second (AVA keyframes are)"),
+    ("vidA,1e400,0.1,0.2,0.3,0.4,12,0", "timestamp inf is not a finite number"),
+    ("vidA,4911,0.1,0.2,0.3,0.4,12,0", "timestamp 4911 outside the annotated keyframes 902..1798"),
+    ("vidA,0901,0.1,0.2,0.3,0.4,12,0", "timestamp 901 outside the annotated keyframes 902..1798"),
+    ("vidA,0902,0.1,0.2,1e400,0.4,12,0", "box x2=inf outside [0, 1]"),
+])
+def test_keyframes_must_be_whole_seconds_inside_the_segment(tmp_path, row, problem):
+    path = write(tmp_path / "ava_train_v2.2.csv", GOOD + row + "\n")
+    with pytest.raises(AnnotationError) as caught:
+        read_boxes(path, action_ids={12, 80})
+    line = GOOD.count("\n") + 1
+    assert str(caught.value) == f"{path}:{line}: {problem}"
+    boxes, report = read_boxes(path, action_ids={12, 80}, skip_bad_rows=True)
+    assert len(boxes) == line - 1 and report["line"].tolist() == [line]
+    assert report["problem"].tolist() == [problem]
+
+
+@pytest.mark.parametrize("data, line, problem", [
+    (b"vidA,0902,0.1,0.2,0.3,0.4,12,0\n\x00\x01\x02binary\n", 2, "binary data (a NUL byte), not a text file"),
+    (b"vidA,0902,0.1,0.2,0.3,0.4,12,0\nvid\xff,0902,0.1,0.2,0.3,0.4,12,0\n", 2, "not UTF-8 text (byte 0xff)"),
+])
+def test_binary_or_non_utf8_files_name_file_and_line(tmp_path, data, line, problem):
+    csv = tmp_path / "ava_train_v2.2.csv"
+    csv.write_bytes(data)
+    with pytest.raises(AnnotationError, match=re.escape(f"{csv}:{line}: {problem}")):
+        read_boxes(csv, skip_bad_rows=True)
+    pbtxt = tmp_path / "ava_action_list_v2.2.pbtxt"
+    pbtxt.write_bytes(ITEM_STYLE.encode() + data)
+    with pytest.raises(AnnotationError, match=re.escape(f"{pbtxt}:{ITEM_STYLE.count(chr(10)) + line}: {problem}")):
+        read_action_list(pbtxt)
+
+
+def test_conflicting_boxes_are_skipped_and_reported_with_skip_bad_rows(tmp_path):
+    directory = make_release(tmp_path / "ann")
+    write(directory / "ava_val_v2.2.csv", "va1,0902,0.1,0.2,0.3,0.4,80,0\nva1,0903,0.1,0.2,0.3,0.4,80,0\n"
+                                          "va1,0903,0.5,0.2,0.6,0.4,12,0\n")
+    release = load_annotations(directory, skip_bad_rows=True)
+    assert release.val["timestamp"].tolist() == [902.0]
+    conflicts = release.bad_rows[release.bad_rows["problem"].str.contains("another box")]
+    assert conflicts["line"].tolist() == [2, 3]
+    assert conflicts["problem"].tolist() == ["person 0 at 903 s has another box (line 2)"] * 2
+
+
+@pytest.mark.parametrize("text, skip", [("", False), ("tr1,0902,0.1,0.2,2.0,0.4,12,0\n", True)])
+def test_a_release_without_usable_training_rows_is_an_error(tmp_path, text, skip):
+    directory = make_release(tmp_path / "ann")
+    write(directory / "ava_train_v2.2.csv", text)
+    with pytest.raises(AnnotationError, match=r"ava_train_v2\.2\.csv: no usable annotation rows"):
+        load_annotations(directory, skip_bad_rows=skip)

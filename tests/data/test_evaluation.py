@@ -105,7 +105,8 @@ def random_case(seed: int, num_pairs: int = 30):
             gt += [(pair, label, t, b) for b in boxes] or [(pair, label, t, None)]
             for b in boxes + boxes[:1]:  # a duplicate on the first box
                 if rng.random() < 0.8:
-                    det.append((pair, t, list(np.asarray(b) + rng.normal(0, 0.05, 4)), rng.random()))
+                    jittered = np.clip(np.asarray(b) + rng.normal(0, 0.05, 4), 0.0, 1.0)  # scorer wants [0, 1]
+                    det.append((pair, t, list(jittered), rng.random()))
             for _ in range(int(rng.integers(0, 3))):
                 x, y = rng.uniform(0, 0.8, 2)
                 det.append((pair, t, [x, y, x + 0.15, y + 0.2], rng.random()))
@@ -217,6 +218,13 @@ GOOD = det_rows([("test-00000", 10.0, FULL, 0.9), ("test-00000", 10.0, [0.2, 0.2
     (lambda d: d.assign(y1=[0.0, np.nan]), "row 2 (pair_id='test-00000', timestamp=10.0): y1 is NaN"),
     (lambda d: d.assign(x2=[1.0, 0.1]), "row 2 (pair_id='test-00000', timestamp=10.0): x2 < x1"),
     (lambda d: d.assign(y2=[-1.0, 0.4]), "row 1 (pair_id='test-00000', timestamp=10.0): y2 < y1"),
+    (lambda d: d.assign(x2=[1.0, 1.5]),
+     "row 2 (pair_id='test-00000', timestamp=10.0): box [0.2, 0.2, 1.5, 0.4] outside [0, 1] "
+     "(boxes are normalised x1, y1, x2, y2)"),
+    (lambda d: d.assign(x1=[10.0, 64.0], y1=[12.0, 64.0], x2=[200.0, 128.0], y2=[240.0, 128.0]),
+     "row 1 (pair_id='test-00000', timestamp=10.0): box [10.0, 12.0, 200.0, 240.0] outside [0, 1] "
+     "(boxes are normalised x1, y1, x2, y2); they look like pixel coordinates: divide x by the frame "
+     "width and y by its height (1 more rows like it)"),
     (lambda d: d.assign(score=["0.9", "high"]), "row 2 (pair_id='test-00000', timestamp=10.0): score 'high' is not a number"),
     (lambda d: d.assign(pair_id=["test-00000", "test-00042"]), "row 2 (pair_id='test-00042', timestamp=10.0): unknown pair_id"),
     (lambda d: d.assign(pair_id=["val-00000", "test-00000"]), "row 1 (pair_id='val-00000', timestamp=10.0): pair belongs to the val split, not test"),
@@ -326,8 +334,11 @@ def test_shifting_boxes_across_the_threshold(official_gt):
     # Only images with a single box are shifted, so a shifted detection has no other match.
     det = _perfect(official_gt)
     rng = np.random.default_rng(2)
-    shifted = _single_box_rows(det).to_numpy() & (rng.random(len(det)) < 0.3)
     shift = (det.x2 - det.x1) * 3 / 7
+    # boxes stay inside [0, 1], as the scorer requires: shifted left where right would leave it
+    shift = shift.where(det.x2 + shift <= 1, -shift)
+    fits = ((det.x1 + shift >= 0) & (det.x2 + shift <= 1)).to_numpy()
+    shifted = _single_box_rows(det).to_numpy() & fits & (rng.random(len(det)) < 0.3)
     det.loc[shifted, "x1"] += shift[shifted]
     det.loc[shifted, "x2"] += shift[shifted]
     det.loc[shifted, "score"] = 0.5  # ranked after every correct detection

@@ -328,3 +328,15 @@ def test_read_frames_names_an_unreadable_clip(tmp_path):
     bad.write_bytes(b"junk")
     with pytest.raises(MediaError, match="bad.mp4"):
         media.read_frames(bad, 900.0, 8)
+
+
+def test_a_cut_that_yields_nothing_names_the_source_not_the_temporary_file(tmp_path):
+    whole = write_video(tmp_path / "whole.mkv", [Fraction(j, 30) for j in range(240)])  # header says 8 s
+    cut = tmp_path / "query.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])  # frames end near 2.7 s
+    with pytest.raises(MediaError) as caught:
+        media.cut_clip(cut, tmp_path / "work" / "query.mp4", start=6.0, end=7.0, size=(32, 32))
+    message = str(caught.value)
+    assert message.startswith(f"{cut}: ") and ".partial" not in message
+    assert not (tmp_path / "work" / "query.mp4").exists()
+    assert not atomic_path(tmp_path / "work" / "query.mp4").exists()

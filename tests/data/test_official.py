@@ -161,8 +161,12 @@ def test_import_refuses_a_directory_holding_another_benchmark(release, tmp_path)
 @pytest.mark.parametrize("mutate, problem", [
     (lambda r: r[3][1].update(end=r[3][1]["end"] + 1), "pair 3: reference gt has"),
     (lambda r: r[0][0].update(frames=[1563, 1565]), "pair 0: query frames must be consecutive"),
-    (lambda r: r[1][0]["boxes"].append([0.1, 0.1, 0.2, 0.2]), "pair 1: query needs one"),
-    (lambda r: r[2][1]["gt"][0].append([0.5, 0.1, 0.2, 0.2]), "pair 2: reference gt must list"),
+    (lambda r: r[1][0]["boxes"].append([0.1, 0.1, 0.2, 0.2]), "pair 1: query has 2 boxes for 1 frames"),
+    (lambda r: r[2][1]["gt"][0].append([0.5, 0.1, 0.2, 0.2]),
+     "pair 2: reference gt second 0 box 5 [0.5, 0.1, 0.2, 0.2] is inverted"),
+    (lambda r: r[1][0]["boxes"].__setitem__(0, [0.1, float("nan"), 0.2, 0.2]),
+     "pair 1: query box 0 [0.1, nan, 0.2, 0.2] holds NaN or infinity"),
+    (lambda r: r[0][0].update(id="../../etc"), "pair 0: query id '../../etc' is not a plain video id"),
     (lambda r: r[4].pop(), "pair 4: expected [query, reference]"),
 ])
 def test_malformed_release_names_the_pair(test_records, tmp_path, mutate, problem):
@@ -213,3 +217,14 @@ def test_a_built_benchmark_survives_export_and_import(tmp_path):
     assert (before.pair_id == after.pair_id).all()
     assert np.allclose(before[["timestamp", "x1", "y1", "x2", "y2"]].to_numpy(float),
                        after[["timestamp", "x1", "y1", "x2", "y2"]].to_numpy(float), equal_nan=True, atol=1e-6)
+
+
+def test_deeply_nested_release_is_one_error_with_its_line(tmp_path):
+    path = tmp_path / "stvr_test.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(AnnotationError, match=r"stvr_test\.json:1: JSON nested deeper than 64 levels"):
+        read_official(path)
+    # brackets inside strings do not count
+    path.write_text(json.dumps([[{"id": "[" * 500}]]))
+    with pytest.raises(AnnotationError, match="pair 0: expected"):
+        read_official(path)

@@ -98,8 +98,9 @@ def test_conflicting_boxes_name_video_time_person_and_lines(tmp_path):
 
 
 def test_keyframe_interval_is_a_parameter(tmp_path):
-    text = "v,1.0,0.1,0.1,0.2,0.2,1,0\nv,1.5,0.1,0.1,0.2,0.2,1,0\nv,2.5,0.1,0.1,0.2,0.2,1,0\n"
+    text = "v,902,0.1,0.1,0.2,0.2,1,0\nv,903,0.1,0.1,0.2,0.2,1,0\nv,904,0.1,0.1,0.2,0.2,1,0\n"
     boxes, _ = boxes_of(text, tmp_path)
+    boxes["timestamp"] = [1.0, 1.5, 2.5]  # AVA files hold whole seconds only; linking takes any grid
     assert link_tubelets(boxes, keyframe_interval=0.5)[["start", "end"]].values.tolist() == [
         [1.0, 1.5], [2.5, 2.5]]
     assert len(link_tubelets(boxes, keyframe_interval=0.25)) == 3  # 1.0 and 1.5 are 2 steps apart

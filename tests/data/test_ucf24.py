@@ -212,6 +212,15 @@ def _tube(**change):
      "video 'A/v_A' tube 0: frames sf=1 ef=12 outside"),
     ({"numf": 10, "label": 0, "annotations": [_tube(boxes=np.array([[1, 1, 5, 5], [1, 1, 0, 5]]))]},
      "video 'A/v_A' tube 0: 'boxes' at frame 1 is not a finite, non-empty box"),
+    ({"numf": "abc", "label": 0, "annotations": []}, "video 'A/v_A': 'numf' is 'abc', expected a whole number"),
+    ({"numf": 10, "label": 0, "annotations": None}, "video 'A/v_A': 'annotations' is a NoneType, expected a list"),
+    ({"numf": 10, "label": 0, "annotations": [_tube(sf="x")]}, "video 'A/v_A' tube 0: 'sf' is 'x'"),
+    ({"numf": 10, "label": 0, "annotations": [_tube(boxes=np.array([[900, 1, 5, 5], [1, 1, 5, 5]]))]},
+     r"video 'A/v_A' tube 0: box x,y,w,h \[900.0, 1.0, 5.0, 5.0\] at frame 0 lies outside the 320x240 frame"),
+    ({"numf": 10, "label": 0, "annotations": [_tube(boxes=np.array([[1, 1, 5, 5], [-200, -90, 50, 50]]))]},
+     r"video 'A/v_A' tube 0: box x,y,w,h \[-200.0, -90.0, 50.0, 50.0\] at frame 1 lies outside the 320x240"),
+    ({"numf": 10, "label": 0, "annotations": [{"label": 0, "sf": 0, "ef": 1, "boxes": None}]},
+     r"video 'A/v_A' tube 0: 'boxes' has shape \(\) \(object\)"),
 ])
 def test_malformed_entries_name_video_tube_and_field(tmp_path, entry, message):
     good = {"numf": 10, "label": 0, "annotations": [_tube()]}
@@ -310,3 +319,33 @@ def test_prepare_is_deterministic_and_resumable(built, ucf_dir, tmp_path):
                               options=BuildOptions(seed=5, skip_media=True))
     assert other["labels"]["test"] == sorted(ucf24.CLASSES[19:])
     assert other["video_split"]["used"] is False
+
+
+@pytest.mark.parametrize("video_id", ["../../../../tmp/x/v_Diving_g01_c01", "/abs/v_Diving_g01_c01",
+                                      "Diving/../v_x", "Diving/sub/v_Diving_g01_c01", "Diving\\v_x", 7])
+def test_video_ids_that_are_not_plain_class_and_name_are_refused(tmp_path, video_id):
+    path = tmp_path / "pyannot.pkl"
+    path.write_bytes(pickle.dumps({video_id: {"numf": 10, "label": 0, "annotations": [_tube()]}}))
+    with pytest.raises(AnnotationError, match=r"pyannot\.pkl: video id .* is not of the form Class/v_Name"):
+        ucf24.read_annotations(path)
+    listing = tmp_path / "testlist01.txt"
+    listing.write_text(f"Diving/v_Diving_g01_c01.avi\n{video_id}.avi\n")
+    with pytest.raises(AnnotationError, match=r"testlist01\.txt:2: video id"):
+        ucf24.read_split_list(listing)
+
+
+def test_a_wrong_structure_deep_inside_is_one_annotation_error(tmp_path):
+    path = tmp_path / "UCF101v2-GT.pkl"
+    path.write_bytes(pickle.dumps({"gttubes": 5, "nframes": {}, "labels": list(ucf24.CLASSES)}))
+    with pytest.raises(AnnotationError, match=r"UCF101v2-GT\.pkl: unexpected structure \(AttributeError"):
+        ucf24.read_annotations(path)
+
+
+def test_build_ucf_with_a_hostile_id_is_one_line_and_writes_nothing(tmp_path):
+    path = tmp_path / "pyannot.pkl"
+    path.write_bytes(pickle.dumps({"../../x/v_Diving_g01_c01": {"numf": 10, "label": 5, "annotations": [_tube()]}}))
+    result = CliRunner().invoke(main, ["build-ucf", "--annotations", str(path), "--out", str(tmp_path / "out"),
+                                       "--skip-media"])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "is not of the form Class/v_Name" in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "x").exists()

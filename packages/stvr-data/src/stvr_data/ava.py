@@ -41,12 +41,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from stvr_data.errors import AnnotationError
+from stvr_data.text import check_text, read_text
 
 AVA_SEGMENT = (900.0, 1800.0)
+# Annotated keyframes: whole seconds whose 1.5 s context lies inside the segment.
+KEYFRAMES = (int(AVA_SEGMENT[0]) + 2, int(AVA_SEGMENT[1]) - 2)
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 REPORT_COLUMNS = ("file", "line", "problem", "text")
 
-_PLAIN_ID = r"^[A-Za-z0-9_-]+$"
+PLAIN_ID = r"^[A-Za-z0-9_-]+$"
 _FLOAT = r"^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$"
 # At most 9 digits, so that every accepted id fits int32.
 _INT = r"^[-+]?[0-9]{1,9}$"
@@ -102,6 +105,7 @@ def _read_clean(path: Path, types: dict) -> dict | None:
     if not path.is_file():
         raise AnnotationError(path, None, "file not found")
     data = path.read_bytes()
+    check_text(data, path)
     lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
     invalid: list = []
     try:
@@ -127,12 +131,11 @@ def _read_clean(path: Path, types: dict) -> dict | None:
 
 def _read_lines(path: Path) -> pa.Array:
     """Every line of a text file as a string array, blank lines kept (line = index + 1)."""
-    if not path.is_file():
-        raise AnnotationError(path, None, "file not found")
-    if path.stat().st_size == 0:  # an empty exclusion list is valid; Arrow refuses it
+    data = read_text(path).encode("utf-8")
+    if not data:  # an empty exclusion list is valid; Arrow refuses it
         return pa.array([], type=pa.string())
     try:
-        table = pa_csv.read_csv(path, **_csv_options(["text"], None))
+        table = pa_csv.read_csv(pa.BufferReader(data), **_csv_options(["text"], None))
     except pa.ArrowInvalid as err:
         raise AnnotationError(path, None, f"not readable as CSV text ({err})") from None
     return table.column("text").combine_chunks()
@@ -171,7 +174,7 @@ def _exact_fields(path: Path, types: dict):
 def _check_ids(checks: _Checks, columns: dict) -> None:
     for name, column in columns.items():
         if isinstance(column, pa.Array) and pa.types.is_string(column.type):
-            ok = pc.match_substring_regex(column, _PLAIN_ID).to_numpy(zero_copy_only=False)
+            ok = pc.match_substring_regex(column, PLAIN_ID).to_numpy(zero_copy_only=False)
             checks.add(~ok, lambda i, n=name, c=column: f"{n} {_at(c, i)!r} is not a plain id ([A-Za-z0-9_-]+)")
 
 
@@ -231,7 +234,8 @@ def read_boxes(path, *, action_ids: set[int] | None = None,
     bad rows (``file, line, problem, text``); it is empty unless `skip_bad_rows`.
 
     A row is bad when it has not 8 fields, a video id outside ``[A-Za-z0-9_-]+``,
-    a field that is not a number, a negative timestamp or person id, a box
+    a field that is not a number, a timestamp that is not a whole second in
+    ``KEYFRAMES`` (902..1798), a negative person id, a box
     coordinate outside ``[0, 1]``, ``x2 <= x1`` or ``y2 <= y1``, or an action id not
     in `action_ids` (when given). Blank lines are ignored. The first bad row raises
     `AnnotationError(path, line, problem)` unless `skip_bad_rows`.
@@ -253,7 +257,11 @@ def _check_values(checks: _Checks, columns: dict, action_ids: set[int] | None,
                   boxes: bool = True) -> None:
     """Range checks on parsed rows (rows already failing keep their first problem)."""
     time = columns["timestamp"]
-    checks.add(time < 0, lambda i: f"timestamp {time[i]:g} is negative")
+    checks.add(~np.isfinite(time), lambda i: f"timestamp {time[i]:g} is not a finite number")
+    checks.add(time != np.floor(time), lambda i: f"timestamp {time[i]:g} is not a whole second (AVA keyframes are)")
+    low, high = KEYFRAMES
+    checks.add((time < low) | (time > high),
+               lambda i: f"timestamp {time[i]:g} outside the annotated keyframes {low}..{high}")
     if not boxes:
         return
     for name in BOX_COLUMNS:
@@ -288,6 +296,28 @@ def read_excluded_timestamps_report(path, *, skip_bad_rows: bool = False):
                          "timestamp": columns["timestamp"]}), report
 
 
+def drop_conflicts(boxes: pd.DataFrame, path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows of a `read_boxes` frame whose person has one box per keyframe, and a report
+    of the rest: every row of a (video, timestamp, person) whose action rows disagree on
+    the box (which of them is right cannot be told)."""
+    key = ["video_id", "timestamp", "person_id"]
+    distinct = boxes.groupby(key, sort=False)[list(BOX_COLUMNS)].transform("nunique")
+    bad = (distinct > 1).any(axis=1).to_numpy()
+    if not bad.any():
+        return boxes, empty_report()
+    rows = boxes[bad]
+    first_line = rows.groupby(key, sort=False)["line"].transform("min").to_numpy()
+    report = pd.DataFrame({
+        "file": pd.Series([str(path)] * len(rows), dtype=str), "line": rows["line"].to_numpy(np.int64),
+        "problem": pd.Series([f"person {p} at {t:g} s has another box (line {f})" for p, t, f
+                              in zip(rows.person_id, rows.timestamp, first_line, strict=True)], dtype=str),
+        "text": pd.Series([",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in r)
+                           for r in rows[["video_id", "timestamp", *BOX_COLUMNS, "action_id", "person_id"]]
+                           .itertuples(index=False)], dtype=str),
+    })
+    return boxes[~bad].reset_index(drop=True), report
+
+
 def drop_excluded(boxes: pd.DataFrame, excluded: pd.DataFrame) -> pd.DataFrame:
     """Rows of `boxes` whose ``(video_id, timestamp)`` is not in `excluded`; order kept."""
     if excluded.empty:
@@ -315,7 +345,7 @@ def read_action_list(path) -> dict[int, str]:
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(path, None, "file not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     names: dict[int, str] = {}
     for block in _PBTXT_BLOCK.finditer(text):
         line = text.count("\n", 0, block.start()) + 1
@@ -349,7 +379,7 @@ def read_file_names(path) -> dict[str, str]:
         stem, dot, ext = name.rpartition(".")
         if not dot or not stem or not ext:
             raise AnnotationError(path, number, f"file name {name!r} has no extension")
-        if not re.fullmatch(_PLAIN_ID, stem):
+        if not re.fullmatch(PLAIN_ID, stem):
             raise AnnotationError(path, number, f"video id {stem!r} is not a plain id ([A-Za-z0-9_-]+)")
         if stem in names:
             raise AnnotationError(path, number, f"video id {stem!r} listed twice")
@@ -423,9 +453,15 @@ def load_annotations(directory, version: str | None = None, skip_bad_rows: bool 
     for subset in ("train", "val"):
         boxes, report = read_boxes(files[subset], action_ids=set(action_names),
                                    skip_bad_rows=skip_bad_rows)
+        if skip_bad_rows:
+            boxes, conflicts = drop_conflicts(boxes, files[subset])
+            report = pd.concat([report, conflicts], ignore_index=True)
         excluded, ex_report = read_excluded_timestamps_report(files[f"{subset}_excluded"],
                                                               skip_bad_rows=skip_bad_rows)
         subsets[subset] = drop_excluded(boxes, excluded)
+        if subsets[subset].empty:
+            raise AnnotationError(files[subset], None, "no usable annotation rows"
+                                  + (" (all were bad or excluded)" if len(boxes) or len(report) else ""))
         excluded_rows += len(boxes) - len(subsets[subset])
         reports += [report, ex_report]
     return AvaAnnotations(

@@ -11,16 +11,19 @@ import pandas as pd
 from tqdm import tqdm
 
 from stvr_data import build, manifest, splits, tubelets
+from stvr_data.atomic import atomic_write
 from stvr_data.ava import AVA_SEGMENT, AvaAnnotations, load_annotations
 from stvr_data.errors import MediaError, StvrDataError
 from stvr_data.fetch import fetch_video
+
+FAILED_LIST = "failed.csv"
 
 
 def download_ava(annotations, source: str, dest, *, workers: int = 4, retries: int = 3) -> pd.DataFrame:
     """Fetch every video of the release in `annotations` from `source` (an http(s) base URL
     such as the AVA mirror's `.../trainval`, or a folder) into `dest`, resuming partial
     transfers. Returns `video_id, file_name, path, error` (path null when it failed); one
-    failure does not stop the others."""
+    failure does not stop the others. The failures are also written to `dest/failed.csv`."""
     names = load_annotations(annotations).file_names
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -34,7 +37,14 @@ def download_ava(annotations, source: str, dest, *, workers: int = 4, retries: i
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         rows = list(tqdm(pool.map(one, sorted(names.items())), total=len(names), desc="download", unit="video"))
-    return pd.DataFrame(rows, columns=["video_id", "file_name", "path", "error"])
+    result = pd.DataFrame(rows, columns=["video_id", "file_name", "path", "error"])
+    failed = result[result.path.isna()]
+    if len(failed):
+        with atomic_write(dest / FAILED_LIST) as path:
+            failed.to_csv(path, index=False)
+    else:
+        (dest / FAILED_LIST).unlink(missing_ok=True)  # no longer true
+    return result
 
 def prepare_ava(annotations, videos, out, *, options=None, min_tubelets: int = 100,
                 num_val_labels: int = 27, num_test_labels: int = 27, split_file=None,
@@ -54,9 +64,8 @@ def prepare_ava(annotations, videos, out, *, options=None, min_tubelets: int = 1
     release = load_annotations(annotations, skip_bad_rows=skip_bad_rows)
     out = Path(out)
     if len(release.bad_rows):
-        report = out / build.REPORTS_DIR / "bad_rows.csv"
-        report.parent.mkdir(parents=True, exist_ok=True)
-        release.bad_rows.to_csv(report, index=False)
+        with atomic_write(out / build.REPORTS_DIR / "bad_rows.csv") as report:
+            release.bad_rows.to_csv(report, index=False)
     linked = {subset: tubelets.link_tubelets(getattr(release, subset), source=str(release.files[subset]))
               for subset in ("train", "val")}
     if split_file is not None:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from stvr_data import chance, manifest, pairs
+from stvr_data.atomic import atomic_write
 from stvr_data.errors import StvrDataError
 
 log = logging.getLogger(__name__)
@@ -215,10 +216,9 @@ def _draw_samples_per_label(tubelets: pd.DataFrame, path: Path, *, title: str) -
               loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     ax.set_title(title, pad=24)
     fig.tight_layout()
-    tmp = manifest.atomic_path(path)
-    fig.savefig(tmp, dpi=120, format="png", metadata={"Software": None})
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png", metadata={"Software": None})
     plt.close(fig)
-    tmp.replace(path)
 
 
 def summary(card: dict) -> str:

@@ -1,9 +1,21 @@
-"""Errors raised on bad input. The CLI prints them as one line and exits non-zero."""
+"""Errors raised on bad input or an output that cannot be written.
+
+`StvrError` is the one base of every error either package (stvr-data, stvr-model)
+reports to its user: both command lines print it as one line and exit non-zero.
+`StvrDataError` and its subclasses are this package's; stvr-model's derive from
+`StvrError` too.
+"""
 
 from __future__ import annotations
 
+import errno
 
-class StvrDataError(ValueError):
+
+class StvrError(ValueError):
+    """Base class of every problem the STVR tools report as one line (never a traceback)."""
+
+
+class StvrDataError(StvrError):
     """Base class for every input problem this package reports."""
 
 
@@ -28,3 +40,26 @@ class MediaError(StvrDataError):
 
 class DetectionsError(StvrDataError):
     """A detections file that the scorer cannot accept."""
+
+
+class OutputWriteError(StvrDataError):
+    """An output file that could not be written (disk full, no permission, ...).
+
+    `errno` is the operating system's error number; `disk_full` tells a full disk or
+    exhausted quota (worth retrying once space is freed) from the rest.
+    """
+
+    def __init__(self, path, err: OSError):
+        self.path = str(path)
+        self.errno = err.errno
+        reason = err.strerror or str(err)
+        super().__init__(f"{self.path}: cannot write ({reason})")
+
+    @property
+    def disk_full(self) -> bool:
+        return self.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def one_line(err: BaseException) -> str:
+    """`err`'s message on one line (line breaks in it become ' | ')."""
+    return " | ".join(part.strip() for part in str(err).splitlines() if part.strip()) or type(err).__name__

@@ -31,10 +31,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stvr_data.errors import DetectionsError, ManifestError
+from stvr_data.atomic import atomic_write
+from stvr_data.errors import DetectionsError, ManifestError, one_line
 from stvr_data.manifest import CLIPS_PER_SECOND
 
 DETECTION_COLUMNS = ("pair_id", "timestamp", "x1", "y1", "x2", "y2", "score")
+BOX_COORDS = ("x1", "y1", "x2", "y2")
+BOX_SLACK = 1e-6  # float rounding of a box computed as pixels / size
 GROUNDTRUTH_COLUMNS = ("pair_id", "label", "timestamp", "x1", "y1", "x2", "y2")
 SUMMARY_THRESHOLDS = (0.3, 0.5, 0.7)
 SPLITS = ("train", "val", "test")
@@ -71,7 +74,8 @@ def validate_detections(frame: pd.DataFrame, *, source: str = "detections",
 
     Raises `DetectionsError` naming `source`, the first offending row (counted from 1,
     header excluded) and the problem: missing columns, values that are not numbers, NaN or
-    infinite values, x2 < x1 or y2 < y1, pair ids of another split (when `split` is given;
+    infinite values, box coordinates outside [0, 1] (with a hint when they look like
+    pixels), x2 < x1 or y2 < y1, pair ids of another split (when `split` is given;
     ids are ``<split>-<index>``) and pair ids not in `pair_ids` (when given).
     """
     missing = [c for c in DETECTION_COLUMNS if c not in frame.columns]
@@ -93,8 +97,22 @@ def validate_detections(frame: pd.DataFrame, *, source: str = "detections",
         inverted = out[high].to_numpy() < out[low].to_numpy()
         if inverted.any():
             raise _bad_row(source, frame, inverted, f"{high} < {low}")
+    _check_normalised(out, frame, source)
     _check_pair_ids(out["pair_id"].array, frame, source, pair_ids, split)
     return out.reset_index(drop=True)
+
+
+def _check_normalised(out: pd.DataFrame, frame: pd.DataFrame, source: str) -> None:
+    """Box coordinates must be normalised to [0, 1]; pixel coordinates (the likeliest
+    mistake) would otherwise score 0 without a word."""
+    coords = out[list(BOX_COORDS)].to_numpy()
+    outside = ((coords < -BOX_SLACK) | (coords > 1 + BOX_SLACK)).any(axis=1)
+    if outside.any():
+        row = coords[np.flatnonzero(outside)[0]]
+        hint = ("; they look like pixel coordinates: divide x by the frame width and y by its height"
+                if np.abs(coords).max() > 2 else "")
+        raise _bad_row(source, frame, outside, f"box {[round(float(v), 4) for v in row]} outside [0, 1] "
+                       f"(boxes are normalised x1, y1, x2, y2){hint}")
 
 
 def _pair_categorical(ids: pd.Series) -> pd.Categorical:
@@ -131,7 +149,7 @@ def read_detections(path: str | Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         return pd.read_csv(path, dtype={"pair_id": str}, low_memory=False)
     except (ValueError, OSError, pd.errors.ParserError) as err:
-        raise DetectionsError(f"{path}: cannot read detections ({err})") from None
+        raise DetectionsError(f"{path}: cannot read detections ({one_line(err)})") from None
 
 
 # --- images and overlaps ------------------------------------------------------------------
@@ -371,7 +389,8 @@ def plot_precision_recall(curves: dict[str, PRCurve], out_dir: str | Path) -> li
                title=f"{label}: AP {curve.average_precision:.3f} ({curve.num_groundtruth} boxes)")
         fig.tight_layout()
         path = out_dir / f"pr_{label}.png"
-        fig.savefig(path, dpi=100, metadata={"Software": None})
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png", metadata={"Software": None})
         plt.close(fig)
         paths.append(path)
     return paths

@@ -33,6 +33,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stvr_data import atomic
+from stvr_data.atomic import (
+    atomic_path as atomic_path,  # re-exported: callers name it from here too
+)
+from stvr_data.atomic import atomic_write
 from stvr_data.errors import ManifestError
 
 SCHEMA_VERSION = "1.0"
@@ -143,11 +148,6 @@ TABLE_FILES = {name: f"{name}.parquet" for name in TABLES}
 DATASET_CARD = "dataset.json"
 
 
-def atomic_path(path: Path) -> Path:
-    """The temporary sibling a file is written to before being renamed into place."""
-    return path.with_name(f".{path.name}.partial")
-
-
 def write_table(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) -> Path:
     """Validate `frame` against `schema` and write it atomically (temp file + rename).
 
@@ -163,13 +163,11 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema)
             raise ManifestError(f"{path}: column '{field.name}' has null values")
     try:
         table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError) as err:
         raise ManifestError(f"{path}: cannot write, {err}") from None
     table = table.replace_schema_metadata(schema.metadata)
-    tmp = atomic_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, tmp, row_group_size=1 << 20, compression="zstd", write_statistics=True)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=1 << 20, compression="zstd", write_statistics=True)
     return path
 
 
@@ -221,11 +219,7 @@ def write_dataset_card(out: str | os.PathLike, card: dict) -> Path:
     )
     card = dict(card, schema_version=SCHEMA_VERSION,
                 files={p.relative_to(out).as_posix(): sha256_file(p) for p in files})
-    path = out / DATASET_CARD
-    tmp = atomic_path(path)
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(out / DATASET_CARD, json.dumps(card, indent=2, sort_keys=False) + "\n")
 
 
 def read_dataset_card(benchmark: str | os.PathLike) -> dict:

@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from stvr_data import atomic
+from stvr_data.atomic import atomic_write
 from stvr_data.errors import MediaError
 from stvr_data.fetch import VideoMissingError, download_youtube, fetch_video
-from stvr_data.manifest import atomic_path
 
 CLIP_START = 900.0
 CLIP_END = 1800.0
@@ -157,20 +158,26 @@ def cut_clip(src, dest, *, start: float = CLIP_START, end: float = CLIP_END, fps
         raise MediaError(f"{src}: video ends at {source.duration:.2f} s, before the clip start {start} s")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(dest)
-    command = cut_command(src, tmp, start=start, end=end, frames=frames, fps=fps, size=size,
-                          threads=threads)
     try:
-        command.run(cmd=imageio_ffmpeg.get_ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
-        info = probe_video(tmp)
-        if not info.num_frames:
-            raise MediaError(f"{src}: ffmpeg decoded no frame after {start} s")
-        os.replace(tmp, dest)
+        with atomic_write(dest) as tmp:
+            command = cut_command(src, tmp, start=start, end=end, frames=frames, fps=fps, size=size,
+                                  threads=threads)
+            command.run(cmd=imageio_ffmpeg.get_ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
+            info = _probe_output(tmp, src, start)
+            if not info.num_frames:
+                raise MediaError(f"{src}: ffmpeg decoded no frame after {start} s")
     except ffmpeg.Error as err:
         raise MediaError(f"{src}: ffmpeg failed: {_last_line(err.stderr)}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return info
+
+
+def _probe_output(tmp: Path, src, start: float) -> VideoInfo:
+    """The clip ffmpeg wrote; an unreadable one is reported under the source's name (the
+    temporary file means nothing to the user)."""
+    try:
+        return probe_video(tmp)
+    except MediaError:
+        raise MediaError(f"{src}: ffmpeg wrote no readable clip from {start} s") from None
 
 
 def _last_line(stderr: bytes | None) -> str:
@@ -374,8 +381,4 @@ def write_media_report(frame: pd.DataFrame, path) -> Path:
     lines += ["", "video_id\tstatus\tsource_file\treason"]
     for row in bad.sort_values("video_id").itertuples(index=False):
         lines.append(f"{row.video_id}\t{row.status}\t{row.source_file}\t{row.error}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, "\n".join(lines) + "\n")

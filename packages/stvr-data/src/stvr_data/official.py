@@ -20,6 +20,7 @@ avoids them, so the imported card counts and names them.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -27,8 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stvr_data import __version__, manifest
+from stvr_data import __version__, atomic, manifest
+from stvr_data.ava import PLAIN_ID
 from stvr_data.errors import AnnotationError, ManifestError
+from stvr_data.text import read_json
 
 SOURCE = "official STVR release"
 AVA_SEGMENT = (900.0, 1800.0)  # the annotated 15-minute segment of every AVA video
@@ -53,10 +56,7 @@ def read_official(path: str | os.PathLike) -> list:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such file")
-    try:
-        records = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise AnnotationError(path, getattr(err, "lineno", None), f"not valid JSON ({err})") from None
+    records = read_json(path)
     if not isinstance(records, list) or not records:
         raise AnnotationError(path, None, "expected a non-empty list of [query, reference] pairs")
     for index, record in enumerate(records):
@@ -75,28 +75,46 @@ def _record_problem(record) -> str | None:
         missing = [k for k in keys if k not in obj]
         if missing:
             return f"{part} lacks {missing}"
+        if not (isinstance(obj["id"], str) and re.fullmatch(PLAIN_ID, obj["id"])):
+            return f"{part} id {str(obj['id'])[:40]!r} is not a plain video id ([A-Za-z0-9_-]+)"
+        if not all(isinstance(obj[k], list) for k in keys if k in ("frames", "label", "boxes", "gt")):
+            return f"{part} {', '.join(k for k in keys if k in ('frames', 'label', 'boxes', 'gt'))} must be lists"
     frames = query["frames"]
     if (not frames or any(not isinstance(f, int) for f in frames)
             or frames != list(range(frames[0], frames[0] + len(frames)))):
         return "query frames must be consecutive whole seconds"
     if not query["label"] or any(not isinstance(a, int) for a in query["label"]):
         return "query label must be a non-empty list of action ids"
-    if len(query["boxes"]) != len(frames) or not all(_is_box(b) for b in query["boxes"]):
-        return "query needs one [y1, x1, y2, x2] box per frame"
+    if len(query["boxes"]) != len(frames):
+        return f"query has {len(query['boxes'])} boxes for {len(frames)} frames (one [y1, x1, y2, x2] per frame)"
+    for i, box in enumerate(query["boxes"]):
+        if problem := _box_problem(box):
+            return f"query box {i} {problem}"
     start, end = ref["start"], ref["end"]
     if not (isinstance(start, int) and isinstance(end, int) and start < end):
         return "reference start/end must be whole seconds with start < end"
     if len(ref["gt"]) != end - start:
         return f"reference gt has {len(ref['gt'])} seconds, expected end - start = {end - start}"
-    if not all(isinstance(boxes, list) and all(_is_box(b) for b in boxes) for boxes in ref["gt"]):
-        return "reference gt must list [y1, x1, y2, x2] boxes per second"
+    for second, boxes in enumerate(ref["gt"]):
+        if not isinstance(boxes, list):
+            return f"reference gt second {second} must be a list of [y1, x1, y2, x2] boxes"
+        for i, box in enumerate(boxes):
+            if problem := _box_problem(box):
+                return f"reference gt second {second} box {i} {problem}"
     return None
 
 
-def _is_box(box) -> bool:
-    return (isinstance(box, list) and len(box) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
-            and box[0] <= box[2] and box[1] <= box[3])
+def _box_problem(box) -> str | None:
+    """What is wrong with a release box ``[y1, x1, y2, x2]``, or None."""
+    shown = str(box)[:60]
+    if not (isinstance(box, list) and len(box) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
+        return f"{shown} is not four numbers [y1, x1, y2, x2]"
+    if not all(math.isfinite(v) for v in box):
+        return f"{shown} holds NaN or infinity"
+    if box[0] > box[2] or box[1] > box[3]:
+        return f"{shown} is inverted (y2 < y1 or x2 < x1)"
+    return None
 
 
 def _xyxy(box_yx: list) -> list:
@@ -304,10 +322,5 @@ def export_official(benchmark_dir: str | os.PathLike, split: str,
     groundtruth = manifest.read_benchmark_table(benchmark_dir, f"groundtruth_{split}")
     # Same separators as the release (json.dumps defaults), so re-exports diff cleanly.
     text = json.dumps(official_records(pairs, groundtruth))
-    out = Path(out_json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = manifest.atomic_path(out)
-    tmp.write_text(text)
-    os.replace(tmp, out)
-    return out
+    return atomic.write_text(out_json, text)
 

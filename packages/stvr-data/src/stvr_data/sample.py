@@ -36,7 +36,6 @@ and identical decoded frames.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stvr_data import atomic
 from stvr_data.errors import StvrDataError
 from stvr_data.scene import (
     Scene,
@@ -234,7 +234,7 @@ def make_sample(out, *, seed: int = 0, config: SampleConfig = SampleConfig(), fo
     annotations = out / ANNOTATIONS_DIR
     annotations.mkdir(parents=True, exist_ok=True)
     for name, text in annotation_files(planned).items():
-        _write_text(annotations / name, text)
+        atomic.write_text(annotations / name, text)
     frames = 0
     if videos:
         frames = _encode_all(out / VIDEOS_DIR, planned, config, workers)
@@ -250,15 +250,9 @@ def _prepare(out: Path, force: bool) -> None:
         stale = out / VIDEOS_DIR
         if stale.is_dir():
             for path in stale.iterdir():
-                if path.is_file() and (path.suffix in VIDEO_SUFFIXES or path.name.endswith(".part")):
+                if path.is_file() and (path.suffix in VIDEO_SUFFIXES or path.name.endswith(".partial")):
                     path.unlink()
     out.mkdir(parents=True, exist_ok=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(partial, path)
 
 
 def _encode_all(folder: Path, planned: list[SampleVideo], config: SampleConfig, workers: int) -> int:

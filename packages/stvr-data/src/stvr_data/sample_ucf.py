@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stvr_data import atomic
 from stvr_data.render import pixel_box
 from stvr_data.sample import VIDEOS_DIR, OutputExistsError
 from stvr_data.scene import (
@@ -157,10 +158,10 @@ def make_ucf_sample(out: str | os.PathLike, *, seed: int = 0, config: UcfSampleC
     _prepare(out, force)
     scenes = sample_scenes(seed, config)
     db, test = sample_annotations(scenes, config)
-    _write(out / "pyannot.pkl", pickle.dumps(db, protocol=2))
-    _write(out / "testlist01.txt", "".join(f"{v}.avi\n" for v in test).encode())
+    atomic.write_bytes(out / "pyannot.pkl", pickle.dumps(db, protocol=2))
+    atomic.write_bytes(out / "testlist01.txt", "".join(f"{v}.avi\n" for v in test).encode())
     split = {name: [c for c in members if c in config.classes] for name, members in SAMPLE_SPLIT.items()}
-    _write(out / "class_split.json", (json.dumps(split, indent=2) + "\n").encode())
+    atomic.write_bytes(out / "class_split.json", (json.dumps(split, indent=2) + "\n").encode())
     frames = _encode_all(out / VIDEOS_DIR, scenes, workers) if videos else 0
     files = [p for p in out.rglob("*") if p.is_file()]
     return {"out": str(out), "seed": seed, "layout": "ucf24", "videos": len(db), "test_videos": len(test),
@@ -192,7 +193,3 @@ def _encode_one(job: tuple) -> int:
     return encode_scene(path, scene, SOURCE_FPS, lead=scene.onset, tail=tail, prefix_step=0)
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

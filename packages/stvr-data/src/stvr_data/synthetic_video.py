@@ -21,13 +21,13 @@ quality is set by the quantiser range; the bitrate is only a loose ceiling.
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
+from stvr_data.atomic import atomic_write
 from stvr_data.errors import MediaError
 from stvr_data.render import render_background, render_frame
 from stvr_data.scene import Scene, present
@@ -69,17 +69,17 @@ def encode_scene(path: Path, scene: Scene, fps: int, *, lead: int = 4, tail: int
                  prefix_step: int = 8) -> int:
     """Write `scene` to `path` (container chosen by suffix); returns the frame count.
 
-    Written to ``<path>.part`` first and renamed when complete, so an interrupted run
-    never leaves a file that looks finished.
+    Written atomically (`stvr_data.atomic`), so an interrupted run never leaves a file
+    that looks finished.
     """
     if path.suffix not in CONTAINERS:
         raise MediaError(f"{path}: cannot write '{path.suffix}' files (known: {', '.join(CONTAINERS)})")
     muxer, codec, options = CONTAINERS[path.suffix]
-    partial = path.with_name(path.name + ".part")
     pts = timeline(scene, fps, lead=lead, tail=tail, prefix_step=prefix_step)
     backdrop = render_background(scene)
     canvas = np.empty(backdrop.shape, dtype=np.uint8)  # C order, as PyAV needs
-    with av.open(str(partial), "w", format=muxer, options={"fflags": "+bitexact"}) as container:
+    with atomic_write(path) as partial, \
+            av.open(str(partial), "w", format=muxer, options={"fflags": "+bitexact"}) as container:
         stream = _add_stream(container, codec, options, scene, fps)
         # The empty backdrop is converted once and re-sent with new timestamps.
         still = av.VideoFrame.from_ndarray(backdrop, format="rgb24").reformat(format="yuv420p")
@@ -95,7 +95,6 @@ def encode_scene(path: Path, scene: Scene, fps: int, *, lead: int = 4, tail: int
             frame.pts, frame.time_base = p, Fraction(1, fps)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
-    os.replace(partial, path)
     return int(len(pts))
 
 

@@ -39,7 +39,6 @@ the video. Boxes become normalised ``[x1, y1, x2, y2]``: ``x1 = (x - 1) / 320``,
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,9 @@ from stvr_data import manifest
 from stvr_data.build import BuildOptions, Corpus, build_benchmark
 from stvr_data.errors import AnnotationError, MediaError
 from stvr_data.pickles import load_restricted
+from stvr_data.text import read_json, read_text
 from stvr_data.tubelets import boxes_series
+from stvr_data.ucf24_checks import check_video_id, checked_videos
 
 CLASSES = (
     "Basketball", "BasketballDunk", "Biking", "CliffDiving", "CricketBowling", "Diving",
@@ -98,58 +99,30 @@ def read_annotations(path: str | os.PathLike) -> UcfAnnotations:
     if path.suffix.lower() == ".rar":
         raise AnnotationError(path, None, "a RAR archive; pass pyannot.pkl or UCF101v2-GT.pkl")
     data = load_restricted(path)
+    try:
+        return _parse_annotations(data, path)
+    except AnnotationError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as err:
+        # a field of the wrong kind deep inside (a number where a dict belongs, ...)
+        raise AnnotationError(path, None, f"unexpected structure ({type(err).__name__}: {err})") from None
+
+
+def _parse_annotations(data, path: Path) -> UcfAnnotations:
+    """The layout of the unpickled `data`, detected from its keys, validated."""
     if isinstance(data, dict) and {"gttubes", "nframes", "labels"} <= data.keys():
         return _from_act_gt(data, path)
     if isinstance(data, dict) and {"db", "classes"} <= data.keys():
         classes = tuple(str(name) for name in data["classes"])
         train = {str(v) for v in data.get("trainvideos", [])}
-        videos = _checked_videos(data["db"], path, len(classes))
+        videos = checked_videos(data["db"], path, len(classes), FRAME_SIZE)
         test = frozenset(v for v in videos if v not in train) if train else None
         return UcfAnnotations(str(path), "pyannot_with_class_names", videos, classes, test)
     if isinstance(data, dict) and any(isinstance(v, dict) and "annotations" in v for v in data.values()):
-        return UcfAnnotations(str(path), "pyannot", _checked_videos(data, path, len(CLASSES)))
+        return UcfAnnotations(str(path), "pyannot", checked_videos(data, path, len(CLASSES), FRAME_SIZE))
     kind = f"dict with keys {sorted(map(str, data))[:6]}" if isinstance(data, dict) else type(data).__name__
     raise AnnotationError(path, None, f"not a UCF101-24 annotation file ({kind}); expected "
                           "pyannot.pkl (video -> {numf, label, annotations}) or UCF101v2-GT.pkl")
-
-
-def _checked_videos(db, path: Path, num_classes: int) -> dict:
-    """Validate every video entry of a pyannot-layout dict; errors name video and field."""
-    if not isinstance(db, dict):
-        raise AnnotationError(path, None, f"'db' is a {type(db).__name__}, expected a dict")
-    for video_id, entry in db.items():
-        where = f"video '{video_id}'"
-        _require_fields(entry, ("numf", "label", "annotations"), path, where)
-        if not 0 <= int(entry["label"]) < num_classes:
-            raise AnnotationError(path, None, f"{where}: label {entry['label']} outside 0..{num_classes - 1}")
-        for index, tube in enumerate(entry["annotations"]):
-            _check_tube(tube, int(entry["numf"]), num_classes, path, f"{where} tube {index}")
-    return dict(db)
-
-
-def _require_fields(entry, fields: tuple[str, ...], path: Path, where: str) -> None:
-    if not isinstance(entry, dict):
-        raise AnnotationError(path, None, f"{where}: a {type(entry).__name__}, expected a dict")
-    missing = [name for name in fields if name not in entry]
-    if missing:
-        raise AnnotationError(path, None, f"{where}: missing fields {missing}")
-
-
-def _check_tube(tube, numf: int, num_classes: int, path: Path, where: str) -> None:
-    _require_fields(tube, ("label", "sf", "ef", "boxes"), path, where)
-    if not 0 <= int(tube["label"]) < num_classes:
-        raise AnnotationError(path, None, f"{where}: label {tube['label']} outside 0..{num_classes - 1}")
-    sf, ef = int(tube["sf"]), int(tube["ef"])
-    if not 0 <= sf < ef <= numf:
-        raise AnnotationError(path, None, f"{where}: frames sf={sf} ef={ef} outside 0 <= sf < ef <= numf={numf}")
-    boxes = np.asarray(tube["boxes"])
-    if boxes.shape != (ef - sf, 4):
-        raise AnnotationError(path, None, f"{where}: 'boxes' has shape {boxes.shape}, expected ({ef - sf}, 4)")
-    values = boxes.astype(np.float64)  # cast first: uint8 widths compare fine, sums do not
-    bad = ~(np.isfinite(values).all(axis=1) & (values[:, 2] > 0) & (values[:, 3] > 0))
-    if bad.any():
-        frame = sf + int(np.flatnonzero(bad)[0])
-        raise AnnotationError(path, None, f"{where}: 'boxes' at frame {frame} is not a finite, non-empty box")
 
 
 def _from_act_gt(gt: dict, path: Path) -> UcfAnnotations:
@@ -170,7 +143,7 @@ def _from_act_gt(gt: dict, path: Path) -> UcfAnnotations:
                                  "resolution": tuple(int(v) for v in gt["resolution"][video_id])}
     test = gt.get("test_videos")
     test_videos = frozenset(str(v) for v in test[0]) if test else None
-    return UcfAnnotations(str(path), "act_gt", _checked_videos(videos, path, len(classes)), classes, test_videos)
+    return UcfAnnotations(str(path), "act_gt", checked_videos(videos, path, len(classes), FRAME_SIZE), classes, test_videos)
 
 
 def _act_tube(tube: np.ndarray, label: int, path: Path, where: str) -> dict:
@@ -265,10 +238,7 @@ def read_class_split(path: str | os.PathLike, classes=CLASSES) -> dict[str, tupl
     """A class split from JSON ``{"train": [...], "val": [...], "test": [...]}`` (class
     names); classes listed nowhere are left out of the benchmark."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise AnnotationError(path, err.lineno, f"not valid JSON ({err.msg})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or set(data) != set(SPLITS):
         raise AnnotationError(path, None, 'expected an object with exactly the keys "train", "val", "test"')
     split, seen = {}, {}
@@ -289,13 +259,10 @@ def read_split_list(path: str | os.PathLike) -> frozenset[str]:
     """Video ids of a UCF101 split list (``testlist01.txt``: ``Class/v_name[.avi] [index]``)."""
     path = Path(path)
     ids = set()
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
-        video = line.split()[0].removesuffix(".avi")
-        if "/" not in video:
-            raise AnnotationError(path, number, f"'{video}' is not Class/v_Class_gXX_cYY")
-        ids.add(video)
+        ids.add(check_video_id(line.split()[0].removesuffix(".avi"), path, number))
     return frozenset(ids)
 
 

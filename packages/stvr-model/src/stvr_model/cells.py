@@ -33,10 +33,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from stvr_model.errors import ModelError
 from stvr_model.warp import dense_image_warp_many, is_channels_last, sparse_flow
 
 
-class CellError(ValueError):
+class CellError(ModelError):
     """A cell built or called with arguments it cannot use."""
 
 

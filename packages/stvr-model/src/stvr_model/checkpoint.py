@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from stvr_data.errors import StvrDataError
+from stvr_data.atomic import atomic_write
+from stvr_model.errors import ModelError
 
 _FROM_CHECKPOINT = "<from checkpoint>"
 
 
-class CheckpointError(StvrDataError):
+class CheckpointError(ModelError):
     """A checkpoint that is missing, unreadable or not from this tool."""
 
 
@@ -86,22 +89,36 @@ def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torc
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def torch_load(path: Path, error: type[Exception], what: str, map_location="cpu"):
+    """`torch.load(path, weights_only=True)` whose failures are one `error` line naming
+    `path`: a file holding other objects than tensors and plain values is refused (none
+    of its code runs), anything else is "not a readable `what`" with torch's first line."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # torch's weights_only loader, with lines of advice
+        text = str(err)
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if refused:
+            raise error(f"{path}: refused to load, the {what} holds objects other than tensors and plain "
+                        f"values ({refused.group(1)}); nothing in it was run") from None
+        reason = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+        detail = reason.group(1).strip() if reason else text.strip().splitlines()[0]
+        raise error(f"{path}: not a readable {what} ({detail})") from None
+    except Exception as err:  # torch raises several unrelated types for a bad file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise error(f"{path}: not a readable {what} ({type(err).__name__}: {first})") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several unrelated types for a bad file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    state = torch_load(path, CheckpointError, "checkpoint", map_location=map_location)
     if not isinstance(state, dict) or "model" not in state or "spec" not in state:
         raise CheckpointError(f"{path}: not an stvr-model checkpoint (no model/spec entries)")
     return state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import click
@@ -11,6 +12,23 @@ from stvr_data.cli._errors import StvrGroup
 from stvr_model import __version__
 
 CELLS = ["none", "convlstm", "warp", "traj", "flow"]
+POSITIVE = click.FloatRange(0.0, min_open=True)
+
+
+def _numbers(kind, *, ascending: bool = False):
+    """A click callback parsing 'a,b,c' into a tuple of positive `kind` numbers
+    (strictly ascending if asked); anything else is a usage error at parse time."""
+    def parse(ctx, param, value: str) -> tuple:
+        try:
+            numbers = tuple(kind(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"'{value}' is not a comma-separated list of {kind.__name__}s") from None
+        if any(not n > 0 or n == float("inf") for n in numbers):
+            raise click.BadParameter(f"'{value}': every value must be a positive finite number")
+        if ascending and any(b <= a for a, b in pairwise(numbers)):
+            raise click.BadParameter(f"'{value}': values must be strictly ascending")
+        return numbers
+    return parse
 
 
 @click.group(cls=StvrGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,16 +50,17 @@ def main() -> None:
 @click.option("--feature-channels", type=click.IntRange(16), default=1024, show_default=True,
               help="Backbone output and cell channels: 1024 for i3d; the small backbone takes any "
                    "multiple of 16 (e.g. 128 for CPU runs).")
-@click.option("--iterations", default=30_000, show_default=True)
-@click.option("--batch-size", default=8, show_default=True, help="Pairs per step (per process under torchrun).")
-@click.option("--lr", default=0.03, show_default=True, help="Initial learning rate (divided by 10 at the milestones).")
-@click.option("--milestones", default="10000,20000", show_default=True, help="Iterations where the lr drops 10x.")
+@click.option("--iterations", default=30_000, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Pairs per step (per process under torchrun).")
+@click.option("--lr", default=0.03, show_default=True, type=POSITIVE, help="Initial learning rate (divided by 10 at the milestones).")
+@click.option("--milestones", default="10000,20000", show_default=True, callback=_numbers(int, ascending=True),
+              help="Iterations where the lr drops 10x.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--workers", default=2, show_default=True, help="Data loader processes.")
-@click.option("--checkpoint-every", default=500, show_default=True)
-@click.option("--reference-seconds", default=2.0, show_default=True, help="Training reference length.")
-@click.option("--max-query-seconds", default=10.0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(0), help="Data loader processes.")
+@click.option("--checkpoint-every", default=500, show_default=True, type=click.IntRange(1))
+@click.option("--reference-seconds", default=2.0, show_default=True, type=POSITIVE, help="Training reference length.")
+@click.option("--max-query-seconds", default=10.0, show_default=True, type=POSITIVE)
 @click.option("--query-clips-per-second", type=click.IntRange(1, 3), default=3, show_default=True,
               help="3 uses every 8-frame clip of the query; 1 is three times cheaper.")
 @click.option("--box-head-blocks", type=click.IntRange(1, 3), default=3, show_default=True,
@@ -52,13 +71,13 @@ def main() -> None:
 @click.option("--box-head-fc", type=click.IntRange(1), default=None,
               help="Flatten the second stage's 7x7 map into this many units instead of averaging it "
                    "(the authors average); e.g. 256 for CPU runs.")
-@click.option("--anchor-ratios", default="0.5,1,2", show_default=True,
+@click.option("--anchor-ratios", default="0.5,1,2", show_default=True, callback=_numbers(float),
               help="RPN anchor height/width ratios (the authors': 0.5,1,2; people are about 3).")
 @click.option("--add-gt-to-proposals", is_flag=True,
               help="Train the second stage on the true boxes too (torchvision's habit, not the authors').")
-@click.option("--max-offset", type=float, default=4.0, show_default=True,
+@click.option("--max-offset", type=click.FloatRange(0.0), default=4.0, show_default=True,
               help="Warp cell: bound on the control-point offsets in feature cells; 0 = unbounded (the authors).")
-@click.option("--anchor-sizes", default="64,128,256,512", show_default=True,
+@click.option("--anchor-sizes", default="64,128,256,512", show_default=True, callback=_numbers(float),
               help="RPN anchor sides in pixels (3 aspect ratios each); scale them with --resolution.")
 @click.option("--train-split", type=click.Choice(["train", "val", "test"]), default="train", show_default=True,
               help="Pairs to train on; val/test fits that split's fixed pairs (an overfitting check).")
@@ -78,13 +97,9 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
     width, height = read_dataset_card(manifest)["clip"]["size"]
     spec = ModelSpec(cell=cell, backbone=backbone, image_size=(height, width),
                      hidden_channels=feature_channels, box_head_blocks=box_head_blocks, box_head_width=box_head_width,
-                     box_head_fc=box_head_fc,
-                     anchor_sizes=_positive_numbers(anchor_sizes, "--anchor-sizes"),
-                     anchor_aspect_ratios=_positive_numbers(anchor_ratios, "--anchor-ratios"),
-                     add_gt_to_proposals=add_gt_to_proposals,
-                     max_offset=max_offset if max_offset > 0 else None)
-    config = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr,
-                         milestones=tuple(int(m) for m in milestones.split(",") if m.strip()),
+                     box_head_fc=box_head_fc, anchor_sizes=anchor_sizes, anchor_aspect_ratios=anchor_ratios,
+                     add_gt_to_proposals=add_gt_to_proposals, max_offset=max_offset if max_offset > 0 else None)
+    config = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr, milestones=milestones,
                          seed=seed, num_workers=workers, device=device, amp=not no_amp,
                          checkpoint_every=checkpoint_every, split=train_split)
     data = DataConfig(reference_seconds=reference_seconds, max_query_seconds=max_query_seconds,
@@ -96,16 +111,6 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
     click.echo(f"checkpoint: {out / 'last.pt'}  loss curve: {out / 'loss.png'}")
 
 
-def _positive_numbers(text: str, option: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(a) for a in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"'{text}' is not a comma-separated list of numbers", param_hint=option) from None
-    if not all(v > 0 for v in values):
-        raise click.BadParameter(f"'{text}': every value must be > 0", param_hint=option)
-    return values
-
-
 @main.command("evaluate")
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--manifest", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -113,8 +118,8 @@ def _positive_numbers(text: str, option: str) -> tuple[float, ...]:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where detections, metrics and pictures go (default: beside the checkpoint).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--max-pairs", type=int, default=None, help="Evaluate only the first N pairs (quick checks).")
-@click.option("--pictures", default=4, show_default=True, help="Pairs drawn as PNG (Figure 8 style).")
+@click.option("--max-pairs", type=click.IntRange(1), default=None, help="Evaluate only the first N pairs (quick checks).")
+@click.option("--pictures", default=4, show_default=True, type=click.IntRange(0), help="Pairs drawn as PNG (Figure 8 style).")
 def evaluate_command(checkpoint, manifest, split, out, device, max_pairs, pictures):
     """Detect on the fixed pairs of a split, score frame-mAP at IoU 0.3/0.5/0.7, draw pairs."""
     from stvr_model.evaluate import evaluate
@@ -181,15 +186,15 @@ def _box_option(ctx, param, value):
 @click.option("--query-box", required=True, callback=_box_option,
               help="x1,y1,x2,y2 of the query actor, normalised to [0, 1] (pixels with --pixels).")
 @click.option("--pixels", is_flag=True, help="--query-box is in pixels of the query video.")
-@click.option("--query-start", required=True, type=float, help="Start of the query action (s).")
-@click.option("--query-end", required=True, type=float, help="End of the query action (s).")
+@click.option("--query-start", required=True, type=click.FloatRange(0.0), help="Start of the query action (s).")
+@click.option("--query-end", required=True, type=POSITIVE, help="End of the query action (s).")
 @click.option("--reference-video", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--reference-start", default=0.0, show_default=True, help="Where to search from (s).")
-@click.option("--reference-end", type=float, default=None, help="Where to search to (s; default: the end).")
+@click.option("--reference-start", default=0.0, show_default=True, type=click.FloatRange(0.0), help="Where to search from (s).")
+@click.option("--reference-end", type=POSITIVE, default=None, help="Where to search to (s; default: the end).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where detections.csv/.parquet, pictures/ and the cut clips (work/) go.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--min-score", default=0.3, show_default=True, help="Detections drawn in the pictures.")
+@click.option("--min-score", default=0.3, show_default=True, type=click.FloatRange(0.0, 1.0), help="Detections drawn in the pictures.")
 def predict_command(checkpoint, query_video, query_box, pixels, query_start, query_end, reference_video,
                     reference_start, reference_end, out, device, min_score):
     """Re-localize the query (a box in a span of one video) in a reference video."""

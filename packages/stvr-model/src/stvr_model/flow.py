@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stvr_model.errors import ModelError
 from stvr_model.warp import dense_image_warp
 
 
-class FlowError(ValueError):
+class FlowError(ModelError):
     """Frames or flows of a shape the optical flow cannot use."""
 
 

@@ -11,7 +11,6 @@ For the `traj` cell, one of its L links is drawn, as in the paper.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -20,11 +19,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from stvr_data.atomic import atomic_write
 from stvr_model.cells import control_points
+from stvr_model.errors import ModelError
 from stvr_model.warp import interpolate_bilinear
 
 
-class PictureError(ValueError):
+class PictureError(ModelError):
     """A frame, flow or cell that cannot be drawn."""
 
 
@@ -127,9 +128,6 @@ def draw_warp_grid(
     axes.axis("off")
     if title:
         axes.text(4, 12, title, color="white", fontsize=9, backgroundcolor="black")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    figure.savefig(partial, format="png")
-    partial.replace(path)
+    with atomic_write(path) as partial:
+        figure.savefig(partial, format="png")
     return lines

@@ -32,10 +32,12 @@ import pandas as pd
 import torch
 
 from stvr_data import manifest
-from stvr_data.errors import MediaError, StvrDataError
+from stvr_data.atomic import atomic_write
+from stvr_data.errors import MediaError
 from stvr_data.media import cut_clip, probe_video, read_frames
 from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
 from stvr_model.data import DataConfig, clips_to_tensor, collate
+from stvr_model.errors import ModelError
 from stvr_model.evaluate import BACKBONE_CHUNK, DETECTION_COLUMNS, detection_rows
 from stvr_model.train import model_inputs, resolve_device
 from stvr_model.visualize import draw_pair
@@ -45,7 +47,7 @@ CLIP_SECONDS = 1.0 / manifest.CLIPS_PER_SECOND
 TOLERANCE = 1e-3  # seconds: container durations are rounded to the millisecond or so
 
 
-class PredictError(StvrDataError):
+class PredictError(ModelError):
     """A query box or span that does not fit the video it is given for."""
 
 
@@ -189,9 +191,8 @@ def _write(out: Path, rows: pd.DataFrame, sample: dict, detections: list[dict], 
            min_score: float) -> dict:
     rows = rows.sort_values(["timestamp", "score"], ascending=[True, False], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = manifest.atomic_path(out / "detections.csv")
-    rows[DETECTION_COLUMNS].to_csv(tmp, index=False)
-    tmp.replace(out / "detections.csv")
+    with atomic_write(out / "detections.csv") as tmp:
+        rows[DETECTION_COLUMNS].to_csv(tmp, index=False)
     manifest.write_table(rows, out / "detections.parquet", manifest.DETECTIONS_SCHEMA)
     title = f"predict ({spec.cell}, {spec.backbone}): query box blue, detections >= {min_score:g} red"
     overview = draw_pair(sample, detections, out / "pictures" / "overview.png", title=title,

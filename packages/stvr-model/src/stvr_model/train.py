@@ -35,14 +35,15 @@ from stvr_model.checkpoint import (
     save_checkpoint,
 )
 from stvr_model.data import DataConfig, PairDataset, collate
+from stvr_model.errors import ModelError, NonFiniteError
 from stvr_model.visualize import draw_loss_curve
 
 LAST = "last.pt"
 METRICS = "metrics.jsonl"
 
 
-class TrainingDiverged(StvrDataError):
-    """The loss became NaN or infinite."""
+class TrainingDiverged(ModelError):
+    """The loss, or a value inside the network, became NaN or infinite."""
 
 
 @dataclass(frozen=True)
@@ -171,13 +172,15 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
         for group in optimizer.param_groups:
             group["lr"] = get_lr(iteration, config)
         batch = _to_device(batch, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            _, losses = model(**model_inputs(batch, spec), targets=batch["targets"])
+        try:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                _, losses = model(**model_inputs(batch, spec), targets=batch["targets"])
+        except NonFiniteError as err:  # NaN weights stop the warp before any loss exists
+            raise _diverged(f"{err} at iteration {iteration}", out) from None
         loss = sum(losses.values())
         if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss is {loss.item()} at iteration {iteration} ({ {k: float(v) for k, v in losses.items()} }); "
-                f"the last good checkpoint is {out / LAST}: lower --lr or check the data")
+            raise _diverged(f"loss is {loss.item()} at iteration {iteration} "
+                            f"({ {k: float(v) for k, v in losses.items()} })", out)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
@@ -198,6 +201,12 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
     bar.close()
     log.flush()
     return log.summary()
+
+
+def _diverged(what: str, out: Path) -> TrainingDiverged:
+    last = out / LAST
+    kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved yet"
+    return TrainingDiverged(f"training diverged: {what}; {kept}: lower --lr or check the data")
 
 
 def _restore(out: Path, model, optimizer, spec: ModelSpec, resume: bool, device, rank: int = 0,

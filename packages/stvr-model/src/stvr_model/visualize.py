@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stvr_data.atomic import atomic_write
+
 
 def _pyplot():
     import matplotlib
@@ -20,13 +22,12 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    fig.savefig(tmp, dpi=110, format="png")
-    _pyplot().close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        _pyplot().close(fig)
+    return Path(path)
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:

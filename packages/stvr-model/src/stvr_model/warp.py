@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stvr_model.errors import ModelError, NonFiniteError
+
 # The sparse CSR products used below are stable for our use; torch flags the whole CSR
 # layout as beta on first use, which would only be noise in every caller's log.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
@@ -37,8 +39,12 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta 
 EPSILON = 1e-10
 
 
-class WarpError(ValueError):
+class WarpError(ModelError):
     """Inputs the warp cannot accept, or a spline system that cannot be solved."""
+
+
+class NonFiniteWarpError(WarpError, NonFiniteError):
+    """A flow or query holding NaN or inf."""
 
 
 # ----------------------------------------------------------------------------- points
@@ -456,7 +462,7 @@ def _bilinear_taps(
     if height < 2 or width < 2:
         raise WarpError(f"image must be at least 2x2 to interpolate, got {height}x{width}")
     if not bool(torch.isfinite(queries).all()):
-        raise WarpError("query points must be finite (the flow holds NaN or inf)")
+        raise NonFiniteWarpError("query points must be finite (the flow holds NaN or inf)")
     floor = torch.minimum(queries.floor().clamp_min(0), queries.new_tensor([height - 2, width - 2]))
     alpha = queries - floor
     inside = ((alpha >= 0) & (alpha <= 1)).reshape(-1, 2).to(dtype)

@@ -9,6 +9,8 @@ import click
 
 from stvr_data.build import BuildOptions, summary
 
+EXIT_INCOMPLETE = 1  # some videos could not be had (bad input exits with 2)
+
 
 def parse_resolution(ctx, param, value: str) -> tuple[int, int]:
     try:
@@ -25,8 +27,8 @@ def common_build_options(func):
     options = [
         click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
                      help="Benchmark directory to write (created; re-running resumes)."),
-        click.option("--seed", default=0, show_default=True, help="Seed of the label split and the fixed pairs."),
-        click.option("--workers", default=1, show_default=True,
+        click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the label split and the fixed pairs."),
+        click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
                      help="Videos processed in parallel by the media step (the result does not depend on it)."),
         click.option("--skip-media", is_flag=True, help="Build the manifests only; no video is fetched or cut."),
         click.option("--resolution", default="320x320", show_default=True, callback=parse_resolution,
@@ -57,10 +59,10 @@ def setup_logging(verbose: bool) -> None:
 @click.option("--videos", default=None,
               help="Folder or http(s) base URL holding the AVA videos (<base>/<file name>). Needed unless --skip-media.")
 @common_build_options
-@click.option("--min-tubelets", default=100, show_default=True,
+@click.option("--min-tubelets", default=100, show_default=True, type=click.IntRange(0),
               help="A held-out label needs more than this many tubelets in the validation videos (paper: 100).")
-@click.option("--num-val-labels", default=27, show_default=True, help="Combined labels held out for validation.")
-@click.option("--num-test-labels", default=27, show_default=True, help="Combined labels held out for test.")
+@click.option("--num-val-labels", default=27, show_default=True, type=click.IntRange(1), help="Combined labels held out for validation.")
+@click.option("--num-test-labels", default=27, show_default=True, type=click.IntRange(1), help="Combined labels held out for test.")
 @click.option("--split-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Take the val/test labels from an official val_test.json instead of choosing them.")
 @click.option("--skip-bad-rows", is_flag=True,
@@ -94,19 +96,20 @@ def build_ava(annotations, videos, out, seed, workers, skip_media, resolution, f
 @click.option("--source", required=True, help="http(s) base URL of the videos (e.g. the AVA mirror's .../trainval) or a folder.")
 @click.option("--dest", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to download into; partial transfers there are resumed.")
-@click.option("--workers", default=4, show_default=True, help="Parallel transfers.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1), help="Parallel transfers.")
 def download_ava(annotations, source, dest, workers):
     """Download the AVA videos named by the release's file list (resumable).
 
     Optional: `build-ava --videos URL` fetches on the fly; this command is for keeping a
-    local copy. Videos that cannot be had are listed at the end and in DEST/failed.csv.
+    local copy. Videos that cannot be had are listed at the end and in DEST/failed.csv
+    (removed once every video is there); the exit status is then 1.
     """
     from stvr_data.ava_recipe import download_ava as run
 
     result = run(annotations, source, dest, workers=workers)
     failed = result[result.path.isna()]
-    if len(failed):
-        failed.to_csv(dest / "failed.csv", index=False)
-        for row in failed.itertuples():
-            click.echo(f"missing {row.file_name}: {row.error}", err=True)
+    for row in failed.itertuples():
+        click.echo(f"missing {row.file_name}: {row.error}", err=True)
     click.echo(f"{len(result) - len(failed)} of {len(result)} videos in {dest}")
+    if len(failed):
+        raise click.exceptions.Exit(EXIT_INCOMPLETE)

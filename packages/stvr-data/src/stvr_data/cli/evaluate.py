@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from stvr_data import evaluation, manifest
+from stvr_data import atomic, evaluation, manifest
 
 
 def _format_table(result: dict, summary: dict[float, dict], num_gt: dict[str, int]) -> str:
@@ -57,8 +57,7 @@ def evaluate(benchmark: Path, split: str, detections: Path, iou: float, json_out
                    per_label={k: _json_number(v) for k, v in result["per_label"].items()},
                    summary={format(t, "g"): _json_number(results[t]["mAP"])
                             for t in evaluation.SUMMARY_THRESHOLDS})
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(out, indent=2) + "\n")
+        atomic.write_text(json_out, json.dumps(out, indent=2) + "\n")
         click.echo(f"wrote {json_out}")
     if plot_dir is not None:
         curves = evaluation.precision_recall(groundtruth, frame, iou, source=str(detections))

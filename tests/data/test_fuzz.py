@@ -121,7 +121,7 @@ def originals(shared_dir, tmp_path_factory) -> dict[str, list]:
         "pkl": [("part.pkl", pickle.dumps(part, protocol=2)), ("pyannot.pkl", real_pickle.read_bytes())],
         "pbtxt": [("actions.pbtxt",
                    (shared_dir / "data" / "ava" / "ava_action_list_v2.1_for_activitynet_2018.pbtxt").read_bytes())],
-        "csv": [("ava_val_v2.2.csv", csv[:20_000])],
+        "csv": [("ava_val_v2.2.csv", csv[: csv.rfind(b"\n", 0, 20_000) + 1])],  # whole lines
         "json": [("stvr_test.json", json.dumps(release).encode())],
         "det": [("dets.csv", dets.to_csv(index=False).encode()),
                 ("dets.parquet", (root / "dets.parquet").read_bytes())],

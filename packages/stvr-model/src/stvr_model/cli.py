@@ -55,6 +55,8 @@ def main() -> None:
 @click.option("--lr", default=0.03, show_default=True, type=POSITIVE, help="Initial learning rate (divided by 10 at the milestones).")
 @click.option("--milestones", default="10000,20000", show_default=True, callback=_numbers(int, ascending=True),
               help="Iterations where the lr drops 10x.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True,
+              help="sgd with momentum 0.9 (the authors'); adam learns faster in short CPU runs (lr ~1e-3).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(0), help="Data loader processes.")
@@ -81,13 +83,20 @@ def main() -> None:
               help="RPN anchor sides in pixels (3 aspect ratios each); scale them with --resolution.")
 @click.option("--train-split", type=click.Choice(["train", "val", "test"]), default="train", show_default=True,
               help="Pairs to train on; val/test fits that split's fixed pairs (an overfitting check).")
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Staged training: start from this checkpoint's weights (a new cell starts fresh).")
+@click.option("--freeze-backbone", is_flag=True, help="Staged training: keep the backbone's weights fixed.")
+@click.option("--feature-cache", type=click.Path(file_okay=False), default=None,
+              help="Staged training: keep the frozen backbone's features in this folder and reuse them.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--allow-lr-change", is_flag=True, help="With --resume: accept a new --lr / --milestones.")
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on CUDA.")
-def train_command(manifest, cell, out, backbone, weights, feature_channels, iterations, batch_size, lr, milestones, device,
+def train_command(manifest, cell, out, backbone, weights, feature_channels, iterations, batch_size, lr, milestones,
+                  optimizer, device,
                   seed, workers, checkpoint_every, reference_seconds, max_query_seconds,
                   query_clips_per_second, box_head_blocks, box_head_width, box_head_fc, anchor_ratios,
-                  add_gt_to_proposals, max_offset, anchor_sizes, train_split, resume, allow_lr_change, no_amp):
+                  add_gt_to_proposals, max_offset, anchor_sizes, train_split, init_from, freeze_backbone, feature_cache, resume, allow_lr_change,
+                  no_amp):
     """Train the detector with one recurrent cell (paper §6.2 schedule by default)."""
     from stvr_data.manifest import read_dataset_card
     from stvr_model.checkpoint import ModelSpec
@@ -99,9 +108,10 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
                      hidden_channels=feature_channels, box_head_blocks=box_head_blocks, box_head_width=box_head_width,
                      box_head_fc=box_head_fc, anchor_sizes=anchor_sizes, anchor_aspect_ratios=anchor_ratios,
                      add_gt_to_proposals=add_gt_to_proposals, max_offset=max_offset if max_offset > 0 else None)
-    config = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr, milestones=milestones,
+    config = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr, milestones=milestones, optimizer=optimizer,
                          seed=seed, num_workers=workers, device=device, amp=not no_amp,
-                         checkpoint_every=checkpoint_every, split=train_split)
+                         checkpoint_every=checkpoint_every, split=train_split, init_from=init_from,
+                         freeze_backbone=freeze_backbone, feature_cache=feature_cache)
     data = DataConfig(reference_seconds=reference_seconds, max_query_seconds=max_query_seconds,
                       query_clips_per_second=query_clips_per_second)
     summary = train(manifest, out, spec, config, data, resume=resume, backbone_weights=weights,

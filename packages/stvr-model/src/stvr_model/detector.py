@@ -17,6 +17,7 @@ Boxes are pixel xyxy in the clip frame; `stvr_model.boxes` converts at the edges
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -214,6 +215,7 @@ class ReLocalizationDetector(nn.Module):
         )
         self.rpn = build_rpn(config)
         self.second_stage = build_second_stage(config, roi_pool)
+        self.feature_cache = None
 
     def forward(
         self,
@@ -254,9 +256,12 @@ class ReLocalizationDetector(nn.Module):
 
     def extract(self, clips: Tensor) -> Tensor:
         """Backbone over N clips [N, 3, 8, H, W] -> [N, C, H/stride, W/stride], in chunks
-        of `backbone_chunk_size` clips when set (bounds memory at evaluation)."""
+        of `backbone_chunk_size` clips when set (bounds memory at evaluation); through
+        `feature_cache` (a `stvr_model.feature_cache.FeatureCache`) when one is set, which
+        only a frozen backbone may have."""
         chunk = self.config.backbone_chunk_size or max(len(clips), 1)
-        features = torch.cat([self.backbone(part) for part in clips.split(chunk)])
+        backbone = self.backbone if self.feature_cache is None else partial(self.feature_cache, self.backbone)
+        features = torch.cat([backbone(part) for part in clips.split(chunk)])
         h, w = self.config.feature_size
         expected = (len(clips), self.config.feature_channels, h, w)
         if tuple(features.shape) != expected:

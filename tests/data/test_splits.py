@@ -142,6 +142,9 @@ def test_assign_splits_drops_singletons_and_keeps_labels_disjoint():
                                                  ("v1", 1, "79", 910.0, 911.0)]
     assert spans(table[table.split == "test"]) == [("v2", 1, "80", 902.0, 903.0),
                                                   ("v2", 2, "80", 920.0, 920.0)]
+    # every other actor of the validation videos stays, as context (the dropped singleton too)
+    assert spans(table[table.split == "context"]) == [("v1", 2, "12", 902.0, 904.0),
+                                                     ("v2", 0, "11", 902.0, 903.0)]
     assert list(table.columns) == ["video_id", "person_id", "label", "start", "end", "boxes", "split"]
 
 

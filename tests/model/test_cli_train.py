@@ -22,10 +22,15 @@ def test_train_then_evaluate_prints_the_scores(tiny_benchmark, tmp_path):
                                        "--pictures", "0", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert lines[-3].startswith("frame-mAP")
+    assert any(line.startswith("frame-mAP ") for line in lines)
+    metrics = json.loads((run / "eval_val" / "metrics_val.json").read_text())
+    floor = metrics["chance_mAP"]["mAP"]
+    assert f"chance frame-mAP (query-blind detector, perfect boxes, random scores): {floor:.4f}" in result.output
+    margin = 2 * metrics["chance_mAP"]["std"]
+    verdict = "is above" if metrics["frame_map"]["0.5"]["mAP"] > floor + margin else "is NOT above"
+    assert f"{verdict} the chance floor {floor:.4f}" in lines[-3]
     summary = json.loads(lines[-1])
     assert set(summary) == {"0.3", "0.5", "0.7"}
-    metrics = json.loads((run.parent / "run" / "eval_val" / "metrics_val.json").read_text())
     assert summary["0.5"] == round(metrics["frame_map"]["0.5"]["mAP"], 4)
 
 

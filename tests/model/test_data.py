@@ -66,3 +66,26 @@ def test_collate_pads_queries_with_a_mask(tiny_benchmark):
     assert batch["query"].shape[:2] == (3, longest)
     assert batch["query_valid"].sum(1).tolist() == [s["query"].shape[0] for s in samples]
     assert batch["reference"].shape[:2] == (3, 6)
+
+
+def test_shuffled_queries_keep_the_reference_and_its_targets(tiny_benchmark):
+    plain = PairDataset(tiny_benchmark, "test", DataConfig(max_query_seconds=2), training=False)
+    if plain.fixed.label.nunique() < 2:  # the tiny benchmark holds out one test label
+        with pytest.raises(Exception, match="two combined labels"):
+            PairDataset(tiny_benchmark, "test", DataConfig(max_query_seconds=2), training=False,
+                        shuffle_queries=0)
+    shuffled = PairDataset(tiny_benchmark, "test", DataConfig(max_query_seconds=2), training=False)
+    shuffled.query_source = np.roll(np.arange(len(plain)), 1)  # pair i takes pair i-1's query
+    for index in range(min(3, len(plain))):
+        got, own, donor = shuffled[index], plain[index], plain[(index - 1) % len(plain)]
+        assert torch.equal(got["reference"], own["reference"]) and got["pair_id"] == own["pair_id"]
+        assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(got["targets"], own["targets"], strict=True))
+        assert torch.equal(got["query"], donor["query"]) and torch.equal(got["query_boxes"], donor["query_boxes"])
+
+
+def test_a_fixed_split_can_be_trained_on_its_first_pairs(tiny_benchmark):
+    data = DataConfig(max_query_seconds=2, reference_seconds=1.0)
+    fitting = PairDataset(tiny_benchmark, "test", data, training=True, max_pairs=2)
+    assert len(fitting) == 2
+    ids = {fitting[i]["pair_id"] for i in range(6)}  # indices past one epoch wrap round
+    assert ids == set(fitting.fixed.pair_id) and len(fitting[5]["reference"]) == 3  # 1 s windows

@@ -170,7 +170,7 @@ def _write_tables(out: Path, tubelets, videos, tables) -> None:
 def _counts(tubelets, videos, tables, dropped) -> dict:
     counts = {
         "videos": {status: int(n) for status, n in videos.status.value_counts().sort_index().items()},
-        "tubelets": {s: int((tubelets.split == s).sum()) for s in ("train", "val", "test")},
+        "tubelets": {s: int((tubelets.split == s).sum()) for s in ("train", "val", "test", "context")},
         "labels": {s: int(tubelets.loc[tubelets.split == s, "label"].nunique())
                    for s in ("train", "val", "test")},
     }
@@ -198,6 +198,7 @@ def _draw_samples_per_label(tubelets: pd.DataFrame, path: Path, *, title: str) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    tubelets = tubelets[tubelets.split.isin(["train", "val", "test"])]  # not the context actors
     counts = (tubelets.groupby(["split", "label"]).size().rename("n").reset_index()
               .sort_values(["split", "n", "label"], ascending=[True, False, True]))
     order = {"train": 0, "val": 1, "test": 2}

@@ -91,7 +91,9 @@ TUBELETS_SCHEMA = _schema(
     _field("label", pa.string(), "Combined label: sorted action ids joined by '+', e.g. '11+17+74'."),
     _field("start", pa.float64(), "First keyframe time (s), inclusive."),
     _field("end", pa.float64(), "Last keyframe time (s), inclusive."),
-    _field("split", pa.string(), "Benchmark split of the tubelet's label: train | val | test."),
+    _field("split", pa.string(), "Benchmark split of the tubelet's label: train | val | test, or "
+           "context: an actor of a validation video whose label is not held out (never a query or "
+           "target; listed so that every annotated actor of a reference is known)."),
     _field("boxes", pa.list_(BOX), "One normalised [x1, y1, x2, y2] box per keyframe, start..end."),
 )
 

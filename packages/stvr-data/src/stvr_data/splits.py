@@ -24,6 +24,8 @@ from stvr_data.errors import AnnotationError, StvrDataError
 from stvr_data.tubelets import combined_label, explode, keyframe_index, label_ids, runs_to_tubelets
 
 SPLITS = ("train", "val", "test")
+# The tubelets of the validation videos whose labels are not held out (see `assign_splits`).
+CONTEXT = "context"
 
 
 def sort_labels(labels) -> list[str]:
@@ -131,12 +133,13 @@ def drop_single_tubelet_labels(tubelets: pd.DataFrame) -> pd.DataFrame:
 
 def assign_splits(train_tubelets: pd.DataFrame, val_tubelets: pd.DataFrame,
                   val_labels, test_labels, *, keyframe_interval: float = 1.0) -> pd.DataFrame:
-    """One tubelet table with a ``split`` column (train / val / test).
+    """One tubelet table with a ``split`` column (train / val / test / context).
 
     train: tubelets of `train_tubelets` (training videos) after
     `remove_heldout_seconds` of the val and test labels; val / test: tubelets of
-    `val_tubelets` (validation videos) whose label is a val / test label. Labels
-    with a single tubelet in their split are dropped. Rows are sorted by
+    `val_tubelets` (validation videos) whose label is a val / test label; labels
+    with a single tubelet in their split are dropped. context: every other tubelet of
+    the validation videos (actors a reference shows that are neither query nor target). Rows are sorted by
     ``(video_id, person_id, start)``; ids are left to `stvr_data.tubelets.assign_ids`.
     Train labels never meet val/test labels: every held-out tubelet is removed from
     the training part by construction.
@@ -153,6 +156,14 @@ def assign_splits(train_tubelets: pd.DataFrame, val_tubelets: pd.DataFrame,
         part = val_tubelets.loc[val_tubelets["label"].isin(list(labels)).to_numpy(), columns]
         parts.append(part.assign(split=split))
     table = drop_single_tubelet_labels(pd.concat(parts, ignore_index=True))
+    # Everyone else in the validation videos: never a query or a target, but an actor a
+    # detector will see in the references (the chance floor and the evaluation pictures
+    # need every annotated actor).
+    kept = set(zip(table["video_id"], table["person_id"], table["start"], strict=True))
+    others = val_tubelets[columns]
+    others = others[[key not in kept for key in zip(others["video_id"], others["person_id"], others["start"],
+                                                    strict=True)]]
+    table = pd.concat([table, others.assign(split=CONTEXT)], ignore_index=True)
     order = np.lexsort((table["start"].to_numpy(), table["person_id"].to_numpy(),
                         pd.factorize(table["video_id"], sort=True)[0]))
     return table.iloc[order].reset_index(drop=True)

@@ -39,6 +39,7 @@ class ModelSpec:
     box_head_blocks: int = 3
     box_head_width: int | None = None
     box_head_fc: int | None = None  # flatten the crop into this many units instead of the mean
+    match_product: bool = False  # proposal x attended query beside the two (not the authors')
     # RPN anchor sides in pixels and height/width ratios; the authors' suit a 320 px frame
     anchor_sizes: tuple[float, ...] = (64.0, 128.0, 256.0, 512.0)
     anchor_aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -84,7 +85,8 @@ def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torc
                             box_head_width=spec.box_head_width, box_head_fc=spec.box_head_fc,
                             anchor_sizes=spec.anchor_sizes,
                             anchor_aspect_ratios=spec.anchor_aspect_ratios,
-                            add_gt_to_proposals=spec.add_gt_to_proposals)
+                            add_gt_to_proposals=spec.add_gt_to_proposals,
+                            match_product=spec.match_product)
     return ReLocalizationDetector(backbone, cell, config)
 
 

@@ -73,6 +73,8 @@ def main() -> None:
 @click.option("--box-head-fc", type=click.IntRange(1), default=None,
               help="Flatten the second stage's 7x7 map into this many units instead of averaging it "
                    "(the authors average); e.g. 256 for CPU runs.")
+@click.option("--match-product", is_flag=True,
+              help="Give the second stage proposal x attended query beside the two (not the authors').")
 @click.option("--anchor-ratios", default="0.5,1,2", show_default=True, callback=_numbers(float),
               help="RPN anchor height/width ratios (the authors': 0.5,1,2; people are about 3).")
 @click.option("--add-gt-to-proposals", is_flag=True,
@@ -83,6 +85,8 @@ def main() -> None:
               help="RPN anchor sides in pixels (3 aspect ratios each); scale them with --resolution.")
 @click.option("--train-split", type=click.Choice(["train", "val", "test"]), default="train", show_default=True,
               help="Pairs to train on; val/test fits that split's fixed pairs (an overfitting check).")
+@click.option("--train-pairs", type=click.IntRange(1), default=None,
+              help="With --train-split val/test: fit only the first N pairs.")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Staged training: start from this checkpoint's weights (a new cell starts fresh).")
 @click.option("--freeze-backbone", is_flag=True, help="Staged training: keep the backbone's weights fixed.")
@@ -94,8 +98,8 @@ def main() -> None:
 def train_command(manifest, cell, out, backbone, weights, feature_channels, iterations, batch_size, lr, milestones,
                   optimizer, device,
                   seed, workers, checkpoint_every, reference_seconds, max_query_seconds,
-                  query_clips_per_second, box_head_blocks, box_head_width, box_head_fc, anchor_ratios,
-                  add_gt_to_proposals, max_offset, anchor_sizes, train_split, init_from, freeze_backbone, feature_cache, resume, allow_lr_change,
+                  query_clips_per_second, box_head_blocks, box_head_width, box_head_fc, match_product, anchor_ratios,
+                  add_gt_to_proposals, max_offset, anchor_sizes, train_split, train_pairs, init_from, freeze_backbone, feature_cache, resume, allow_lr_change,
                   no_amp):
     """Train the detector with one recurrent cell (paper §6.2 schedule by default)."""
     from stvr_data.manifest import read_dataset_card
@@ -106,11 +110,12 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
     width, height = read_dataset_card(manifest)["clip"]["size"]
     spec = ModelSpec(cell=cell, backbone=backbone, image_size=(height, width),
                      hidden_channels=feature_channels, box_head_blocks=box_head_blocks, box_head_width=box_head_width,
-                     box_head_fc=box_head_fc, anchor_sizes=anchor_sizes, anchor_aspect_ratios=anchor_ratios,
+                     box_head_fc=box_head_fc, match_product=match_product, anchor_sizes=anchor_sizes, anchor_aspect_ratios=anchor_ratios,
                      add_gt_to_proposals=add_gt_to_proposals, max_offset=max_offset if max_offset > 0 else None)
     config = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr, milestones=milestones, optimizer=optimizer,
                          seed=seed, num_workers=workers, device=device, amp=not no_amp,
-                         checkpoint_every=checkpoint_every, split=train_split, init_from=init_from,
+                         checkpoint_every=checkpoint_every, split=train_split, max_pairs=train_pairs,
+                         init_from=init_from,
                          freeze_backbone=freeze_backbone, feature_cache=feature_cache)
     data = DataConfig(reference_seconds=reference_seconds, max_query_seconds=max_query_seconds,
                       query_clips_per_second=query_clips_per_second)
@@ -150,18 +155,21 @@ def evaluate_command(checkpoint, manifest, split, out, device, max_pairs, pictur
     click.echo(f"chance frame-mAP (query-blind detector, perfect boxes, random scores): "
                f"{floor['mAP']:.4f} +- {floor['std']:.4f}")
     click.echo(_reading(head["0.5"]["mAP"], floor["mAP"],
-                        None if shuffled is None else shuffled["frame_map"]["0.5"]["mAP"]))
+                        None if shuffled is None else shuffled["frame_map"]["0.5"]["mAP"], 2 * floor["std"]))
     click.echo(f"{results['pairs']} {split} pairs; detections, metrics_{split}.json and pictures in {out}")
     click.echo(json.dumps({t: round(v["mAP"], 4) for t, v in head.items()}))
 
 
-def _reading(score: float, floor: float, wrong: float | None) -> str:
-    """One line saying what the headline score means against its two references."""
-    verdict = "above" if score > floor else "NOT above"
+def _reading(score: float, floor: float, wrong: float | None, margin: float) -> str:
+    """One line saying what the headline score means against its two references; a
+    difference counts when it exceeds `margin` (twice the chance floor's spread over its
+    random draws, the smallest noise a score has)."""
+    verdict = "above" if score > floor + margin else "NOT above"
     line = f"frame-mAP@0.5 {score:.4f} is {verdict} the chance floor {floor:.4f}"
     if wrong is not None:
+        uses = score - wrong > margin
         line += (f"; with wrong queries {wrong:.4f} "
-                 f"({'lower: the model uses the query' if wrong < score else 'not lower: the query is not used'})")
+                 f"({'clearly lower: the model uses the query' if uses else 'not clearly lower: the query is not used'})")
     return line
 
 

@@ -100,7 +100,8 @@ class PairDataset(Dataset):
     """
 
     def __init__(self, benchmark: str | Path, split: str, config: DataConfig = DataConfig(),
-                 *, seed: int = 0, training: bool | None = None, shuffle_queries: int | None = None):
+                 *, seed: int = 0, training: bool | None = None, shuffle_queries: int | None = None,
+                 max_pairs: int | None = None):
         self.root = Path(benchmark)
         self.split = split
         self.config = config
@@ -122,7 +123,7 @@ class PairDataset(Dataset):
         else:
             fixed = manifest.read_benchmark_table(self.root, f"pairs_{split}")
             usable = fixed.query_video_id.map(self.reader.has) & fixed.ref_video_id.map(self.reader.has)
-            self.fixed = fixed[usable].reset_index(drop=True)
+            self.fixed = fixed[usable].reset_index(drop=True).iloc[:max_pairs]
             self.actors = self._actors(self.fixed)
             self.length = len(self.fixed)
             # Diagnostics: each pair keeps its reference and targets but takes the query of

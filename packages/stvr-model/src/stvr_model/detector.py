@@ -68,6 +68,7 @@ class DetectorConfig:
     box_head_blocks: int = 3  # ResNet bottleneck units on the 2C-channel concatenation (>= 1)
     box_head_width: int | None = None  # None: the units run at 2C (the authors); less: reduced first
     box_head_fc: int | None = None  # None: spatial mean (the authors); n: flatten into n units
+    match_product: bool = False  # add proposal x attended query to the head's input (not the authors')
     num_classes: int = 3  # background, other actor, matching actor
     roi_fg_iou_thresh: float = 0.5
     roi_bg_iou_thresh: float = 0.5
@@ -150,7 +151,8 @@ def build_rpn(config: DetectorConfig) -> ActorProposalNetwork:
 def build_second_stage(config: DetectorConfig, roi_pool: nn.Module) -> RelocalizationHead:
     """Attention, box head and 3-class predictor with the authors' settings."""
     channels = config.feature_channels
-    box_head = ResidualBoxHead(2 * channels, config.box_head_blocks, config.box_head_width,
+    inputs = (3 if config.match_product else 2) * channels
+    box_head = ResidualBoxHead(inputs, config.box_head_blocks, config.box_head_width,
                                config.box_head_fc, config.roi_crop_size // config.roi_pool_kernel)
     predictor = FastRCNNPredictor(box_head.out_channels, config.num_classes)
     # Small initial logits and deltas (torchvision/Detectron2 practice, not the authors'
@@ -172,6 +174,7 @@ def build_second_stage(config: DetectorConfig, roi_pool: nn.Module) -> Relocaliz
         nms_thresh=config.detection_nms_thresh,
         detections_per_clip=config.detections_per_clip,
         add_gt_to_proposals=config.add_gt_to_proposals,
+        match_product=config.match_product,
     )
 
 

@@ -217,6 +217,9 @@ class RelocalizationHead(nn.Module):
     [D, 4] pixel xyxy, "scores" [D] probability of the matching-actor class}, losses:
     {} or {"loss_classifier", "loss_box"}).
 
+    With `match_product` the concatenation also holds proposal x attended query (an
+    option, not the authors': it makes query-proposal similarity easy to learn).
+
     With targets in training mode a balanced sample of the proposals goes through (the
     authors: 16 per clip, a quarter positive); in eval mode every proposal does and the
     loss covers all of them, so detections do not depend on whether targets are given.
@@ -238,6 +241,7 @@ class RelocalizationHead(nn.Module):
         nms_thresh: float,
         detections_per_clip: int,
         add_gt_to_proposals: bool = False,
+        match_product: bool = False,
     ) -> None:
         super().__init__()
         self.roi_pool = roi_pool
@@ -253,6 +257,9 @@ class RelocalizationHead(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_clip = detections_per_clip
         self.add_gt_to_proposals = add_gt_to_proposals
+        # The product of proposal and attended query, position by position, beside the
+        # two: a similarity the box head reads directly instead of learning it.
+        self.match_product = match_product
 
     def forward(
         self,
@@ -270,7 +277,8 @@ class RelocalizationHead(nn.Module):
         counts = torch.tensor([len(p) for p in proposals], device=owner.device)
         rois = self.roi_pool(features, proposals)  # (R, C, S, S)
         attended, _ = self.attention(rois, queries, query_valid, owner.repeat_interleave(counts))
-        pooled = self.box_head(torch.cat([rois, attended], dim=1))  # (R, 2C)
+        parts = [rois, attended, rois * attended] if self.match_product else [rois, attended]
+        pooled = self.box_head(torch.cat(parts, dim=1))  # (R, 2C or 3C, S, S) -> (R, D)
         class_logits, box_regression = self.predictor(pooled)  # (R, 3), (R, 3 * 4)
         losses = {}
         if labels is not None:

@@ -70,6 +70,7 @@ class TrainConfig:
     # The split whose pairs are trained on: "train" (pairs re-drawn every epoch), or a
     # fixed val/test split to check that the model can fit those very pairs.
     split: str = "train"
+    max_pairs: int | None = None  # with a val/test split: fit only its first pairs
     # Staged training: start from another run's weights (every tensor whose name and
     # shape fit; a new cell starts fresh), keep the backbone fixed, and keep its
     # features on disk (only with a frozen backbone).
@@ -179,7 +180,8 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
-    dataset = PairDataset(manifest, config.split, data, seed=config.seed, training=True)
+    dataset = PairDataset(manifest, config.split, data, seed=config.seed, training=True,
+                          max_pairs=config.max_pairs if config.split != "train" else None)
     loader = DataLoader(dataset, batch_sampler=BatchWindow(start, config.iterations, config.batch_size, rank, world),
                         collate_fn=collate, num_workers=config.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=False,

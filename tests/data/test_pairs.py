@@ -201,7 +201,8 @@ def test_groundtruth_counts_every_image_of_real_pairs():
 def test_reference_actors_marks_matching_label():
     table, pairs = small_case()
     actors = reference_actors(pairs, table)
-    assert list(actors.columns) == ["pair_id", "timestamp", "x1", "y1", "x2", "y2", "matching"]
+    assert list(actors.columns) == ["pair_id", "timestamp", "x1", "y1", "x2", "y2", "matching", "label"]
+    assert actors.label.tolist() == ["5", "7", "5", "5"]
     assert actors.timestamp.tolist() == [1000.0, 1000.0, 1001.0, 1001.0]
     assert actors.matching.tolist() == [True, False, True, True]
     assert np.allclose(actors.x1, [0.0, 0.2, 0.01, 0.1])

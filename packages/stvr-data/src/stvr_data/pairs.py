@@ -289,8 +289,9 @@ def reference_actors(pairs: pd.DataFrame, tubelets: pd.DataFrame, *,
                      keyframe_interval: float = 1.0) -> pd.DataFrame:
     """Every actor box in each reference, per keyframe, for training targets.
 
-    Columns ``pair_id, timestamp`` (keyframe second), ``x1, y1, x2, y2`` and
-    ``matching`` (bool: the actor's tubelet has the pair's label). Keyframes with
+    Columns ``pair_id, timestamp`` (keyframe second), ``x1, y1, x2, y2``,
+    ``matching`` (bool: the actor's tubelet has the pair's label) and ``label`` (the
+    actor's combined label). Keyframes with
     no actor have no row (pure background). Rows are in pair order, then time,
     then tubelet order.
     """
@@ -309,6 +310,7 @@ def reference_actors(pairs: pd.DataFrame, tubelets: pd.DataFrame, *,
         "timestamp": merged["keyframe"].to_numpy() * keyframe_interval,
         **{name: merged[name].to_numpy(np.float32) for name in BOX_COLUMNS},
         "matching": merged["label"].to_numpy() == pairs["label"].to_numpy()[pair],
+        "label": merged["label"].astype(str).to_numpy(),
     })
 
 

@@ -63,6 +63,9 @@ def main() -> None:
 @click.option("--checkpoint-every", default=500, show_default=True, type=click.IntRange(1))
 @click.option("--reference-seconds", default=2.0, show_default=True, type=POSITIVE, help="Training reference length.")
 @click.option("--max-query-seconds", default=10.0, show_default=True, type=POSITIVE)
+@click.option("--query-swap", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of training samples whose query is swapped for one of another label seen in the "
+                   "reference (targets follow it); 0 is the authors' sampling.")
 @click.option("--query-clips-per-second", type=click.IntRange(1, 3), default=3, show_default=True,
               help="3 uses every 8-frame clip of the query; 1 is three times cheaper.")
 @click.option("--box-head-blocks", type=click.IntRange(1, 3), default=3, show_default=True,
@@ -98,7 +101,7 @@ def main() -> None:
 def train_command(manifest, cell, out, backbone, weights, feature_channels, iterations, batch_size, lr, milestones,
                   optimizer, device,
                   seed, workers, checkpoint_every, reference_seconds, max_query_seconds,
-                  query_clips_per_second, box_head_blocks, box_head_width, box_head_fc, match_product, anchor_ratios,
+                  query_swap, query_clips_per_second, box_head_blocks, box_head_width, box_head_fc, match_product, anchor_ratios,
                   add_gt_to_proposals, max_offset, anchor_sizes, train_split, train_pairs, init_from, freeze_backbone, feature_cache, resume, allow_lr_change,
                   no_amp):
     """Train the detector with one recurrent cell (paper §6.2 schedule by default)."""
@@ -118,7 +121,7 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
                          init_from=init_from,
                          freeze_backbone=freeze_backbone, feature_cache=feature_cache)
     data = DataConfig(reference_seconds=reference_seconds, max_query_seconds=max_query_seconds,
-                      query_clips_per_second=query_clips_per_second)
+                      query_clips_per_second=query_clips_per_second, query_swap=query_swap)
     summary = train(manifest, out, spec, config, data, resume=resume, backbone_weights=weights,
                     allow_lr_change=allow_lr_change)
     click.echo(f"trained {cell} for {iterations} iterations: {summary['clips_per_second']:.1f} clips/s, "

@@ -43,6 +43,11 @@ class DataConfig:
     max_query_seconds: float = 10.0
     query_clips_per_second: int = 3  # 3 = every clip of the query, as the authors; 1 is cheaper
     hflip: bool = True
+    # Training only: the share of samples whose query is swapped for a query of another
+    # label present in the reference (targets follow the new label), so that one
+    # reference is seen with several queries and only the query tells which actor
+    # matches. 0 is the authors' sampling.
+    query_swap: float = 0.0
     cache_seconds: int = 512  # decoded one-second blocks kept per loader worker
 
 
@@ -168,10 +173,27 @@ class PairDataset(Dataset):
             table, actors, position = self.fixed, self.actors, int(index)
             rng = np.random.default_rng([self.seed, position, 2])
         pair = table.iloc[position]
-        query_pair = pair
+        query_pair, pair_actors = pair, actors.get(pair.pair_id)
         if self.split != "train" and self.query_source is not None:
             query_pair = table.iloc[self.query_source[position]]
-        return self._sample(pair, actors.get(pair.pair_id), rng, query_pair)
+        if self.split == "train" and pair_actors is not None and rng.random() < self.config.query_swap:
+            query_pair, pair_actors = self._swapped_query(pair, pair_actors, rng)
+        return self._sample(pair, pair_actors, rng, query_pair)
+
+    def _swapped_query(self, pair, actors: pd.DataFrame, rng: np.random.Generator):
+        """(a query of another label seen in the reference, the actors re-marked for it);
+        the pair's own query when the reference shows no other label."""
+        labels = sorted(set(actors.label) - {pair.label})
+        if not labels:
+            return pair, actors
+        label = labels[int(rng.integers(len(labels)))]
+        donors = self.pool[(self.pool.label == label) & (self.pool.video_id != pair.ref_video_id)]
+        if not len(donors):
+            return pair, actors
+        donor = donors.iloc[int(rng.integers(len(donors)))]
+        query = pd.Series({"query_video_id": donor.video_id, "query_start": donor.start,
+                           "query_boxes": donor.boxes})
+        return query, actors.assign(matching=actors.label == label)
 
     def _sample(self, pair, actors, rng: np.random.Generator, query_pair=None) -> dict:
         flip = bool(self.config.hflip and self.training and rng.random() < 0.5)

@@ -28,3 +28,8 @@ class MediaError(StvrDataError):
 
 class DetectionsError(StvrDataError):
     """A detections file that the scorer cannot accept."""
+
+
+class TransientMediaError(MediaError):
+    """A video that could not be had for a reason that may pass (a mirror outage, a full
+    disk, ffmpeg killed by a signal): recorded as retryable, and the same command retries it."""

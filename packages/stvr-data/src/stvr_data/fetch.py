@@ -23,7 +23,7 @@ from pathlib import Path
 
 import av
 
-from stvr_data.errors import MediaError
+from stvr_data.errors import MediaError, TransientMediaError
 from stvr_data.manifest import atomic_path
 
 CHUNK_BYTES = 1 << 20
@@ -95,7 +95,8 @@ def _download(url: str, partial: Path, *, retries: int, timeout: float,
             after = partial.stat().st_size if partial.exists() else 0
             failures = 0 if after > before else failures + 1
             if failures > retries:
-                raise MediaError(f"{url}: download failed after {retries} retries ({err})") from None
+                # An outage, not a verdict on the video: the same command retries it later.
+                raise TransientMediaError(f"{url}: download failed after {retries} retries ({err})") from None
             time.sleep(backoff * 2 ** max(failures - 1, 0))
 
 

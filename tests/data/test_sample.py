@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -17,6 +18,8 @@ from stvr_data.cli.main import main
 from stvr_data.render import actor_sprite, render_background, render_frame
 from stvr_data.sample import (
     AVA_ONSET,
+    RECORD_FILE,
+    OutputExistsError,
     SampleConfig,
     make_sample,
     plan_sample,
@@ -333,3 +336,31 @@ def test_cli_writes_a_summary_and_refuses_to_overwrite(tmp_path):
     second = runner.invoke(main, args)
     assert second.exit_code == 2 and "not empty" in second.output
     assert runner.invoke(main, [*args, "--force"]).exit_code == 0
+
+
+def test_force_removes_only_the_files_the_earlier_sample_recorded(tmp_path):
+    out = tmp_path / "s"
+    tiny = dataclasses.replace(SMALL, train_videos=1, val_videos=1)
+    make_sample(out, seed=1, config=tiny)
+    first = sorted(p.name for p in (out / "videos").iterdir())
+    mine = [out / "videos" / "my_own.mp4", out / "videos" / "holiday.mkv", out / "notes.txt"]
+    for path in mine:
+        path.write_bytes(b"the user's")
+    with pytest.raises(OutputExistsError, match="not empty"):
+        make_sample(out, seed=2, config=tiny)
+    make_sample(out, seed=2, config=tiny, force=True)
+    second = sorted(p.name for p in (out / "videos").iterdir() if p.name not in ("my_own.mp4", "holiday.mkv"))
+    assert set(first).isdisjoint(second) and len(second) == 2  # seed 1's videos are gone
+    assert all(path.read_bytes() == b"the user's" for path in mine)
+    record = json.loads((out / RECORD_FILE).read_text())
+    assert sorted(record["files"]) == sorted(
+        [f"videos/{name}" for name in second]
+        + [f"annotations/{p.name}" for p in (out / "annotations").iterdir()])
+    assert not (out / ".stvr.lock").exists()
+
+
+def test_a_sample_directory_in_use_is_refused(tmp_path):
+    from stvr_data.lock import OutputLock, OutputLockedError
+
+    with OutputLock(tmp_path / "s", "make-sample"), pytest.raises(OutputLockedError, match="in use by make-sample"):
+        make_sample(tmp_path / "s", seed=1, config=SMALL, videos=False)

@@ -75,7 +75,7 @@ VIDEOS_SCHEMA = _schema(
     _field("fps", pa.float64(), "Frame rate of the clip file."),
     _field("width", pa.int32(), "Frame width of the clip file in pixels."),
     _field("height", pa.int32(), "Frame height of the clip file in pixels."),
-    _field("status", pa.string(), "ok | missing | corrupt | skipped (media step not run)."),
+    _field("status", pa.string(), "ok | missing | corrupt | retryable (may pass: the same command retries it) | skipped (no media step)."),
 )
 
 TUBELETS_SCHEMA = _schema(

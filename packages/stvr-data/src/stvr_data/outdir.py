@@ -142,6 +142,9 @@ def verify(benchmark) -> VerifyResult:
         raise OutputDirectoryError(f"{root}: {manifest.DATASET_CARD} is not a benchmark card")
     result = VerifyResult(checked=len(card.get("files", {})), problems=check_files(root, card, deep=True))
     result.notes += [f"{rel}: not listed in the card" for rel in unlisted_files(root, card)]
+    if (root / STAGING_DIR).is_dir():
+        result.notes.append(f"{STAGING_DIR}: files of a build that stopped before its commit "
+                            "(kept to resume it; run the build again)")
     if (root / LOCK_FILE).exists():
         result.notes.append(f"{LOCK_FILE}: a build is running here or was stopped uncleanly")
     return result

@@ -27,6 +27,8 @@ def _death_signal_setter():
     """A function for `preexec_fn` that sets SIGKILL-on-parent-death, or None off Linux.
 
     The libc function is looked up here, in the parent, so the child only makes one call.
+    The kernel sends the signal when the *thread* that started the child ends; `run_child`
+    waits for the child in that same thread, so this is when the build dies.
     """
     if not sys.platform.startswith("linux"):
         return None

@@ -344,9 +344,10 @@ def test_a_split_without_pairs_is_an_error(sample, tmp_path):
 def test_pairs_past_the_decodable_end_of_a_truncated_source_are_dropped(sample, tmp_path):
     videos = tmp_path / "videos"
     shutil.copytree(sample / "videos", videos)
-    data = (videos / WEBM).read_bytes()
-    (videos / WEBM).write_bytes(data[: int(len(data) * 0.6)])  # header still says 944 s
-    assert media.probe_video(videos / WEBM).duration == 944.0
+    for name in (WEBM, MKV):  # a val and a train video; their headers still say 944 s
+        data = (videos / name).read_bytes()
+        (videos / name).write_bytes(data[: int(len(data) * 0.6)])
+        assert media.probe_video(videos / name).duration == 944.0
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert _build(sample, full, "--resolution", "32x32", videos=sample / "videos").exit_code == 0
     result = _build(sample, cut, "--resolution", "32x32", videos=videos)
@@ -367,6 +368,14 @@ def test_pairs_past_the_decodable_end_of_a_truncated_source_are_dropped(sample, 
         mine = gt[gt.ref_video_id == row.video_id]
         assert (mine.timestamp + 1 / 3 <= row.clip_end + 1e-6).all()
         assert not (pairs[pairs.ref_video_id == row.video_id].ref_end > row.clip_end + 1e-6).any()
+    train = table[table.source_file == MKV].iloc[0]
+    assert 905.0 < train.clip_end < 935.0
+    tubelets = manifest.read_benchmark_table(cut, "tubelets")
+    mine = tubelets[tubelets.video_id == train.video_id]
+    assert len(mine) and (mine.end + 1 <= train.clip_end + 1e-6).all()
+    assert all(len(b) == e - s + 1 for b, s, e in zip(mine.boxes, mine.start, mine.end, strict=True))
+    assert f"{train.video_id}\tshort\tdecodes to {train.clip_end:.2f} s only\t" in report
+    assert "training tubelets cut at that end" in report
 
 
 def test_partial_files_of_dead_runs_are_removed(sample, tmp_path):
@@ -378,3 +387,25 @@ def test_partial_files_of_dead_runs_are_removed(sample, tmp_path):
     (out / ".stvr.lock").write_text(json.dumps({"pid": 1}))
     assert _build(sample, out, "--skip-media").exit_code == 0
     assert not leftover.exists() and outdir.verify(out).notes == []
+
+
+def test_training_tubelets_are_cut_at_the_decoded_end():
+    import pandas as pd
+
+    from stvr_data.build import trim_training_tubelets
+
+    box = [0.1, 0.1, 0.2, 0.2]
+    tubelets = pd.DataFrame({
+        "tubelet_id": [0, 1, 2, 3, 4], "video_id": ["a", "a", "a", "b", "c"], "person_id": [0, 1, 2, 0, 0],
+        "label": ["5"] * 5, "start": [902.0, 905.0, 915.0, 902.0, 902.0], "end": [904.0, 912.0, 916.0, 930.0, 930.0],
+        "split": ["train", "train", "train", "val", "train"],
+        "boxes": [[box] * 3, [box] * 8, [box] * 2, [box] * 29, [box] * 29]})
+    # a decodes to 909.5 s; b (val) is handled by the pairs; c has no clip (not in `decoded`)
+    out, cut = trim_training_tubelets(tubelets, {"a": 909.5, "b": 903.0}, 1.0)
+    assert cut == {"a": 2}
+    assert out.tubelet_id.tolist() == [0, 1, 3, 4]  # 2 starts past the end: dropped, ids kept
+    one = out.set_index("tubelet_id")
+    assert (one.loc[1, "start"], one.loc[1, "end"], len(one.loc[1, "boxes"])) == (905.0, 908.0, 4)
+    assert one.loc[0, "end"] == 904.0 and len(one.loc[0, "boxes"]) == 3  # inside: untouched
+    assert one.loc[3, "end"] == 930.0 and one.loc[4, "end"] == 930.0
+    assert trim_training_tubelets(tubelets, {}, 1.0)[0] is tubelets

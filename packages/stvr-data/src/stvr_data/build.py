@@ -153,12 +153,13 @@ def _flatten(value, prefix: str = "") -> dict:
 def _build_staged(corpus: Corpus, videos_source, output: outdir.Output, options: BuildOptions,
                   extra_options: dict, fingerprint: dict) -> tuple[dict, list[str]]:
     """Write every file of the new benchmark into the staging folder; its card and files."""
-    tubelets = _with_ids(corpus.tubelets)
     videos = _media(corpus, videos_source, output, options)
+    tubelets, cut = trim_training_tubelets(_with_ids(corpus.tubelets), _decoded_ends(videos),
+                                           corpus.keyframe_interval)
     tables, dropped, short = _pair_tables(tubelets, videos, corpus, options)
     _require_pairs(tables, dropped, videos, output.root)
     files = _write_tables(output, tubelets, videos, tables)
-    files += _write_reports(output, corpus, videos, short)
+    files += _write_reports(output, corpus, videos, short, cut)
     _draw_samples_per_label(tubelets, output.staged(FIGURE_FILE),
                             title=f"{corpus.name}: samples per combined label")
     files += [FIGURE_FILE, *videos.clip_path[videos.status == "ok"].tolist()]
@@ -222,8 +223,7 @@ def _pair_tables(tubelets, videos, corpus, options):
     # depend on which videos could be fetched.
     bounds = {row.video_id: (row.clip_start, row.clip_end) for row in corpus.videos.itertuples()}
     unavailable = set(videos.loc[~videos.status.isin(["ok", "skipped"]), "video_id"])
-    ok = videos.status == "ok"
-    decoded = dict(zip(videos.video_id[ok], videos.clip_end[ok], strict=True))
+    decoded = _decoded_ends(videos)
     tables, dropped, short = {}, {}, {}
     for offset, split in enumerate(("val", "test")):
         chosen = tubelets[tubelets.split == split]
@@ -248,6 +248,35 @@ def _pair_tables(tubelets, videos, corpus, options):
 _EPS = 1e-6  # seconds: float slack when comparing times
 
 
+def _decoded_ends(videos: pd.DataFrame) -> dict:
+    """video id -> where its clip ends (s, source time): measured by decoding, see `media`."""
+    ok = videos.status == "ok"
+    return dict(zip(videos.video_id[ok], videos.clip_end[ok], strict=True))
+
+
+def trim_training_tubelets(tubelets: pd.DataFrame, decoded: dict,
+                           keyframe_interval: float) -> tuple[pd.DataFrame, dict]:
+    """Cut training tubelets at the decoded end of their clip (a truncated source), so that
+    no box is kept on frames the clip does not have; a tubelet left empty is dropped.
+
+    `decoded` maps video id -> clip end (s). Returns the tubelets (ids kept) and
+    video id -> number of tubelets cut or dropped.
+    """
+    ends = tubelets.video_id.map(decoded)
+    over = ((tubelets.split == "train") & ends.notna()
+            & (tubelets.end + keyframe_interval > ends + _EPS))
+    if not over.any():
+        return tubelets, {}
+    out = tubelets.copy()
+    keep = np.floor((ends[over] - out.start[over]) / keyframe_interval + _EPS).astype(int)
+    out.loc[over, "end"] = out.start[over] + (keep - 1) * keyframe_interval
+    out.loc[over, "boxes"] = pd.Series([list(b)[:max(k, 0)] for b, k in zip(out.boxes[over], keep, strict=True)],
+                                       index=keep.index, dtype=object)
+    out = out[~over | (out.end >= out.start)].reset_index(drop=True)
+    cut = tubelets.video_id[over].value_counts()
+    return out, {str(video): int(n) for video, n in cut.items()}
+
+
 def _past_media_end(table: pd.DataFrame, decoded: dict, keyframe_interval: float):
     """Masks of the pairs whose reference, and whose query, reach past the decoded end of
     their clip (a truncated source): their images would be black frames with ground truth."""
@@ -265,20 +294,23 @@ def _write_tables(output: outdir.Output, tubelets, videos, tables) -> list[str]:
     return [manifest.TABLE_FILES[name] for name in frames]
 
 
-def _write_reports(output: outdir.Output, corpus: Corpus, videos: pd.DataFrame, short: dict) -> list[str]:
+def _write_reports(output: outdir.Output, corpus: Corpus, videos: pd.DataFrame, short: dict,
+                   cut: dict) -> list[str]:
     """Reports of this build only: one that is no longer true is not written, and the
     commit deletes its old copy."""
     written = []
     for name, text in sorted(corpus.reports.items()):
         output.staged(f"{REPORTS_DIR}/{name}").write_text(text)
         written.append(f"{REPORTS_DIR}/{name}")
-    if videos.status.isin(["ok", "skipped"]).all() and not short:
+    if videos.status.isin(["ok", "skipped"]).all() and not short and not cut:
         return written
     from stvr_data import media
 
     ends = dict(zip(videos.video_id, videos.clip_end, strict=True))
     lines = [f"{video}\tshort\tdecodes to {ends[video]:.2f} s only\t{n} val/test pairs reaching past "
              "that end are left out" for video, n in sorted(short.items())]
+    lines += [f"{video}\tshort\tdecodes to {ends[video]:.2f} s only\t{n} training tubelets cut at "
+              "that end" for video, n in sorted(cut.items())]
     media.write_media_report(videos[videos.status != "skipped"], output.staged(MEDIA_REPORT), extra=lines)
     return [*written, MEDIA_REPORT]
 

@@ -385,8 +385,14 @@ def test_partial_files_of_dead_runs_are_removed(sample, tmp_path):
     leftover.parent.mkdir()
     leftover.write_bytes(b"half a clip from a killed run")
     (out / ".stvr.lock").write_text(json.dumps({"pid": 1}))
+    (out / ".stvr-staging").mkdir()
+    (out / ".stvr-staging" / "replaces.json").write_text("[]\n")  # a run killed after its commit
+    assert "note: .stvr-staging: files of a build that stopped" in CliRunner().invoke(main, ["verify", str(out)]).output
+    stamp = (out / "dataset.json").stat().st_mtime_ns
     assert _build(sample, out, "--skip-media").exit_code == 0
-    assert not leftover.exists() and outdir.verify(out).notes == []
+    assert (out / "dataset.json").stat().st_mtime_ns == stamp  # checked by hash, found whole
+    assert not leftover.exists() and not (out / ".stvr-staging").exists()
+    assert outdir.verify(out).notes == []
 
 
 def test_training_tubelets_are_cut_at_the_decoded_end():

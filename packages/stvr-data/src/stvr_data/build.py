@@ -95,6 +95,7 @@ def build_benchmark(corpus: Corpus, videos_source: str | None, out: str | Path,
     with outdir.open_output(out, command=f"build {corpus.name}") as output:
         if _up_to_date(output, fingerprint, options):
             log.info("%s is already built with these inputs and options", out)
+            output.drop_stage()
             return output.previous
         card, files = _build_staged(corpus, videos_source, output, options, extra_options or {},
                                     fingerprint)

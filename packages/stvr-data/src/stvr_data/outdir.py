@@ -175,6 +175,10 @@ class Output:
             if problem.path in self.listed():
                 within(self.root, problem.path).unlink(missing_ok=True)
 
+    def drop_stage(self) -> None:
+        """Forget the staged files of a stopped build (when the benchmark in place is current)."""
+        shutil.rmtree(self.stage, ignore_errors=True)
+
     def commit(self, card: dict, files: list[str]) -> dict:
         """Make the benchmark `card` + `files` (paths relative to the root) current.
 
@@ -203,7 +207,7 @@ class Output:
 
 
 def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    tmp = manifest.atomic_path(path)
     tmp.write_text(json.dumps(value) + "\n")
     os.replace(tmp, path)
 

@@ -13,10 +13,11 @@ import signal
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from stvr_data import manifest, outdir
+from stvr_data import manifest, media, outdir
 from stvr_data.cli.main import main
 from stvr_data.sample import SampleConfig, make_sample
 
@@ -89,11 +90,22 @@ def test_force_replaces_only_what_the_card_lists(sample, tmp_path):
     assert manifest.read_dataset_card(out)["files"] == card_files and outdir.verify(out).ok
 
 
-def test_every_path_stays_under_the_output_directory(tmp_path):
+def test_every_path_stays_under_the_output_directory(sample, tmp_path):
     assert outdir.within(tmp_path, "clips/Diving/v_a.mp4") == tmp_path / "clips/Diving/v_a.mp4"
-    for hostile in ("../x.mp4", "clips/../../x.mp4", "/tmp/x.mp4", "."):
+    for hostile in ("../x.mp4", "clips/../../x.mp4", "/tmp/x.mp4", ".", "clips/..", ""):
         with pytest.raises(outdir.OutputDirectoryError, match="outside"):
             outdir.within(tmp_path, hostile)
+    elsewhere = tmp_path / "big-disk"
+    elsewhere.mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "clips").symlink_to(elsewhere)  # the user's choice: allowed
+    assert outdir.within(tmp_path / "b", "clips/x.mp4") == tmp_path / "b" / "clips" / "x.mp4"
+    # The media step writes through it: a hostile video id stops the build, nothing written.
+    videos = pd.DataFrame({"video_id": ["../../escaped"], "source_file": [MKV]})
+    with pytest.raises(outdir.OutputDirectoryError, match="outside"):
+        media.prepare_media(videos, str(sample / "videos"), tmp_path / "c" / "d", start=900.0,
+                            end=901.0, size=(32, 32), progress=False)
+    assert not list(tmp_path.rglob("escaped*"))
 
 
 # ------------------------------------------------------------------ one build at a time

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,18 +40,17 @@ class OutputDirectoryError(StvrDataError):
 
 
 def within(root, relative: str) -> Path:
-    """``root / relative``, refusing a path that would land outside `root`.
+    """``root / relative``, refusing a `relative` that would lead outside `root`.
 
     Every file a build writes goes through here, so a hostile id in the annotations
-    (``../../x``, an absolute path) cannot make it write elsewhere.
+    (``../../x``, an absolute path) cannot make it write elsewhere. The check is on the
+    path's text: a folder the user made a symlink (``clips/`` on another disk) is allowed.
     """
-    root = Path(root)
-    target = root / relative
-    resolved_root = root.resolve()
-    resolved = target.resolve()
-    if Path(relative).is_absolute() or resolved == resolved_root or resolved_root not in resolved.parents:
+    text = str(relative)
+    normal = posixpath.normpath(text.replace("\\", "/"))
+    if not text or posixpath.isabs(normal) or normal == "." or normal == ".." or normal.startswith("../"):
         raise OutputDirectoryError(f"{relative!r}: would be written outside {root}; refused")
-    return target
+    return Path(root) / normal
 
 
 def is_own_card(card) -> bool:

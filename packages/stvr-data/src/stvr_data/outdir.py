@@ -138,7 +138,7 @@ def verify(benchmark) -> VerifyResult:
     if (root / STAGING_DIR / manifest.DATASET_CARD).is_file() and not (root / manifest.DATASET_CARD).is_file():
         raise OutputDirectoryError(f"{root}: a build was stopped while committing; run it again to finish")
     card = manifest.read_dataset_card(root)
-    if not is_own_card(card) and "files" not in card:
+    if not is_own_card(card):
         raise OutputDirectoryError(f"{root}: {manifest.DATASET_CARD} is not a benchmark card")
     result = VerifyResult(checked=len(card.get("files", {})), problems=check_files(root, card, deep=True))
     result.notes += [f"{rel}: not listed in the card" for rel in unlisted_files(root, card)]

@@ -1,17 +1,23 @@
 """Media faults in a build, through the command line: a full disk, an ffmpeg killed by a
 signal and a mirror outage are retried by the same command; a split left without pairs is
-an error; a source that decodes to less than its header says loses what it cannot serve."""
+an error; a source that decodes to less than its header says loses what it cannot serve;
+a build killed while ffmpeg runs takes it along, and the rerun makes the same clips."""
 
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
-from test_build_safety import MKV, WEBM, _build, _last_line
+from test_build_safety import MKV, WEBM, _args, _build, _last_line
+from test_process import _alive, _wait_for
 
 from stvr_data import fetch, manifest, media
 from stvr_data.build import trim_training_tubelets
@@ -162,3 +168,26 @@ def test_training_tubelets_are_cut_at_the_decoded_end():
     assert one.loc[0, "end"] == 904.0 and len(one.loc[0, "boxes"]) == 3  # inside: untouched
     assert one.loc[3, "end"] == 930.0 and one.loc[4, "end"] == 930.0
     assert trim_training_tubelets(tubelets, {}, 1.0)[0] is tubelets
+
+
+def test_kill_9_of_a_build_takes_its_ffmpeg_along_and_a_rerun_makes_the_same_clips(sample, tmp_path):
+    pid_file = tmp_path / "ffmpeg.pid"
+    slow = tmp_path / "ffmpeg"
+    slow.write_text(f"#!/bin/sh\necho $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; exec sleep 300\n")
+    slow.chmod(0o755)
+    out = tmp_path / "b"
+    args = _args(sample, out, "--resolution", "32x32", "--workers", "2", videos=sample / "videos")
+    build = subprocess.Popen([sys.executable, "-c", "import sys; from stvr_data.cli.main import main; "
+                              "main(sys.argv[1:])", *args], env=dict(os.environ, IMAGEIO_FFMPEG_EXE=str(slow)),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(pid_file.exists, "the build to start ffmpeg")
+    ffmpeg_pid = int(pid_file.read_text())
+    build.send_signal(signal.SIGKILL)
+    assert build.wait() == -signal.SIGKILL
+    _wait_for(lambda: not _alive(ffmpeg_pid), "the build's ffmpeg to die with it")
+    assert _build(sample, out, "--resolution", "32x32", "--workers", "2", videos=sample / "videos").exit_code == 0
+    fresh = tmp_path / "fresh"
+    assert _build(sample, fresh, "--resolution", "32x32", videos=sample / "videos").exit_code == 0
+    for clip in (fresh / "clips").iterdir():
+        assert (out / "clips" / clip.name).read_bytes() == clip.read_bytes(), clip.name
+    assert not list(out.rglob("*.partial")) and not (out / ".stvr-staging").exists()

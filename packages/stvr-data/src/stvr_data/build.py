@@ -120,7 +120,7 @@ def _up_to_date(output: outdir.Output, fingerprint: dict, options: BuildOptions)
         output.discard(problems)
     same = previous.get("fingerprint") == fingerprint
     if not same:
-        log.warning("%s: replacing the benchmark there, built with %s", output.root,
+        log.warning("%s: replacing the benchmark there, which differs in %s", output.root,
                     describe_changes(previous.get("fingerprint") or {}, fingerprint))
     retry = previous.get("counts", {}).get("videos", {}).get(RETRYABLE, 0)
     if same and retry:

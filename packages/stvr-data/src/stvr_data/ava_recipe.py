@@ -62,10 +62,6 @@ def prepare_ava(annotations, videos, out, *, options=None, min_tubelets: int = 1
 
     options = options or build.BuildOptions()
     release = load_annotations(annotations, skip_bad_rows=skip_bad_rows)
-    out = Path(out)
-    if len(release.bad_rows):
-        with atomic_write(out / build.REPORTS_DIR / "bad_rows.csv") as report:
-            release.bad_rows.to_csv(report, index=False)
     linked = {subset: tubelets.link_tubelets(getattr(release, subset), source=str(release.files[subset]))
               for subset in ("train", "val")}
     if split_file is not None:
@@ -89,7 +85,8 @@ def prepare_ava(annotations, videos, out, *, options=None, min_tubelets: int = 1
                                   "excluded": release.excluded_rows,
                                   "skipped_bad": len(release.bad_rows)}},
         input_hashes={p.name: manifest.sha256_file(p) for p in release.files.values()}
-        | ({Path(split_file).name: manifest.sha256_file(split_file)} if split_file else {}))
+        | ({Path(split_file).name: manifest.sha256_file(split_file)} if split_file else {}),
+        reports={"bad_rows.csv": release.bad_rows.to_csv(index=False)} if len(release.bad_rows) else {})
     extra = {"min_tubelets": min_tubelets, "num_val_labels": num_val_labels,
              "num_test_labels": num_test_labels, "skip_bad_rows": skip_bad_rows}
     return build.build_benchmark(corpus, videos, out, options, extra_options=extra)

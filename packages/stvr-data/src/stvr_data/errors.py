@@ -38,6 +38,11 @@ class MediaError(StvrDataError):
     """A video that cannot be fetched, decoded or written."""
 
 
+class TransientMediaError(MediaError):
+    """A video that could not be had for a reason that may pass (a mirror outage, a full
+    disk, ffmpeg killed by a signal): recorded as retryable, and the same command retries it."""
+
+
 class DetectionsError(StvrDataError):
     """A detections file that the scorer cannot accept."""
 

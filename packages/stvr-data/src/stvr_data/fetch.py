@@ -28,7 +28,7 @@ from pathlib import Path
 import av
 
 from stvr_data.atomic import atomic_path, publish, write_text
-from stvr_data.errors import MediaError, OutputWriteError
+from stvr_data.errors import MediaError, OutputWriteError, TransientMediaError
 
 CHUNK_BYTES = 1 << 20
 # Statuses that no retry will fix: the file is simply not there.
@@ -105,8 +105,9 @@ def resume_record(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.resume.partial")
 
 
-class _TransferFailed(MediaError):
-    """Retries or attempts used up; the partial file is kept for a later resume."""
+class _TransferFailed(TransientMediaError):
+    """Retries or attempts used up; the partial file is kept for a later resume. An
+    outage, not a verdict on the video: the same command retries it later."""
 
 
 class _CheckFailed(Exception):

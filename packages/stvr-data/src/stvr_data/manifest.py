@@ -39,6 +39,7 @@ from stvr_data.atomic import (
 )
 from stvr_data.atomic import atomic_write
 from stvr_data.errors import ManifestError
+from stvr_data.lock import LOCK_FILE
 
 SCHEMA_VERSION = "1.0"
 CLIPS_PER_SECOND = 3
@@ -79,7 +80,7 @@ VIDEOS_SCHEMA = _schema(
     _field("fps", pa.float64(), "Frame rate of the clip file."),
     _field("width", pa.int32(), "Frame width of the clip file in pixels."),
     _field("height", pa.int32(), "Frame height of the clip file in pixels."),
-    _field("status", pa.string(), "ok | missing | corrupt | skipped (media step not run)."),
+    _field("status", pa.string(), "ok | missing | corrupt | retryable (may pass: the same command retries it) | skipped (no media step)."),
 )
 
 TUBELETS_SCHEMA = _schema(
@@ -146,6 +147,8 @@ TABLES = {
 }
 TABLE_FILES = {name: f"{name}.parquet" for name in TABLES}
 DATASET_CARD = "dataset.json"
+CARD_FORMAT = "stvr-benchmark"  # the card's "format": marks a directory stvr-data wrote
+STAGING_DIR = ".stvr-staging"  # a build's files before its commit (see `stvr_data.outdir`)
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) -> Path:
@@ -206,19 +209,23 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_dataset_card(out: str | os.PathLike, card: dict) -> Path:
-    """Write `dataset.json`, adding the SHA-256 of every file in the benchmark directory.
+def write_dataset_card(out: str | os.PathLike, card: dict, files: dict | None = None) -> Path:
+    """Write `dataset.json` into `out`, with the SHA-256 and size of every file it lists.
 
-    The hashes cover every regular file below `out` except the card itself and
-    in-progress ``.partial`` files, keyed by path relative to `out`, sorted.
+    `files` maps each path relative to the benchmark to where it is read now (a build
+    reads staged files, see `stvr_data.outdir`). By default: every regular file below
+    `out` except the card, in-progress ``.partial`` files, the lock and the staging
+    folder. Keys are sorted; ``format`` marks the card as stvr-data's.
     """
     out = Path(out)
-    files = sorted(
-        p for p in out.rglob("*")
-        if p.is_file() and p.name != DATASET_CARD and not p.name.endswith(".partial")
-    )
-    card = dict(card, schema_version=SCHEMA_VERSION,
-                files={p.relative_to(out).as_posix(): sha256_file(p) for p in files})
+    if files is None:
+        files = {p.relative_to(out).as_posix(): p for p in out.rglob("*")
+                 if p.is_file() and p.name != DATASET_CARD and not p.name.endswith(".partial")
+                 and p.relative_to(out).parts[0] not in (STAGING_DIR, LOCK_FILE)}
+    ordered = sorted(files.items())
+    card = dict(card, format=CARD_FORMAT, schema_version=SCHEMA_VERSION,
+                files={rel: sha256_file(path) for rel, path in ordered},
+                file_sizes={rel: Path(path).stat().st_size for rel, path in ordered})
     return atomic.write_text(out / DATASET_CARD, json.dumps(card, indent=2, sort_keys=False) + "\n")
 
 

@@ -33,7 +33,9 @@ def common_build_options(func):
         click.option("--skip-media", is_flag=True, help="Build the manifests only; no video is fetched or cut."),
         click.option("--resolution", default="320x320", show_default=True, callback=parse_resolution,
                      help="WIDTHxHEIGHT of the 24-fps clip files."),
-        click.option("--force", is_flag=True, help="Rebuild even if the directory holds this exact build; re-cut clips."),
+        click.option("--force", is_flag=True,
+                     help="Rebuild even if the directory holds this exact build; re-cut clips. "
+                          "Replaces only files its dataset.json lists."),
         click.option("--youtube-fallback", is_flag=True,
                      help="Try YouTube (yt-dlp) for videos the source does not have."),
         click.option("-v", "--verbose", is_flag=True, help="Log each step."),

@@ -57,5 +57,5 @@ def chance_of_tables(fixed: pd.DataFrame, truth: pd.DataFrame, tubelets: pd.Data
                      keyframe_interval: float, **options) -> dict:
     """`chance_map` from the tables themselves (the builder calls this before the card exists)."""
     actors = pairs.actor_images(fixed, tubelets, keyframe_interval=keyframe_interval,
-                                clips_per_second=manifest.CLIPS_PER_SECOND)
+                                clips_per_second=manifest.images_per_keyframe(keyframe_interval))
     return chance_map(truth, actors, **options)

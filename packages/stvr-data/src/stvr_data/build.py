@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from stvr_data import manifest, pairs
+from stvr_data.card import write_sharing_files
 from stvr_data.errors import StvrDataError
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def build_benchmark(corpus: Corpus, videos_source: str | None, out: str | Path,
                         for s in ("train", "val", "test")},
                 counts=counts, fingerprint=fingerprint)
     manifest.write_dataset_card(out, card)
+    write_sharing_files(out)
     return manifest.read_dataset_card(out)
 
 
@@ -120,7 +122,7 @@ def _media(corpus: Corpus, source: str | None, out: Path, options: BuildOptions)
     width, height = options.resolution
     if options.skip_media or source is None:
         return videos.assign(clip_path=None, fps=float(options.fps), width=width, height=height,
-                             status="skipped")
+                             status="skipped", sha256=None)
     from stvr_data import media  # ffmpeg is only needed when clips are made
 
     done = media.prepare_media(

@@ -75,6 +75,7 @@ VIDEOS_SCHEMA = _schema(
     _field("width", pa.int32(), "Frame width of the clip file in pixels."),
     _field("height", pa.int32(), "Frame height of the clip file in pixels."),
     _field("status", pa.string(), "ok | missing | corrupt | skipped (media step not run)."),
+    _field("sha256", pa.string(), "SHA-256 of the clip file (hex); null without media.", True),
 )
 
 TUBELETS_SCHEMA = _schema(
@@ -141,6 +142,9 @@ TABLES = {
 }
 TABLE_FILES = {name: f"{name}.parquet" for name in TABLES}
 DATASET_CARD = "dataset.json"
+# Generated from dataset.json after it is written (`stvr_data.card`), so not hashed in it.
+HF_CARD = "README.md"
+CROISSANT = "croissant.json"
 
 
 def atomic_path(path: Path) -> Path:
@@ -209,17 +213,22 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def write_dataset_card(out: str | os.PathLike, card: dict) -> Path:
-    """Write `dataset.json`, adding the SHA-256 of every file in the benchmark directory.
+    """Write `dataset.json`, adding the tool versions (`stvr_data.provenance`) and the
+    SHA-256 of every file in the benchmark directory.
 
-    The hashes cover every regular file below `out` except the card itself and
-    in-progress ``.partial`` files, keyed by path relative to `out`, sorted.
+    The hashes cover every regular file below `out` except the card itself, the files
+    generated from it (`HF_CARD`, `CROISSANT`) and in-progress ``.partial`` files, keyed
+    by path relative to `out`, sorted.
     """
+    from stvr_data.provenance import tool_versions
+
     out = Path(out)
+    derived = {DATASET_CARD, HF_CARD, CROISSANT}
     files = sorted(
         p for p in out.rglob("*")
-        if p.is_file() and p.name != DATASET_CARD and not p.name.endswith(".partial")
+        if p.is_file() and p.relative_to(out).as_posix() not in derived and not p.name.endswith(".partial")
     )
-    card = dict(card, schema_version=SCHEMA_VERSION,
+    card = dict(card, schema_version=SCHEMA_VERSION, tools=tool_versions(),
                 files={p.relative_to(out).as_posix(): sha256_file(p) for p in files})
     path = out / DATASET_CARD
     tmp = atomic_path(path)

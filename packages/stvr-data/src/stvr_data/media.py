@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from stvr_data.errors import MediaError
 from stvr_data.fetch import VideoMissingError, download_youtube, fetch_video
-from stvr_data.manifest import atomic_path
+from stvr_data.manifest import atomic_path, sha256_file
 
 CLIP_START = 900.0
 CLIP_END = 1800.0
@@ -222,7 +222,8 @@ def _decode_into(container, stream, out: np.ndarray, first: int, fps: int) -> No
 
 CLIP_DIR = "clips"
 STATUSES = ("ok", "missing", "corrupt")
-MEDIA_COLUMNS = ("clip_path", "clip_start", "clip_end", "fps", "width", "height", "status", "error")
+MEDIA_COLUMNS = ("clip_path", "clip_start", "clip_end", "fps", "width", "height", "status", "error",
+                 "sha256")
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,8 @@ def prepare_media(videos: pd.DataFrame, source: str, out_dir, *, workers: int = 
     Returns a copy with ``clip_path`` (relative to `out_dir`, null unless ok),
     ``clip_start``/``clip_end`` (s, source timeline; ``clip_end`` is where the clip's
     last frame ends, ``== clip_start`` when there is no clip), ``fps``, ``width``,
-    ``height``, ``status`` (ok | missing | corrupt) and ``error`` (null when ok).
+    ``height``, ``status`` (ok | missing | corrupt), ``error`` (null when ok) and
+    ``sha256`` (of the clip file, null unless ok).
 
     One bad video never stops the others: it is reported in its row. Clips already
     finished with the same options are kept unless `force`. Videos run in `workers`
@@ -313,15 +315,17 @@ def _media_row(video_id: str, source_file, source: str, out_dir: Path, download_
         return _row(None, options, None, "missing", str(err))
     except MediaError as err:
         return _row(None, options, None, "corrupt", str(err))
-    return _row(relative, options, info, "ok", None)
+    return _row(relative, options, info, "ok", None, sha256=sha256_file(dest))
 
 
-def _row(clip_path, options: MediaOptions, info: VideoInfo | None, status: str, error) -> dict:
+def _row(clip_path, options: MediaOptions, info: VideoInfo | None, status: str, error,
+         sha256: str | None = None) -> dict:
     frames = info.num_frames if info is not None else 0
     width, height = (info.width, info.height) if info is not None else options.size
     return {"clip_path": clip_path, "clip_start": float(options.start),
             "clip_end": float(options.start) + frames / options.fps, "fps": float(options.fps),
-            "width": int(width), "height": int(height), "status": status, "error": error}
+            "width": int(width), "height": int(height), "status": status, "error": error,
+            "sha256": sha256}
 
 
 def finished_clip(dest: Path, options: MediaOptions) -> VideoInfo | None:

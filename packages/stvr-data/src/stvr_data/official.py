@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from stvr_data import __version__, manifest
+from stvr_data.card import write_sharing_files
 from stvr_data.errors import AnnotationError, ManifestError
 
 SOURCE = "official STVR release"
@@ -166,7 +167,7 @@ def official_videos(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "video_id": ids, "subset": "val", "source_file": None, "clip_path": None,
         "clip_start": AVA_SEGMENT[0], "clip_end": AVA_SEGMENT[1], "fps": float(manifest.CLIP_FPS),
-        "width": np.int32(width), "height": np.int32(height), "status": "skipped",
+        "width": np.int32(width), "height": np.int32(height), "status": "skipped", "sha256": None,
     })
 
 
@@ -197,6 +198,7 @@ def import_official(json_path: str | os.PathLike, out_dir: str | os.PathLike, *,
         manifest.write_table(empty, tubelets, manifest.TUBELETS_SCHEMA)
     card = _card(previous, split, json_path, pairs, groundtruth, videos)
     manifest.write_dataset_card(out, card)
+    write_sharing_files(out)
     return manifest.read_dataset_card(out)
 
 

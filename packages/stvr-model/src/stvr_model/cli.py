@@ -132,11 +132,11 @@ def _box_option(ctx, param, value):
 @click.option("--query-box", required=True, callback=_box_option,
               help="x1,y1,x2,y2 of the query actor, normalised to [0, 1] (pixels with --pixels).")
 @click.option("--pixels", is_flag=True, help="--query-box is in pixels of the query video.")
-@click.option("--query-start", required=True, type=float, help="Start of the query action (s).")
-@click.option("--query-end", required=True, type=float, help="End of the query action (s).")
+@click.option("--query-start", required=True, type=float, help="Start of the query action (s); the span is [start, end).")
+@click.option("--query-end", required=True, type=float, help="End of the query action (s, exclusive).")
 @click.option("--reference-video", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--reference-start", default=0.0, show_default=True, help="Where to search from (s).")
-@click.option("--reference-end", type=float, default=None, help="Where to search to (s; default: the end).")
+@click.option("--reference-end", type=float, default=None, help="Where to search to (s, exclusive; default: the end).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where detections.csv/.parquet, pictures/ and the cut clips (work/) go.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

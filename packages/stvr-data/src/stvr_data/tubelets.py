@@ -43,6 +43,13 @@ def label_ids(label: str) -> tuple[int, ...]:
     return tuple(int(part) for part in label.split("+"))
 
 
+def describe_label(label: str, action_names: dict) -> str:
+    """A combined label with its action names, ``'11+79'`` -> ``'11+79 (sit + talk to)'``;
+    `action_names` maps id strings to names. The label alone when a name is unknown."""
+    names = [action_names.get(part) for part in str(label).split("+")]
+    return f"{label} ({' + '.join(names)})" if all(names) else str(label)
+
+
 def keyframe_index(times, keyframe_interval: float = 1.0) -> np.ndarray:
     """Integer keyframe number ``round(t / interval)`` of each time (int64).
 

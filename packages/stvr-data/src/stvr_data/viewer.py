@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from stvr_data import evaluation, manifest
 from stvr_data.errors import ManifestError, MediaError
+from stvr_data.tubelets import describe_label
 
 ASSETS_DIR = Path(__file__).with_name("viewer_assets")
 ASSETS = ("index.html", "viewer.js", "viewer.css")
@@ -46,9 +47,9 @@ def choose_pairs(pairs: pd.DataFrame, per_label: int) -> pd.DataFrame:
 def label_names(labels, action_names: dict) -> dict:
     """``{combined label: 'name + name'}`` from the card's action names ('' when unknown)."""
     out = {}
-    for label in labels:
-        names = [action_names.get(part) for part in str(label).split("+")]
-        out[str(label)] = " + ".join(names) if all(names) else ""
+    for label in map(str, labels):
+        described = describe_label(label, action_names)
+        out[label] = described[len(label) + 2:-1] if described != label else ""
     return out
 
 

@@ -85,12 +85,14 @@ def train_command(manifest, cell, out, backbone, weights, iterations, batch_size
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--max-pairs", type=int, default=None, help="Evaluate only the first N pairs (quick checks).")
 @click.option("--pictures", default=4, show_default=True, help="Pairs drawn as PNG (Figure 8 style).")
-def evaluate_command(checkpoint, manifest, split, out, device, max_pairs, pictures):
+@click.option("--min-score", default=0.3, show_default=True, help="Detections drawn in the pictures.")
+def evaluate_command(checkpoint, manifest, split, out, device, max_pairs, pictures, min_score):
     """Detect on the fixed pairs of a split, score frame-mAP at IoU 0.3/0.5/0.7, draw pairs."""
     from stvr_model.evaluate import evaluate
 
     out = out or checkpoint.parent / f"eval_{split}"
-    results = evaluate(checkpoint, manifest, split, out, device=device, max_pairs=max_pairs, pictures=pictures)
+    results = evaluate(checkpoint, manifest, split, out, device=device, max_pairs=max_pairs, pictures=pictures,
+                       min_score=min_score)
     head = results["frame_map"]
     labels = sorted(head["0.5"]["per_label"])
     click.echo(f"{'label':<24}" + "".join(f"  AP@{t}" for t in head))

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from stvr_data import manifest
 from stvr_data.evaluation import frame_map
+from stvr_data.tubelets import describe_label
 from stvr_model import boxes
 from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
 from stvr_model.data import DataConfig, PairDataset, collate
@@ -68,7 +69,7 @@ def score(groundtruth: pd.DataFrame, detections: pd.DataFrame, thresholds=IOU_TH
 
 def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str | Path, *,
              device: str = "auto", max_pairs: int | None = None, pictures: int = 4,
-             progress: bool = True) -> dict:
+             progress: bool = True, min_score: float = 0.3) -> dict:
     """Detect, score and draw; returns the metrics written to `metrics_<split>.json`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,10 @@ def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str
                "cell": spec.cell, "backbone": spec.backbone, "pairs": len(evaluated),
                "frame_map": score(groundtruth, detections)}
     (out / f"metrics_{split}.json").write_text(json.dumps(results, indent=2) + "\n")
+    labels = dict(zip(dataset.fixed.pair_id, dataset.fixed.label, strict=True))
+    names = manifest.read_dataset_card(benchmark).get("action_names", {})
     for i, (sample, dets) in enumerate(kept):
         draw_pair(sample, dets, out / "pictures" / f"{split}_{i:02d}_{sample['pair_id']}.png",
-                  title=f"{sample['pair_id']} ({spec.cell})")
+                  title=f"{sample['pair_id']} ({spec.cell})", min_score=min_score,
+                  label=describe_label(labels[sample["pair_id"]], names))
     return results

@@ -1,0 +1,76 @@
+"""Pair pictures a reader understands: legend, label with action names, readable tags,
+the source's aspect ratio, a score threshold that never hides a best clip's best box."""
+
+import numpy as np
+import pytest
+import torch
+
+from stvr_data.tubelets import describe_label
+from stvr_model import visualize
+
+
+def test_pixel_aspect_and_visible_boxes():
+    assert visualize.pixel_aspect((320, 320), 16 / 9) == pytest.approx(9 / 16)
+    assert visualize.pixel_aspect((320, 180), 16 / 9) == pytest.approx(1.0)
+    assert visualize.pixel_aspect((320, 320), None) == "equal"
+    assert visualize.visible_boxes([[0] * 4] * 3, [0.1, 0.5, 0.2], 0.3) == [1]
+    assert visualize.visible_boxes([[0] * 4] * 2, [0.1, 0.2], 0.3) == []
+    assert visualize.visible_boxes([[0] * 4] * 2, [0.1, 0.2], 0.3, keep_best=True) == [1]
+
+
+def test_describe_label_names_every_action():
+    names = {"11": "sit", "79": "talk to"}
+    assert describe_label("11+79", names) == "11+79 (sit + talk to)"
+    assert describe_label("11+80", names) == "11+80"  # an unknown name: the ids alone
+
+
+def _sample(clips=3, size=32):
+    boxes = torch.tensor([[4.0, 4.0, 20.0, 28.0]])
+    return {"pair_id": "test-00001", "query": torch.zeros(clips, 3, 8, size, size),
+            "query_boxes": boxes.repeat(clips, 1), "reference": torch.zeros(clips, 3, 8, size, size),
+            "times": torch.arange(clips, dtype=torch.float64) / 3,
+            "targets": [{"boxes": boxes, "labels": torch.tensor([2])} for _ in range(clips)]}
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    figures = []
+    monkeypatch.setattr(visualize, "_save", lambda fig, path: figures.append(fig) or path)
+    return figures
+
+
+def _red_boxes(ax):
+    red = np.array([0.8392, 0.1529, 0.1569])  # COLOURS["prediction"]
+    return [p for p in ax.patches if np.allclose(p.get_edgecolor()[:3], red, atol=1e-3)]
+
+
+def test_draw_pair_has_legend_label_aspect_and_threshold(drawn, tmp_path):
+    dets = [{"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0], [2.0, 2.0, 12.0, 12.0]]),
+             "scores": torch.tensor([0.9, 0.1])} for _ in range(3)]
+    visualize.draw_pair(_sample(), dets, tmp_path / "p.png", title="test-00001 (warp)",
+                        label="11+79 (sit + talk to)", min_score=0.5, display_aspect=(16 / 9, 4 / 3))
+    fig = drawn[0]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["query box", "ground truth (matching actor)", "prediction, score >= 0.5"]
+    assert fig._suptitle.get_text() == "test-00001 (warp)\n11+79 (sit + talk to)"
+    query_ax, ref_ax = fig.axes[0], fig.axes[4]
+    assert query_ax.get_aspect() == pytest.approx(9 / 16) and ref_ax.get_aspect() == pytest.approx(3 / 4)
+    assert len(_red_boxes(ref_ax)) == 1  # 0.1 < 0.5: hidden
+    tags = [t for t in query_ax.texts if t.get_text() == "query"]
+    assert tags and tags[0].get_bbox_patch() is not None and tags[0].get_color() == "white"
+
+
+def test_best_clips_always_show_their_best_box(drawn, tmp_path):
+    dets = [{"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0]]), "scores": torch.tensor([0.05])} for _ in range(3)]
+    visualize.draw_pair(_sample(), dets, tmp_path / "a.png", min_score=0.3, with_truth=False)
+    visualize.draw_pair(_sample(), dets, tmp_path / "b.png", min_score=0.3, keep_best=True, with_truth=False)
+    hidden, kept = drawn
+    assert len(_red_boxes(hidden.axes[4])) == 0 and len(_red_boxes(kept.axes[4])) == 1
+    assert [t.get_text() for t in kept.legends[0].get_texts()] == [
+        "query box", "prediction, score >= 0.3 (and each clip's best)"]
+
+
+def test_draw_pair_writes_a_png(tmp_path):
+    path = visualize.draw_pair(_sample(), [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0)}] * 3,
+                               tmp_path / "pictures" / "x.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"

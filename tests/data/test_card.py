@@ -146,3 +146,15 @@ def test_an_official_import_of_one_split_loads(tmp_path):
     assert "official STVR release" in text
     dataset = mlc.Dataset(jsonld=out / "croissant.json")
     assert len(list(dataset.records("groundtruth_test"))) == 2 * 3 * 3
+
+
+def test_a_benchmark_of_an_older_schema_is_rebuilt_with_its_sharing_files(sample, tmp_path):
+    out = _build(sample, tmp_path / "b", "--skip-media")
+    card_path = out / "dataset.json"
+    old = json.loads(card_path.read_text())
+    old["fingerprint"]["schema_version"] = "1.0"
+    card_path.write_text(json.dumps(old))
+    (out / "README.md").unlink()
+    _build(sample, out, "--skip-media")
+    assert manifest.read_dataset_card(out)["fingerprint"]["schema_version"] == manifest.SCHEMA_VERSION
+    assert (out / "README.md").is_file()

@@ -77,7 +77,8 @@ def build_benchmark(corpus: Corpus, videos_source: str | None, out: str | Path,
     out = Path(out)
     fingerprint = {"inputs": corpus.input_hashes, "options": options.card(),
                    "corpus_options": extra_options or {},
-                   "videos": None if videos_source is None else str(videos_source)}
+                   "videos": None if videos_source is None else str(videos_source),
+                   "schema_version": manifest.SCHEMA_VERSION}  # a newer format rebuilds
     previous = _previous_card(out)
     if previous and previous.get("fingerprint") == fingerprint and not options.force:
         log.info("%s is already built with these inputs and options", out)

@@ -24,7 +24,8 @@ def ffmpeg_version() -> dict:
     exe = imageio_ffmpeg.get_ffmpeg_exe()
     try:
         run = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=30, check=True)
-        first = run.stdout.splitlines()[0].strip() if run.stdout else None
+        # "ffmpeg version n7.1 Copyright (c) ...": the version without the copyright notice
+        first = run.stdout.splitlines()[0].split(" Copyright")[0].strip() if run.stdout else None
     except (OSError, subprocess.SubprocessError):
         first = None
     return {"version": first, "binary": Path(exe).name}

@@ -90,8 +90,7 @@ def _summary(card: dict, split: str, pairs: pd.DataFrame, videos: pd.DataFrame, 
              f"{counts.get(f'boxes_{split}')} target boxes, {pairs.label.nunique()} combined labels",
              f"schema {card.get('schema_version')}"]
     if tools:
-        ffmpeg = str(tools.get("ffmpeg", {}).get("version")).split(" Copyright")[0]
-        lines.append(f"stvr-data {tools.get('stvr-data')}, {ffmpeg}")
+        lines.append(f"stvr-data {tools.get('stvr-data')}, {tools.get('ffmpeg', {}).get('version')}")
     return {"name": card.get("name", "STVR benchmark"), "split": split, "lines": lines,
             "figure": FIGURE if figure else None, "keyframe_interval": card.get("keyframe_interval", 1.0),
             "clip_width": width, "clip_height": height, "display_width": DISPLAY_WIDTH,

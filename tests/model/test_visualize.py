@@ -74,3 +74,35 @@ def test_draw_pair_writes_a_png(tmp_path):
     path = visualize.draw_pair(_sample(), [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0)}] * 3,
                                tmp_path / "pictures" / "x.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_figure7_command_draws_the_warped_grid_of_a_trained_warp_cell(tmp_path):
+    from click.testing import CliRunner
+
+    from stvr_data import manifest
+    from stvr_data.ava_recipe import prepare_ava
+    from stvr_data.build import BuildOptions
+    from stvr_data.sample import SampleConfig, make_sample
+    from stvr_model.checkpoint import ModelSpec
+    from stvr_model.cli import main
+    from stvr_model.data import DataConfig
+    from stvr_model.train import TrainConfig, train
+
+    # 96 px frames give the 6x6 feature maps the warp cell's 3x3 control grid needs.
+    make_sample(tmp_path / "sample", seed=3, config=SampleConfig(train_videos=2, val_videos=2))
+    bench = tmp_path / "bench"
+    prepare_ava(tmp_path / "sample" / "annotations", str(tmp_path / "sample" / "videos"), bench,
+                options=BuildOptions(resolution=(96, 96)), min_tubelets=2, num_val_labels=1, num_test_labels=1)
+    spec = ModelSpec(cell="warp", backbone="small", image_size=(96, 96), box_head_blocks=0)
+    config = TrainConfig(iterations=1, batch_size=1, num_workers=0, device="cpu", checkpoint_every=1)
+    train(bench, tmp_path / "run", spec, config,
+          DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0), progress=False)
+    pair = manifest.read_benchmark_table(bench, "pairs_test").pair_id.iloc[0]
+    args = ["pictures", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--manifest", str(bench),
+            "--pair", pair, "--steps", "3", "--out", str(tmp_path / "fig7")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    pictures = sorted((tmp_path / "fig7").glob(f"{pair}_step*.png"))
+    assert len(pictures) == 3 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pictures)
+    missing = CliRunner().invoke(main, [*args[:6], "test-99999", *args[7:]])
+    assert missing.exit_code == 2 and "no test pair 'test-99999'" in missing.output

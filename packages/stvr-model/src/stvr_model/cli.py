@@ -118,6 +118,21 @@ def convert_i3d_command(out, checkpoint, cache_dir):
     click.echo(f"wrote {path}")
 
 
+@main.command("pictures")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--manifest", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--pair", "pair_id", required=True, help="Pair id, e.g. test-00003 (its split is the prefix).")
+@click.option("--steps", default=4, show_default=True, help="Reference steps drawn, evenly spaced.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+def pictures_command(checkpoint, manifest, pair_id, steps, out, device):
+    """Draw the paper's Figure 7: the warped grid of the cell over each reference frame."""
+    from stvr_model.pictures import draw_pair_warps
+
+    paths = draw_pair_warps(checkpoint, manifest, pair_id, out, steps=steps, device=device)
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
 def _box_option(ctx, param, value):
     try:
         box = tuple(float(v) for v in value.split(","))

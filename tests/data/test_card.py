@@ -56,6 +56,8 @@ def test_every_table_loads_with_datasets(bench, tmp_path):
             frame = manifest.read_benchmark_table(bench, table)
             assert loaded[split].num_rows == len(frame) > 0
             assert loaded[split].column_names == manifest.TABLES[table].names
+    default = datasets.load_dataset(str(bench), split="test", cache_dir=str(tmp_path / "hf"))
+    assert default.column_names == manifest.PAIRS_SCHEMA.names  # one line, no config name: the pairs
     truth = datasets.load_dataset(str(bench), "groundtruth", split="test", cache_dir=str(tmp_path / "hf"))
     empty = [row for row in truth if row["x1"] is None]
     assert empty and all(row["y2"] is None for row in empty)  # null, not NaN, marks no target

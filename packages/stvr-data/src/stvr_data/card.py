@@ -18,6 +18,7 @@ from pathlib import Path
 from stvr_data import manifest
 
 HF_SPLITS = {"val": "validation", "test": "test"}
+DEFAULT_CONFIG = "pairs"  # what load_dataset(DIR) reads without a config name
 WHOLE_TABLE_SPLIT = "full"  # HF split name of a table that holds every benchmark split
 
 PAPER = "Y. Feng, L. Ma, W. Liu, J. Luo. Spatio-temporal Video Re-localization by Warp LSTM. CVPR 2019."
@@ -82,7 +83,8 @@ def hf_configs(present: set[str] | None = None) -> list[dict]:
             table, split = name, None
         configs.setdefault(table, []).append(
             {"split": HF_SPLITS.get(split, WHOLE_TABLE_SPLIT), "path": filename})
-    return [{"config_name": table, "data_files": files} for table, files in configs.items()]
+    return [{"config_name": table, "data_files": files, **({"default": True} if table == DEFAULT_CONFIG else {})}
+            for table, files in configs.items()]
 
 
 def _yaml(value, indent: int = 0) -> list[str]:
@@ -131,7 +133,7 @@ def dataset_card(card: dict, present: set[str]) -> str:
     source = source_name(card)
     _, licence_text, source_citation = licence(card)
     names = [c["config_name"] for c in hf_configs(present)]
-    config = "pairs" if "pairs" in names else names[0]
+    config = DEFAULT_CONFIG if DEFAULT_CONFIG in names else names[0]
     lines = ["---", *_yaml(front_matter(card, present)), "---", "",
              f"# {card.get('name', 'STVR benchmark')}", "", TASK, "",
              f"Benchmark of {PAPER}", "",

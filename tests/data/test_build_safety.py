@@ -172,8 +172,9 @@ def _killed_build(point: str, args: list[str]) -> int:
     return subprocess.run([sys.executable, "-c", KILL, point, *args], capture_output=True).returncode
 
 
-# With --skip-media the commit renames 7 files, then the card (rename 8).
-@pytest.mark.parametrize("point", ["before-commit", "rename:1", "rename:4", "rename:8"])
+# With --skip-media the commit renames 7 files, the 2 generated from the card (README.md,
+# croissant.json: renames 8 and 9), then the card (rename 10).
+@pytest.mark.parametrize("point", ["before-commit", "rename:1", "rename:4", "rename:9", "rename:10"])
 def test_kill_9_during_a_rebuild_never_leaves_a_mix(sample, tmp_path, point):
     out = tmp_path / "b"
     assert _build(sample, out, "--skip-media").exit_code == 0

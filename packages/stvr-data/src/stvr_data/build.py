@@ -92,7 +92,8 @@ def build_benchmark(corpus: Corpus, videos_source: str | None, out: str | Path,
     out = Path(out)
     fingerprint = {"inputs": corpus.input_hashes, "options": options.card(),
                    "corpus_options": extra_options or {},
-                   "videos": None if videos_source is None else str(videos_source)}
+                   "videos": None if videos_source is None else str(videos_source),
+                   "schema_version": manifest.SCHEMA_VERSION}  # a newer format rebuilds
     with outdir.open_output(out, command=f"build {corpus.name}") as output:
         if _up_to_date(output, fingerprint, options):
             log.info("%s is already built with these inputs and options", out)
@@ -203,7 +204,7 @@ def _media(corpus: Corpus, source: str | None, output: outdir.Output, options: B
     width, height = options.resolution
     if options.skip_media or source is None:
         return videos.assign(clip_path=None, fps=float(options.fps), width=width, height=height,
-                             status="skipped")
+                             status="skipped", sha256=None)
     from stvr_data import media  # ffmpeg is only needed when clips are made
 
     done = media.prepare_media(

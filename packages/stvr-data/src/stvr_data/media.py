@@ -36,6 +36,7 @@ from stvr_data import atomic
 from stvr_data.atomic import atomic_write
 from stvr_data.errors import MediaError, OutputWriteError, TransientMediaError
 from stvr_data.fetch import VideoMissingError, download_youtube, fetch_video
+from stvr_data.manifest import sha256_file
 from stvr_data.outdir import within
 from stvr_data.process import is_transient_os_error, run_child
 
@@ -227,7 +228,8 @@ CLIP_DIR = "clips"
 # retryable: failed for a reason that may pass (mirror outage, full disk, ffmpeg killed);
 # the build exits non-zero and the same command tries these videos again.
 STATUSES = ("ok", "missing", "corrupt", "retryable")
-MEDIA_COLUMNS = ("clip_path", "clip_start", "clip_end", "fps", "width", "height", "status", "error")
+MEDIA_COLUMNS = ("clip_path", "clip_start", "clip_end", "fps", "width", "height", "status", "error",
+                 "sha256")
 
 
 @dataclass(frozen=True)
@@ -262,7 +264,8 @@ def prepare_media(videos: pd.DataFrame, source: str, out_dir, *, workers: int = 
     Returns a copy with ``clip_path`` (relative to `out_dir`, null unless ok),
     ``clip_start``/``clip_end`` (s, source timeline; ``clip_end`` is where the clip's
     last frame ends, ``== clip_start`` when there is no clip), ``fps``, ``width``,
-    ``height``, ``status`` (see `STATUSES`) and ``error`` (null when ok).
+    ``height``, ``status`` (see `STATUSES`), ``error`` (null when ok) and ``sha256``
+    (of the clip file, null unless ok).
 
     One bad video never stops the others: it is reported in its row. Clips already
     finished with the same options are kept unless `force`. With `stage_dir`, new clips
@@ -312,10 +315,9 @@ def _media_row(video_id: str, source_file, source: str, dirs: tuple[Path, Path],
     relative = f"{CLIP_DIR}/{video_id}.mp4"
     dest = within(dirs[0], relative)
     try:
-        info = None
-        if not options.force:
-            info = finished_clip(dest, options) or finished_clip(within(dirs[1], relative), options)
+        path, info = _finished(dirs, relative, options)
         if info is None:
+            path = dest
             src = _obtain(video_id, source_file, source, download_dir, options.youtube_fallback)
             info = cut_clip(src, dest, start=options.start, end=options.end, fps=options.fps,
                             size=options.size, threads=options.threads)
@@ -333,15 +335,28 @@ def _media_row(video_id: str, source_file, source: str, dirs: tuple[Path, Path],
         if not is_transient_os_error(err):
             raise
         return _row(None, options, None, "retryable", f"{video_id}: {err}")
-    return _row(relative, options, info, "ok", None)
+    return _row(relative, options, info, "ok", None, sha256=sha256_file(path))
 
 
-def _row(clip_path, options: MediaOptions, info: VideoInfo | None, status: str, error) -> dict:
+def _finished(dirs: tuple[Path, Path], relative: str, options: MediaOptions):
+    """(path, info) of a clip a previous run finished with the same options, looked for in
+    each of `dirs`; (None, None) when there is none or with `force`."""
+    for folder in dirs if not options.force else ():
+        path = within(folder, relative)
+        info = finished_clip(path, options)
+        if info is not None:
+            return path, info
+    return None, None
+
+
+def _row(clip_path, options: MediaOptions, info: VideoInfo | None, status: str, error,
+         sha256: str | None = None) -> dict:
     frames = info.num_frames if info is not None else 0
     width, height = (info.width, info.height) if info is not None else options.size
     return {"clip_path": clip_path, "clip_start": float(options.start),
             "clip_end": float(options.start) + frames / options.fps, "fps": float(options.fps),
-            "width": int(width), "height": int(height), "status": status, "error": error}
+            "width": int(width), "height": int(height), "status": status, "error": error,
+            "sha256": sha256}
 
 
 def finished_clip(dest: Path, options: MediaOptions) -> VideoInfo | None:

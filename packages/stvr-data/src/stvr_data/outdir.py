@@ -12,8 +12,12 @@ Rules a build follows (`open_output` and `Output.commit` implement them):
   files are renamed into place and the card last. A run killed before the commit point
   leaves the old benchmark whole; one killed after it has its commit finished by the next
   run (`open_output`), and meanwhile the directory has no card, so nobody reads a mix.
+- Generated files. `README.md` and `croissant.json` are made from the card (they hash
+  it), so the card names them under ``generated`` instead of hashing them; the commit
+  writes them into the staging folder after the card and moves them with the rest.
 - Checks. The files a card lists must exist with their recorded sizes (checked every
-  run) and, after an unclean stop or in `verify`, their recorded SHA-256.
+  run) and, after an unclean stop or in `verify`, their recorded SHA-256; the generated
+  files must exist and, in those deep checks, be what the card generates.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ class Problem:
 
 
 def check_files(root, card: dict, *, deep: bool) -> list[Problem]:
-    """Problems of the files `card` lists under `root`: missing, size, and with `deep` sha256."""
+    """Problems of the files `card` lists under `root`: missing, size, and with `deep` sha256;
+    then those of its generated files (see `check_generated`)."""
     root, problems = Path(root), []
     sizes = card.get("file_sizes", {})
     for relative, digest in sorted(card.get("files", {}).items()):
@@ -87,14 +92,29 @@ def check_files(root, card: dict, *, deep: bool) -> list[Problem]:
             problems.append(Problem(relative, "size", f"{size} bytes, card says {sizes[relative]}"))
         elif deep and manifest.sha256_file(path) != digest:
             problems.append(Problem(relative, "sha256", "content differs from the card"))
+    return problems + check_generated(root, card, deep=deep)
+
+
+def check_generated(root: Path, card: dict, *, deep: bool) -> list[Problem]:
+    """The card's generated files (`manifest.generated_files`) that are missing or, with
+    `deep`, differ from what the card in `root` generates."""
+    from stvr_data.card import sharing_texts
+
+    names = manifest.generated_files(card)
+    problems = [Problem(name, "missing") for name in names if not (root / name).is_file()]
+    if deep and len(problems) < len(names):
+        texts = sharing_texts(card, root)
+        problems += [Problem(name, "content", f"not what {manifest.DATASET_CARD} generates")
+                     for name in names if (root / name).is_file()
+                     and (root / name).read_text(encoding="utf-8") != texts.get(name)]
     return problems
 
 
 def unlisted_files(root, card: dict) -> list[str]:
     """Files under `root` the card does not list (besides the card, the lock and staging)."""
     root = Path(root)
-    listed = set(card.get("files", {}))
-    return [rel for rel in _relative_files(root) if rel not in listed and rel != manifest.DATASET_CARD]
+    listed = set(card.get("files", {})) | set(manifest.generated_files(card)) | {manifest.DATASET_CARD}
+    return [rel for rel in _relative_files(root) if rel not in listed]
 
 
 def _relative_files(root: Path) -> list[str]:
@@ -170,9 +190,10 @@ class Output:
         return dict((self.previous or {}).get("files", {}))
 
     def discard(self, problems: list[Problem]) -> None:
-        """Delete damaged files the current card lists, so that they are made again."""
+        """Delete damaged files the current card lists or generates, so that they are made again."""
+        owned = set(self.listed()) | set(manifest.generated_files(self.previous or {}))
         for problem in problems:
-            if problem.path in self.listed():
+            if problem.path in owned:
                 within(self.root, problem.path).unlink(missing_ok=True)
 
     def drop_stage(self) -> None:
@@ -199,6 +220,11 @@ class Output:
                 sources[relative] = final
             else:
                 raise OutputDirectoryError(f"{final}: the build did not write it")
+        mine = set(manifest.generated_files(self.previous or {}))
+        for name in manifest.GENERATED_FILES:
+            if (self.root / name).exists() and name not in mine:
+                raise OutputDirectoryError(f"{self.root / name}: exists and is not part of the benchmark "
+                                           "here; move it away (nothing was replaced)")
         self.stage.mkdir(parents=True, exist_ok=True)
         atomic.write_text(self.stage / REPLACES_FILE, json.dumps(sorted(set(old) - set(files))) + "\n")
         manifest.write_dataset_card(self.stage, card, files=sources)  # the commit point
@@ -217,11 +243,12 @@ def finish_commit(root) -> bool:
     if not card_path.is_file():
         return False
     card = manifest.read_dataset_card(stage)
+    _stage_generated(stage, card)
     replaced = json.loads((stage / REPLACES_FILE).read_text()) if (stage / REPLACES_FILE).is_file() else []
     (root / manifest.DATASET_CARD).unlink(missing_ok=True)
     for relative in replaced:
         within(root, relative).unlink(missing_ok=True)
-    for relative in card["files"]:
+    for relative in [*card["files"], *manifest.generated_files(card)]:
         staged = within(stage, relative)
         if staged.is_file():
             final = within(root, relative)
@@ -231,6 +258,18 @@ def finish_commit(root) -> bool:
     shutil.rmtree(stage)
     _remove_empty_dirs(root, replaced)
     return True
+
+
+def _stage_generated(stage: Path, card: dict) -> None:
+    """Write the staged card's generated files into `stage`, those not there yet (they
+    depend only on the card, so a commit finished by a later run makes the same bytes)."""
+    from stvr_data.card import sharing_texts
+
+    missing = [name for name in manifest.generated_files(card) if not (stage / name).is_file()]
+    if missing:
+        texts = sharing_texts(card, stage)
+        for name in missing:
+            atomic.write_text(within(stage, name), texts[name])
 
 
 def _remove_empty_dirs(root: Path, relatives: list[str]) -> None:

@@ -69,8 +69,11 @@ def setup_logging(verbose: bool) -> None:
               help="Take the val/test labels from an official val_test.json instead of choosing them.")
 @click.option("--skip-bad-rows", is_flag=True,
               help="Drop malformed annotation rows and list them in reports/bad_rows.csv instead of stopping.")
+@click.option("--ava-version", default=None, metavar="X.Y",
+              help="AVA release to read (2.1 or 2.2) when the folder holds several; default: the newest found.")
 def build_ava(annotations, videos, out, seed, workers, skip_media, resolution, force, youtube_fallback,
-              verbose, min_tubelets, num_val_labels, num_test_labels, split_file, skip_bad_rows):
+              verbose, min_tubelets, num_val_labels, num_test_labels, split_file, skip_bad_rows,
+              ava_version):
     """Build the STVR benchmark from AVA (paper §5).
 
     Links per-second person boxes into combined-label tubelets, holds out val/test
@@ -87,7 +90,7 @@ def build_ava(annotations, videos, out, seed, workers, skip_media, resolution, f
                        options=build_options(seed, workers, skip_media, resolution, force, youtube_fallback),
                        min_tubelets=min_tubelets, num_val_labels=num_val_labels,
                        num_test_labels=num_test_labels, split_file=split_file,
-                       skip_bad_rows=skip_bad_rows)
+                       skip_bad_rows=skip_bad_rows, ava_version=ava_version)
     click.echo(summary(card))
     click.echo(f"wrote {out}")
 

@@ -142,12 +142,13 @@ def test_pairs_past_the_decodable_end_of_a_truncated_source_are_dropped(sample, 
         mine = gt[gt.ref_video_id == row.video_id]
         assert (mine.timestamp + 1 / 3 <= row.clip_end + 1e-6).all()
         assert not (pairs[pairs.ref_video_id == row.video_id].ref_end > row.clip_end + 1e-6).any()
+        assert not (pairs[pairs.query_video_id == row.video_id].query_end > row.clip_end + 1e-6).any()
     train = table[table.source_file == MKV].iloc[0]
     assert 905.0 < train.clip_end < 935.0
     tubelets = manifest.read_benchmark_table(cut, "tubelets")
     mine = tubelets[tubelets.video_id == train.video_id]
-    assert len(mine) and (mine.end + 1 <= train.clip_end + 1e-6).all()
-    assert all(len(b) == e - s + 1 for b, s, e in zip(mine.boxes, mine.start, mine.end, strict=True))
+    assert len(mine) and (mine.end <= train.clip_end + 1e-6).all()
+    assert all(len(b) == e - s for b, s, e in zip(mine.boxes, mine.start, mine.end, strict=True))  # [start, end)
     assert f"{train.video_id}\tshort\tdecodes to {train.clip_end:.2f} s only\t" in report
     assert "training tubelets cut at that end" in report
 
@@ -156,7 +157,7 @@ def test_training_tubelets_are_cut_at_the_decoded_end():
     box = [0.1, 0.1, 0.2, 0.2]
     tubelets = pd.DataFrame({
         "tubelet_id": [0, 1, 2, 3, 4], "video_id": ["a", "a", "a", "b", "c"], "person_id": [0, 1, 2, 0, 0],
-        "label": ["5"] * 5, "start": [902.0, 905.0, 915.0, 902.0, 902.0], "end": [904.0, 912.0, 916.0, 930.0, 930.0],
+        "label": ["5"] * 5, "start": [902.0, 905.0, 915.0, 902.0, 902.0], "end": [905.0, 913.0, 917.0, 931.0, 931.0],
         "split": ["train", "train", "train", "val", "train"],
         "boxes": [[box] * 3, [box] * 8, [box] * 2, [box] * 29, [box] * 29]})
     # a decodes to 909.5 s; b (val) is handled by the pairs; c has no clip (not in `decoded`)
@@ -164,9 +165,10 @@ def test_training_tubelets_are_cut_at_the_decoded_end():
     assert cut == {"a": 2}
     assert out.tubelet_id.tolist() == [0, 1, 3, 4]  # 2 starts past the end: dropped, ids kept
     one = out.set_index("tubelet_id")
-    assert (one.loc[1, "start"], one.loc[1, "end"], len(one.loc[1, "boxes"])) == (905.0, 908.0, 4)
-    assert one.loc[0, "end"] == 904.0 and len(one.loc[0, "boxes"]) == 3  # inside: untouched
-    assert one.loc[3, "end"] == 930.0 and one.loc[4, "end"] == 930.0
+    # [905, 913) keeps the keyframes 905..908, whose seconds end by 909.5: [905, 909)
+    assert (one.loc[1, "start"], one.loc[1, "end"], len(one.loc[1, "boxes"])) == (905.0, 909.0, 4)
+    assert one.loc[0, "end"] == 905.0 and len(one.loc[0, "boxes"]) == 3  # inside: untouched
+    assert one.loc[3, "end"] == 931.0 and one.loc[4, "end"] == 931.0
     assert trim_training_tubelets(tubelets, {}, 1.0)[0] is tubelets
 
 

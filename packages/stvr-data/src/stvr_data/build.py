@@ -235,7 +235,7 @@ def _pair_tables(tubelets, videos, corpus, options):
                                  keyframe_interval=corpus.keyframe_interval,
                                  pad_below=options.pad_below)
         lost = table.query_video_id.isin(unavailable) | table.ref_video_id.isin(unavailable)
-        ref_past, query_past = _past_media_end(table, decoded, corpus.keyframe_interval)
+        ref_past, query_past = _past_media_end(table, decoded)
         past = (ref_past | query_past) & ~lost
         culprits = table.ref_video_id.where(ref_past, table.query_video_id)[past]
         for video, n in culprits.value_counts().items():
@@ -268,26 +268,26 @@ def trim_training_tubelets(tubelets: pd.DataFrame, decoded: dict,
     """
     ends = tubelets.video_id.map(decoded)
     over = ((tubelets.split == "train") & ends.notna()
-            & (tubelets.end + keyframe_interval > ends + _EPS))
+            & (tubelets.end > ends + _EPS))
     if not over.any():
         return tubelets, {}
     out = tubelets.copy()
     keep = np.floor((ends[over] - out.start[over]) / keyframe_interval + _EPS).astype(int)
-    out.loc[over, "end"] = out.start[over] + (keep - 1) * keyframe_interval
+    out.loc[over, "end"] = out.start[over] + keep * keyframe_interval  # [start, end): keep keyframes
     out.loc[over, "boxes"] = pd.Series([list(b)[:max(k, 0)] for b, k in zip(out.boxes[over], keep, strict=True)],
                                        index=keep.index, dtype=object)
-    out = out[~over | (out.end >= out.start)].reset_index(drop=True)
+    out = out[~over | (out.end > out.start)].reset_index(drop=True)
     cut = tubelets.video_id[over].value_counts()
     return out, {str(video): int(n) for video, n in cut.items()}
 
 
-def _past_media_end(table: pd.DataFrame, decoded: dict, keyframe_interval: float):
+def _past_media_end(table: pd.DataFrame, decoded: dict):
     """Masks of the pairs whose reference, and whose query, reach past the decoded end of
     their clip (a truncated source): their images would be black frames with ground truth."""
     ref_ends = table.ref_video_id.map(decoded)
     query_ends = table.query_video_id.map(decoded)
     ref_past = ref_ends.notna() & (table.ref_end > ref_ends + _EPS)
-    query_past = query_ends.notna() & (table.query_end + keyframe_interval > query_ends + _EPS)
+    query_past = query_ends.notna() & (table.query_end > query_ends + _EPS)
     return ref_past, query_past
 
 

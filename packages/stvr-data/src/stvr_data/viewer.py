@@ -18,15 +18,13 @@ pair's query or reference span (a preview's own timeline); reference image ``k``
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from stvr_data import evaluation, manifest
+from stvr_data import atomic, evaluation, manifest
 from stvr_data.errors import ManifestError, MediaError
 from stvr_data.tubelets import describe_label
 
@@ -173,15 +171,9 @@ def write_site(benchmark, out, *, split: str = "test", detections=None, per_labe
     except MediaError as err:
         raise MediaError(f"{benchmark}: cannot cut a preview: {err}") from None
     data = site_data(benchmark, split, detections=frame, per_label=per_label, media=media)
-    _write_text(out / "data.js", "window.STVR_DATA = " + json.dumps(data, separators=(",", ":")) + ";\n")
+    atomic.write_text(out / "data.js", "window.STVR_DATA = " + json.dumps(data, separators=(",", ":")) + ";\n")
     for name in ASSETS:
-        shutil.copyfile(ASSETS_DIR / name, out / name)
+        atomic.write_bytes(out / name, (ASSETS_DIR / name).read_bytes())
     if data["summary"]["figure"]:
-        shutil.copyfile(benchmark / "samples_per_label.png", out / FIGURE)
+        atomic.write_bytes(out / FIGURE, (benchmark / "samples_per_label.png").read_bytes())
     return out / "index.html"
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = manifest.atomic_path(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)

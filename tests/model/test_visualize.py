@@ -93,7 +93,7 @@ def test_figure7_command_draws_the_warped_grid_of_a_trained_warp_cell(tmp_path):
     bench = tmp_path / "bench"
     prepare_ava(tmp_path / "sample" / "annotations", str(tmp_path / "sample" / "videos"), bench,
                 options=BuildOptions(resolution=(96, 96)), min_tubelets=2, num_val_labels=1, num_test_labels=1)
-    spec = ModelSpec(cell="warp", backbone="small", image_size=(96, 96), box_head_blocks=0)
+    spec = ModelSpec(cell="warp", backbone="small", image_size=(96, 96), box_head_blocks=1, box_head_width=64)
     config = TrainConfig(iterations=1, batch_size=1, num_workers=0, device="cpu", checkpoint_every=1)
     train(bench, tmp_path / "run", spec, config,
           DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0), progress=False)

@@ -10,13 +10,12 @@ the child is killed before the exception goes on. A child that dies of a signal 
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import signal
 import subprocess
 import sys
 
-from stvr_data.errors import MediaError, TransientMediaError
+from stvr_data.errors import DISK_FULL_ERRNOS, MediaError, TransientMediaError
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # ffmpeg's own words for failures that are about the machine, not the video.
@@ -77,4 +76,4 @@ def last_line(stderr: bytes | None) -> str:
 
 def is_transient_os_error(err: OSError) -> bool:
     """A full disk or quota: the machine's state, not the input's."""
-    return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return err.errno in DISK_FULL_ERRNOS

@@ -261,7 +261,7 @@ def machine() -> str:
 
 
 def same_tubelets(library, loop) -> bool:
-    mine = [(r.video_id, r.person_id, r.label, r.start, r.end) for r in library.itertuples()]
+    mine = [(r.video_id, r.person_id, r.label, r.start, r.end - 1.0) for r in library.itertuples()]  # [start, end)
     theirs = [(t[0], t[1], t[2], float(t[3][0]), float(t[3][-1])) for t in loop]
     return mine == theirs
 

@@ -59,7 +59,8 @@ def test_pairs_table(both, test_records):
     query, ref = test_records[0]
     assert first.pair_id == "test-00000" and pairs.pair_id.iloc[-1] == "test-06494"
     assert (first.query_video_id, first.ref_video_id) == (query["id"], ref["id"]) == ("5BDj0ow5hnA", "9F2voT6QWvQ")
-    assert (first.query_start, first.query_end, first.ref_start, first.ref_end) == (1563, 1564, 911, 914)
+    # query frames 1563, 1564: the span [1563, 1565)
+    assert (first.query_start, first.query_end, first.ref_start, first.ref_end) == (1563, 1565, 911, 914)
     assert first.label == "4"
     # [y1, x1, y2, x2] = [0.329, 0.358, 0.753, 0.436] becomes [x1, y1, x2, y2]
     assert np.asarray(first.query_boxes[0].tolist()) == pytest.approx([0.358, 0.329, 0.436, 0.753])
@@ -121,7 +122,7 @@ def test_queries_inside_their_reference_are_counted(both, test_records):
 def test_queries_inside_reference_edges():
     pairs = pd.DataFrame({"pair_id": ["a", "b", "c", "d"], "query_video_id": ["v", "v", "v", "w"],
                           "ref_video_id": ["v", "v", "v", "v"], "query_start": [5.0, 10.0, 3.0, 5.0],
-                          "query_end": [9.0, 12.0, 4.0, 6.0], "ref_start": [9.0, 5.0, 5.0, 5.0],
+                          "query_end": [10.0, 13.0, 5.0, 7.0], "ref_start": [9.0, 5.0, 5.0, 5.0],
                           "ref_end": [12.0, 10.0, 8.0, 8.0]})
     # a touches the first reference second; b starts at the exclusive end; c ends before; d other video
     assert queries_inside_reference(pairs) == ["a"]
@@ -196,7 +197,7 @@ def test_a_built_benchmark_survives_export_and_import(tmp_path):
     rng = np.random.default_rng(0)
     tubelets = pd.DataFrame([
         {"video_id": f"v{v}", "person_id": p, "label": ["4", "8+79"][p % 2], "start": float(s),
-         "end": float(s + n - 1), "split": "test",
+         "end": float(s + n), "split": "test",
          "boxes": [[0.1 + 0.01 * i, 0.2, 0.4 + 0.01 * i, 0.8] for i in range(n)]}
         for v in range(6) for p in range(3)
         for s, n in [(902 + int(rng.integers(0, 40)), int(rng.integers(2, 8)))]])

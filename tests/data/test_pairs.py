@@ -39,19 +39,19 @@ def make_tubelets(rows, split="val") -> pd.DataFrame:
     values = np.concatenate([[[0.01 * i + 0.1 * p, 0.2, 0.5 + 0.1 * p, 0.6] for i in range(n)]
                              for p, n in zip(frame["person_id"], frame["n"], strict=True)])
     frame["start"] = frame["start"].astype(np.float64)
-    frame["end"] = frame["start"] + frame["n"] - 1
+    frame["end"] = frame["start"] + frame["n"]  # half-open [start, end)
     frame["person_id"] = frame["person_id"].astype(np.int32)
     frame["boxes"] = boxes_series(values.astype(np.float32), np.append(0, np.cumsum(frame["n"])))
     return assign_ids(frame.drop(columns="n").assign(split=split))
 
 
 @pytest.mark.parametrize(("start", "end", "expected"), [
-    (1000, 1002, (997, 1006)),    # 3 keyframes: 3 s of background each side
-    (1000, 1008, (991, 1018)),    # 9 < 10: padded
-    (1000, 1009, (1000, 1010)),   # 10 keyframes: its own span, end exclusive
-    (902, 905, (900, 910)),       # clamped below at 900
-    (1795, 1798, (1791, 1800)),   # clamped above at 1800
-    (902, 902, (901, 904)),
+    (1000, 1003, (997, 1006)),    # 3 keyframes: 3 s of background each side
+    (1000, 1009, (991, 1018)),    # 9 < 10: padded
+    (1000, 1010, (1000, 1010)),   # 10 keyframes: its own span
+    (902, 906, (900, 910)),       # clamped below at 900
+    (1795, 1799, (1791, 1800)),   # clamped above at 1800
+    (902, 903, (901, 904)),
 ])
 def test_reference_span_official_rule(start, end, expected):
     ref_start, ref_end = reference_span(start, end, 900, 1800)
@@ -59,7 +59,7 @@ def test_reference_span_official_rule(start, end, expected):
 
 
 def test_reference_span_vectorised_with_options():
-    ref_start, ref_end = reference_span(np.array([10.0, 10.0]), np.array([11.0, 14.0]),
+    ref_start, ref_end = reference_span(np.array([10.0, 10.0]), np.array([11.5, 14.5]),
                                         np.array([0.0, 12.0]), np.array([100.0, 100.0]),
                                         keyframe_interval=0.5, pad_below=5)
     # 3 keyframes of 0.5 s -> 1.5 s each side; 9 keyframes >= 5 -> own span [10, 14.5).
@@ -131,14 +131,14 @@ def test_make_pairs_rules_hold_on_random_tubelets():
     assert (pairs.ref_video_id.to_numpy() == target.video_id.to_numpy()).all()
     # The query never overlaps its own reference.
     same = pairs.query_video_id == pairs.ref_video_id
-    overlap = same & (pairs.query_start < pairs.ref_end) & (pairs.query_end + 1 > pairs.ref_start)
+    overlap = same & (pairs.query_start < pairs.ref_end) & (pairs.query_end > pairs.ref_start)
     assert same.any() and not overlap.any()
     # The reference contains its target and stays in the 900-1800 s segment.
     assert (pairs.ref_start <= target.start.to_numpy()).all()
-    assert (pairs.ref_end >= target.end.to_numpy() + 1).all()
+    assert (pairs.ref_end >= target.end.to_numpy()).all()
     assert pairs.ref_start.min() >= 900 and pairs.ref_end.max() <= 1800
     lengths = [len(b) for b in pairs.query_boxes]
-    assert lengths == (pairs.query_end - pairs.query_start + 1).astype(int).tolist()
+    assert lengths == (pairs.query_end - pairs.query_start).astype(int).tolist()
 
 
 def test_make_pairs_is_deterministic_and_seeded():
@@ -195,7 +195,7 @@ def test_groundtruth_counts_every_image_of_real_pairs():
     # The target's boxes are there at each of its images (and maybe other tubelets' too).
     target = table.set_index("tubelet_id").loc[pairs.target_tubelet_id]
     boxed = truth.dropna(subset=["x1"]).groupby("pair_id", sort=False).size().reindex(pairs.pair_id)
-    assert (boxed.to_numpy() >= 3 * (target.end - target.start + 1).to_numpy()).all()
+    assert (boxed.to_numpy() >= 3 * (target.end - target.start).to_numpy()).all()
 
 
 def test_reference_actors_marks_matching_label():
@@ -222,14 +222,14 @@ def test_draw_train_pairs_rules():
     query, target = byid.loc[pairs.query_tubelet_id], byid.loc[pairs.target_tubelet_id]
     assert (pairs.query_tubelet_id != pairs.target_tubelet_id).all()
     assert (target.label.to_numpy() == pairs.label.to_numpy()).all()
-    q_len = pairs.query_end - pairs.query_start + 1
-    assert q_len.max() == 10 and (q_len == np.minimum(query.end - query.start + 1, 10).to_numpy()).all()
+    q_len = pairs.query_end - pairs.query_start
+    assert q_len.max() == 10 and (q_len == np.minimum(query.end - query.start, 10).to_numpy()).all()
     assert (pairs.query_start >= query.start.to_numpy()).all()
     assert (pairs.query_end <= query.end.to_numpy()).all()
     r_len = pairs.ref_end - pairs.ref_start
-    assert (r_len == np.minimum(target.end - target.start + 1, 2).to_numpy()).all()
+    assert (r_len == np.minimum(target.end - target.start, 2).to_numpy()).all()
     assert (pairs.ref_start >= target.start.to_numpy()).all()
-    assert (pairs.ref_end <= target.end.to_numpy() + 1).all()
+    assert (pairs.ref_end <= target.end.to_numpy()).all()
     # Query boxes are the tubelet's boxes at the window's keyframes.
     offset = (pairs.query_start.to_numpy() - query.start.to_numpy()).astype(int)
     for k in range(len(pairs)):
@@ -273,7 +273,7 @@ def test_annotation_steps_on_the_synthetic_sample(tmp_path):
         pairs = made[split]
         assert len(pairs) > 0 and set(pairs.label) <= labels[split]
         inside = ((pairs.query_video_id == pairs.ref_video_id) & (pairs.query_start < pairs.ref_end)
-                  & (pairs.query_end + 1 > pairs.ref_start))
+                  & (pairs.query_end > pairs.ref_start))
         assert not inside.any()
         assert truth[split].x1.notna().any() and truth[split].x1.isna().any()
         write_table(pairs, tmp_path / f"pairs_{split}.parquet", PAIRS_SCHEMA)

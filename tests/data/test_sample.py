@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -17,6 +19,8 @@ from stvr_data.cli.main import main
 from stvr_data.render import pixel_box, render_background, render_frame
 from stvr_data.sample import (
     AVA_ONSET,
+    RECORD_FILE,
+    OutputExistsError,
     SampleConfig,
     make_sample,
     plan_sample,
@@ -371,3 +375,31 @@ def _extent(changed: np.ndarray, actor, clip: int) -> np.ndarray:
 def _iou(a, b) -> float:
     w, h = max(0.0, min(a[2], b[2]) - max(a[0], b[0])), max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
+
+
+def test_force_removes_only_the_files_the_earlier_sample_recorded(tmp_path):
+    out = tmp_path / "s"
+    tiny = dataclasses.replace(SMALL, train_videos=1, val_videos=1)
+    make_sample(out, seed=1, config=tiny)
+    first = sorted(p.name for p in (out / "videos").iterdir())
+    mine = [out / "videos" / "my_own.mp4", out / "videos" / "holiday.mkv", out / "notes.txt"]
+    for path in mine:
+        path.write_bytes(b"the user's")
+    with pytest.raises(OutputExistsError, match="not empty"):
+        make_sample(out, seed=2, config=tiny)
+    make_sample(out, seed=2, config=tiny, force=True)
+    second = sorted(p.name for p in (out / "videos").iterdir() if p.name not in ("my_own.mp4", "holiday.mkv"))
+    assert set(first).isdisjoint(second) and len(second) == 2  # seed 1's videos are gone
+    assert all(path.read_bytes() == b"the user's" for path in mine)
+    record = json.loads((out / RECORD_FILE).read_text())
+    assert sorted(record["files"]) == sorted(
+        [f"videos/{name}" for name in second]
+        + [f"annotations/{p.name}" for p in (out / "annotations").iterdir()])
+    assert not (out / ".stvr.lock").exists()
+
+
+def test_a_sample_directory_in_use_is_refused(tmp_path):
+    from stvr_data.lock import OutputLock, OutputLockedError
+
+    with OutputLock(tmp_path / "s", "make-sample"), pytest.raises(OutputLockedError, match="in use by make-sample"):
+        make_sample(tmp_path / "s", seed=1, config=SMALL, videos=False)

@@ -25,7 +25,7 @@ def make_tubelets(rows) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["video_id", "person_id", "label", "start", "n"])
     values = np.concatenate([[[0.01 * i, 0.2, 0.5, 0.6] for i in range(n)] for n in frame["n"]])
     frame["start"] = frame["start"].astype(np.float64)
-    frame["end"] = frame["start"] + frame["n"] - 1
+    frame["end"] = frame["start"] + frame["n"]  # half-open [start, end)
     frame["person_id"] = frame["person_id"].astype(np.int32)
     frame["boxes"] = boxes_series(values.astype(np.float32), np.append(0, np.cumsum(frame["n"])))
     return frame.drop(columns="n")
@@ -107,14 +107,14 @@ def test_remove_heldout_seconds_splits_every_person_of_the_video():
     ])
     kept = remove_heldout_seconds(train, ["80"])
     assert spans(kept) == [
-        ("a", 0, "12", 902.0, 904.0),
-        ("a", 0, "12", 907.0, 909.0),
-        ("a", 0, "12", 911.0, 911.0),
-        ("a", 2, "12+80", 904.0, 904.0),
-        ("a", 2, "12+80", 907.0, 908.0),
-        ("b", 0, "12", 905.0, 907.0),
+        ("a", 0, "12", 902.0, 905.0),
+        ("a", 0, "12", 907.0, 910.0),
+        ("a", 0, "12", 911.0, 912.0),
+        ("a", 2, "12+80", 904.0, 905.0),
+        ("a", 2, "12+80", 907.0, 909.0),
+        ("b", 0, "12", 905.0, 908.0),
     ]
-    # Boxes follow their seconds: the piece 907..909 of person 0 starts at offset 5.
+    # Boxes follow their seconds: the piece [907, 910) of person 0 starts at offset 5.
     assert np.allclose(kept["boxes"].iloc[1][0], [0.05, 0.2, 0.5, 0.6])
     assert np.allclose(kept["boxes"].iloc[4][1], [0.04, 0.2, 0.5, 0.6])
 
@@ -137,14 +137,14 @@ def test_assign_splits_drops_singletons_and_keeps_labels_disjoint():
     ])
     table = assign_splits(train, val, ["79"], ["80", "11"])
     assert spans(table[table.split == "train"]) == [
-        ("t1", 0, "12", 902.0, 902.0), ("t1", 0, "12", 904.0, 906.0), ("t2", 0, "12", 902.0, 903.0)]
-    assert spans(table[table.split == "val"]) == [("v1", 0, "79", 902.0, 903.0),
-                                                 ("v1", 1, "79", 910.0, 911.0)]
-    assert spans(table[table.split == "test"]) == [("v2", 1, "80", 902.0, 903.0),
-                                                  ("v2", 2, "80", 920.0, 920.0)]
+        ("t1", 0, "12", 902.0, 903.0), ("t1", 0, "12", 904.0, 907.0), ("t2", 0, "12", 902.0, 904.0)]
+    assert spans(table[table.split == "val"]) == [("v1", 0, "79", 902.0, 904.0),
+                                                 ("v1", 1, "79", 910.0, 912.0)]
+    assert spans(table[table.split == "test"]) == [("v2", 1, "80", 902.0, 904.0),
+                                                  ("v2", 2, "80", 920.0, 921.0)]
     # every other actor of the validation videos stays, as context (the dropped singleton too)
-    assert spans(table[table.split == "context"]) == [("v1", 2, "12", 902.0, 904.0),
-                                                     ("v2", 0, "11", 902.0, 903.0)]
+    assert spans(table[table.split == "context"]) == [("v1", 2, "12", 902.0, 905.0),
+                                                     ("v2", 0, "11", 902.0, 904.0)]
     assert list(table.columns) == ["video_id", "person_id", "label", "start", "end", "boxes", "split"]
 
 

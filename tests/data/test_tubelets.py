@@ -64,11 +64,11 @@ def test_link_tricky_rows(tmp_path):
     tubelets = link_tubelets(boxes)
     assert list(tubelets.columns) == ["video_id", "person_id", "label", "start", "end", "boxes"]
     assert as_plain(tubelets) == [
-        ("v0", 1, "11+17+74", 905.0, 906.0, [[0.5, 0.5, 0.6, 0.6], [0.6, 0.6, 0.7, 0.7]]),
-        ("v1", 0, "12+80", 902.0, 903.0, [[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.5]]),
-        ("v1", 0, "12", 904.0, 904.0, [[0.1, 0.2, 0.3, 0.6]]),
-        ("v1", 0, "12", 906.0, 906.0, [[0.1, 0.2, 0.3, 0.5]]),
-        ("v1", 3, "11", 902.0, 902.0, [[0.5, 0.5, 0.6, 0.6]]),
+        ("v0", 1, "11+17+74", 905.0, 907.0, [[0.5, 0.5, 0.6, 0.6], [0.6, 0.6, 0.7, 0.7]]),
+        ("v1", 0, "12+80", 902.0, 904.0, [[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.5]]),
+        ("v1", 0, "12", 904.0, 905.0, [[0.1, 0.2, 0.3, 0.6]]),
+        ("v1", 0, "12", 906.0, 907.0, [[0.1, 0.2, 0.3, 0.5]]),
+        ("v1", 3, "11", 902.0, 903.0, [[0.5, 0.5, 0.6, 0.6]]),
     ]
     assert tubelets["start"].dtype == np.float64 and tubelets["person_id"].dtype == np.int32
 
@@ -102,7 +102,7 @@ def test_keyframe_interval_is_a_parameter(tmp_path):
     boxes, _ = boxes_of(text, tmp_path)
     boxes["timestamp"] = [1.0, 1.5, 2.5]  # AVA files hold whole seconds only; linking takes any grid
     assert link_tubelets(boxes, keyframe_interval=0.5)[["start", "end"]].values.tolist() == [
-        [1.0, 1.5], [2.5, 2.5]]
+        [1.0, 2.0], [2.5, 3.0]]  # half-open spans: last keyframe + 0.5 s
     assert len(link_tubelets(boxes, keyframe_interval=0.25)) == 3  # 1.0 and 1.5 are 2 steps apart
     with pytest.raises(StvrDataError, match="not on the 1.0 s keyframe grid"):
         link_tubelets(boxes)
@@ -131,7 +131,7 @@ def test_run_key_splits_adjacent_runs():
                             "x1": 0.1, "y1": 0.1, "x2": 0.2, "y2": 0.2, "label": "5"})
     assert len(runs_to_tubelets(seconds)) == 1
     split = runs_to_tubelets(seconds, run_key=np.array([0, 0, 1]))
-    assert split[["start", "end"]].values.tolist() == [[1.0, 2.0], [3.0, 3.0]]
+    assert split[["start", "end"]].values.tolist() == [[1.0, 3.0], [3.0, 4.0]]
 
 
 def test_tubelets_write_to_the_manifest_schema(tmp_path):

@@ -78,7 +78,8 @@ def test_real_tube_converted_by_hand(annotations, tubelets):
     assert k.tolist() == [3, 4] and frames.tolist() == [29, 37]
     assert tube["boxes"][[3, 11]].tolist() == [[210, 63, 92, 176], [208, 34, 88, 205]]
     row = tubelets[tubelets.video_id == TRAP_VIDEO].iloc[0]
-    assert (row.person_id, row.label, row.start, row.end) == (0, "Basketball", 1.0, 4 / 3)
+    assert (row.person_id, row.label, row.start) == (0, "Basketball", 1.0)
+    assert row.end == pytest.approx(5 / 3)  # two keyframes: [1, 5/3)
     values, lengths = boxes_values(boxes_arrow(tubelets.boxes[tubelets.video_id == TRAP_VIDEO]))
     assert lengths.tolist() == [2]
     expected = [[209 / 320, 62 / 240, 301 / 320, 238 / 240], [207 / 320, 33 / 240, 295 / 320, 238 / 240]]
@@ -103,7 +104,7 @@ def test_boxes_are_clipped_to_the_frame():
 def test_every_tubelet_is_valid(annotations, tubelets):
     assert len(tubelets) == 4443  # 15 tubes are shorter than the gap between clip middles
     values, lengths = boxes_values(boxes_arrow(tubelets.boxes))
-    steps = np.rint((tubelets.end - tubelets.start).to_numpy() * 3).astype(int) + 1
+    steps = np.rint((tubelets.end - tubelets.start).to_numpy() * 3).astype(int)
     assert (lengths == steps).all()
     assert (values >= 0).all() and (values <= 1).all()
     assert (values[:, 2] > values[:, 0]).all() and (values[:, 3] > values[:, 1]).all()
@@ -290,8 +291,8 @@ def test_groundtruth_holds_the_target_box_at_each_of_its_clips(built):
             at = rows[np.isclose(rows.timestamp, target.start + step / 3)]
             found = at[["x1", "y1", "x2", "y2"]].to_numpy()
             assert np.isclose(found, np.asarray(box, dtype=np.float32)).all(axis=1).any()
-        # The last keyframe covers [end, end + 1/3).
-        outside = rows[(rows.timestamp < target.start - 1e-6) | (rows.timestamp > target.end + 1 / 3 - 1e-6)]
+        # The target spans [start, end): its last keyframe covers [end - 1/3, end).
+        outside = rows[(rows.timestamp < target.start - 1e-6) | (rows.timestamp > target.end - 1e-6)]
         # Only other tubes of the same class can be ground truth outside the target.
         others = tubelets[(tubelets.video_id == pair.ref_video_id) & (tubelets.label == pair.label)]
         assert outside.x1.isna().all() or len(others) > 1

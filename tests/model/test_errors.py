@@ -95,7 +95,7 @@ def _warp_run(benchmark, out, lr: float):
     from stvr_model.data import DataConfig
     from stvr_model.train import TrainConfig, train
 
-    spec = ModelSpec(cell="warp", backbone="small", image_size=(96, 96), box_head_blocks=1, box_head_width=16)
+    spec = ModelSpec(cell="warp", backbone="small", image_size=(96, 96), box_head_blocks=1, box_head_width=64)
     config = TrainConfig(iterations=4, batch_size=1, lr=lr, milestones=(), checkpoint_every=4,
                          num_workers=0, device="cpu", seed=0)
     data = DataConfig(query_clips_per_second=1, max_query_seconds=1, reference_seconds=1.0)

@@ -10,6 +10,7 @@ naming the file, and the temporary file is removed.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,22 +18,28 @@ from pathlib import Path
 from stvr_data.errors import OutputWriteError
 
 
-def atomic_path(path: str | os.PathLike) -> Path:
-    """The temporary sibling a file is written to before being renamed into place."""
+def atomic_path(path: str | os.PathLike, *, unique: bool = False) -> Path:
+    """The temporary sibling a file is written to before being renamed into place.
+
+    By default the same name on every run (a download resumes from it). `unique` adds
+    this process's id and a random tag, so that two runs never write one file (clips);
+    a build removes the ``.*.partial`` files that dead runs left.
+    """
     path = Path(path)
-    return path.with_name(f".{path.name}.partial")
+    tag = f".{os.getpid()}-{secrets.token_hex(4)}" if unique else ""
+    return path.with_name(f".{path.name}{tag}.partial")
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_write(path: str | os.PathLike, *, unique: bool = False) -> Iterator[Path]:
     """Yield the temporary path to write `path` to; rename it onto `path` when the block
-    ends normally, remove it when the block raises.
+    ends normally, remove it when the block raises (`unique`: see `atomic_path`).
 
     Creates `path`'s folder. Raises `OutputWriteError` for an `OSError` in the block or
     the rename (a full disk, a read-only folder), with no temporary file left behind.
     """
     path = Path(path)
-    tmp = atomic_path(path)
+    tmp = atomic_path(path, unique=unique)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp

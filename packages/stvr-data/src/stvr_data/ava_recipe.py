@@ -4,6 +4,7 @@ the steps shared with UCF101-24 are in `stvr_data.build`."""
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,11 +13,12 @@ from tqdm import tqdm
 
 from stvr_data import build, manifest, splits, tubelets
 from stvr_data.atomic import atomic_write
-from stvr_data.ava import AVA_SEGMENT, AvaAnnotations, load_annotations
+from stvr_data.ava import AVA_SEGMENT, AvaAnnotations, find_version, load_annotations
 from stvr_data.errors import MediaError, StvrDataError
 from stvr_data.fetch import fetch_video
 
 FAILED_LIST = "failed.csv"
+log = logging.getLogger(__name__)
 
 
 def download_ava(annotations, source: str, dest, *, workers: int = 4, retries: int = 3) -> pd.DataFrame:
@@ -48,7 +50,7 @@ def download_ava(annotations, source: str, dest, *, workers: int = 4, retries: i
 
 def prepare_ava(annotations, videos, out, *, options=None, min_tubelets: int = 100,
                 num_val_labels: int = 27, num_test_labels: int = 27, split_file=None,
-                skip_bad_rows: bool = False) -> dict:
+                skip_bad_rows: bool = False, ava_version: str | None = None) -> dict:
     """Build the STVR benchmark from one AVA release into `out` (paper §5).
 
     Steps: read and validate the release (`load_annotations`), link each subset's boxes
@@ -56,16 +58,16 @@ def prepare_ava(annotations, videos, out, *, options=None, min_tubelets: int = 1
     more than `min_tubelets` tubelets in the validation videos (or the labels of an
     official `split_file`), strip their seconds from the training videos, then the
     generic `stvr_data.build.build_benchmark` (pairs, ground truth, media from `videos`,
-    a folder or http(s) base URL, manifests). Returns the dataset card.
+    a folder or http(s) base URL, manifests). `ava_version` ('2.1', '2.2') picks the
+    release when `annotations` holds several; None takes the newest and logs which.
+    Returns the dataset card.
     """
-
-
     options = options or build.BuildOptions()
-    release = load_annotations(annotations, skip_bad_rows=skip_bad_rows)
-    out = Path(out)
-    if len(release.bad_rows):
-        with atomic_write(out / build.REPORTS_DIR / "bad_rows.csv") as report:
-            release.bad_rows.to_csv(report, index=False)
+    if ava_version is None:
+        ava_version = find_version(annotations)
+        log.warning("using AVA v%s, the newest release in %s (choose one with --ava-version)",
+                    ava_version, annotations)
+    release = load_annotations(annotations, version=ava_version, skip_bad_rows=skip_bad_rows)
     linked = {subset: tubelets.link_tubelets(getattr(release, subset), source=str(release.files[subset]))
               for subset in ("train", "val")}
     if split_file is not None:
@@ -89,9 +91,11 @@ def prepare_ava(annotations, videos, out, *, options=None, min_tubelets: int = 1
                                   "excluded": release.excluded_rows,
                                   "skipped_bad": len(release.bad_rows)}},
         input_hashes={p.name: manifest.sha256_file(p) for p in release.files.values()}
-        | ({Path(split_file).name: manifest.sha256_file(split_file)} if split_file else {}))
+        | ({Path(split_file).name: manifest.sha256_file(split_file)} if split_file else {}),
+        reports={"bad_rows.csv": release.bad_rows.to_csv(index=False)} if len(release.bad_rows) else {})
     extra = {"min_tubelets": min_tubelets, "num_val_labels": num_val_labels,
-             "num_test_labels": num_test_labels, "skip_bad_rows": skip_bad_rows}
+             "num_test_labels": num_test_labels, "skip_bad_rows": skip_bad_rows,
+             "ava_version": release.version}
     return build.build_benchmark(corpus, videos, out, options, extra_options=extra)
 
 

@@ -6,9 +6,12 @@ need (keyframe interval, per-video time bounds). Everything after that is shared
 trainer and the scorer read AVA and UCF101-24 benchmarks the same way (paper §5).
 
 Re-running is cheap and safe: annotation steps are deterministic and recomputed; the
-media step skips clips already finished; every table is written to a temporary name and
-renamed; `dataset.json` is written last and marks a complete build. A build whose card
-records the same inputs and options is left as it is unless `force`.
+media step skips clips already finished. The output directory is locked, and everything
+is staged and committed by writing `dataset.json` last (`stvr_data.outdir`), so a killed
+build never leaves a mix of two builds. A build whose card records the same inputs and
+options, whose files pass their checks and which has no video left to retry is left as it
+is unless `force`. Videos that failed for a reason that may pass, or a split left without
+pairs, make the build raise after (respectively instead of) its commit.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stvr_data import chance, manifest, pairs
+from stvr_data import atomic, chance, manifest, outdir, pairs
 from stvr_data.atomic import atomic_write
 from stvr_data.errors import StvrDataError
 
@@ -30,6 +33,12 @@ log = logging.getLogger(__name__)
 
 REPORTS_DIR = "reports"
 FIGURE_FILE = "samples_per_label.png"
+MEDIA_REPORT = f"{REPORTS_DIR}/media.txt"
+RETRYABLE = "retryable"  # the media status of a video the same command tries again
+
+
+class IncompleteBuildError(StvrDataError):
+    """A build that could not make everything: videos to retry, or a split without pairs."""
 
 
 @dataclass(frozen=True)
@@ -69,28 +78,97 @@ class Corpus:
     media_span: tuple[float, float]  # source-time span cut into each clip file (clamped to the video)
     card: dict = field(default_factory=dict)  # source, version, labels, action names...
     input_hashes: dict = field(default_factory=dict)  # annotation file -> sha256
+    reports: dict = field(default_factory=dict)  # file name under reports/ -> text (e.g. bad rows)
 
 
 def build_benchmark(corpus: Corpus, videos_source: str | None, out: str | Path,
                     options: BuildOptions, *, extra_options: dict | None = None) -> dict:
-    """Write the benchmark for `corpus` into `out` and return its dataset card."""
+    """Write the benchmark for `corpus` into `out` and return its dataset card.
+
+    Raises `OutputLockedError` when another build holds `out`, `OutputDirectoryError` for a
+    directory that is not a benchmark, and `IncompleteBuildError` when a split has no
+    pairs (nothing committed) or videos are left to retry (committed without them).
+    """
     out = Path(out)
     fingerprint = {"inputs": corpus.input_hashes, "options": options.card(),
                    "corpus_options": extra_options or {},
-                   "videos": None if videos_source is None else str(videos_source)}
-    previous = _previous_card(out)
-    if previous and previous.get("fingerprint") == fingerprint and not options.force:
-        log.info("%s is already built with these inputs and options", out)
-        return previous
-    out.mkdir(parents=True, exist_ok=True)
-    tubelets = _with_ids(corpus.tubelets)
-    videos = _media(corpus, videos_source, out, options)
-    tables, dropped = _pair_tables(tubelets, videos, corpus, options)
-    _write_tables(out, tubelets, videos, tables)
+                   "videos": None if videos_source is None else str(videos_source),
+                   "schema_version": manifest.SCHEMA_VERSION}  # a newer format rebuilds
+    with outdir.open_output(out, command=f"build {corpus.name}") as output:
+        if _up_to_date(output, fingerprint, options):
+            log.info("%s is already built with these inputs and options", out)
+            output.drop_stage()
+            return output.previous
+        card, files = _build_staged(corpus, videos_source, output, options, extra_options or {},
+                                    fingerprint)
+        card = output.commit(card, files)
+    retry = card["counts"]["videos"].get(RETRYABLE, 0)
+    if retry:
+        raise IncompleteBuildError(
+            f"{out}: {retry} videos failed for a reason that may pass (see {out / MEDIA_REPORT}); the "
+            "benchmark was written without their pairs: run the same command again to retry them")
+    return card
+
+
+def _up_to_date(output: outdir.Output, fingerprint: dict, options: BuildOptions) -> bool:
+    """Whether the benchmark in place is this build, whole; says why not when it is not."""
+    previous = output.previous
+    if previous is None:
+        return False
+    problems = outdir.check_files(output.root, previous, deep=output.unclean)
+    if problems:
+        log.warning("%s: %d files fail their check (%s); they are made again", output.root,
+                    len(problems), "; ".join(str(p) for p in problems[:3]))
+        output.discard(problems)
+    same = previous.get("fingerprint") == fingerprint
+    if not same:
+        log.warning("%s: replacing the benchmark there, which differs in %s", output.root,
+                    describe_changes(previous.get("fingerprint") or {}, fingerprint))
+    retry = previous.get("counts", {}).get("videos", {}).get(RETRYABLE, 0)
+    if same and retry:
+        log.warning("%s: retrying %d videos that failed for a reason that may pass", output.root, retry)
+    return same and not problems and not retry and not options.force
+
+
+def describe_changes(old: dict, new: dict) -> str:
+    """``'options.seed 0 -> 1, inputs.ava_val_v2.2.csv changed'``: what differs, in one line."""
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    parts = []
+    for key in sorted(set(flat_old) | set(flat_new)):
+        before, after = flat_old.get(key, "(none)"), flat_new.get(key, "(none)")
+        if before != after:
+            parts.append(f"{key} changed" if key.startswith("inputs.")
+                         else f"{key} {json.dumps(before)} -> {json.dumps(after)}")
+    if not parts:
+        return "the same options"
+    return ", ".join(parts[:6]) + (f" and {len(parts) - 6} more" if len(parts) > 6 else "")
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat = {}
+    for key, item in value.items():
+        flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _build_staged(corpus: Corpus, videos_source, output: outdir.Output, options: BuildOptions,
+                  extra_options: dict, fingerprint: dict) -> tuple[dict, list[str]]:
+    """Write every file of the new benchmark into the staging folder; its card and files."""
+    videos = _media(corpus, videos_source, output, options)
+    tubelets, cut = trim_training_tubelets(_with_ids(corpus.tubelets), _decoded_ends(videos),
+                                           corpus.keyframe_interval)
+    tables, dropped, short = _pair_tables(tubelets, videos, corpus, options)
+    _require_pairs(tables, dropped, videos, output.root)
+    files = _write_tables(output, tubelets, videos, tables)
+    files += _write_reports(output, corpus, videos, short, cut)
+    _draw_samples_per_label(tubelets, output.staged(FIGURE_FILE),
+                            title=f"{corpus.name}: samples per combined label")
+    files += [FIGURE_FILE, *videos.clip_path[videos.status == "ok"].tolist()]
     counts = _counts(tubelets, videos, tables, dropped)
-    _draw_samples_per_label(tubelets, out / FIGURE_FILE, title=f"{corpus.name}: samples per combined label")
     card = dict(corpus.card, name=corpus.name, seed=options.seed, options=options.card(),
-                corpus_options=extra_options or {}, keyframe_interval=corpus.keyframe_interval,
+                corpus_options=extra_options, keyframe_interval=corpus.keyframe_interval,
                 clip={"fps": options.fps, "frames": manifest.CLIP_FRAMES,
                       "clips_per_second": manifest.CLIPS_PER_SECOND,
                       "size": list(options.resolution)},
@@ -98,15 +176,19 @@ def build_benchmark(corpus: Corpus, videos_source: str | None, out: str | Path,
                         for s in ("train", "val", "test")},
                 counts=counts, chance_mAP=_chance_floors(tables, tubelets, corpus.keyframe_interval),
                 fingerprint=fingerprint)
-    manifest.write_dataset_card(out, card)
-    return manifest.read_dataset_card(out)
+    return card, files
 
 
-def _previous_card(out: Path) -> dict | None:
-    try:
-        return manifest.read_dataset_card(out)
-    except StvrDataError:
-        return None
+def _require_pairs(tables: dict, dropped: dict, videos: pd.DataFrame, out: Path) -> None:
+    for split in ("val", "test"):
+        if len(tables[f"pairs_{split}"]):
+            continue
+        bad = videos.status.value_counts().drop(["ok", "skipped"], errors="ignore")
+        why = (f"{dropped[split]} dropped because their videos could not be had "
+               f"({', '.join(f'{n} {s}' for s, n in bad.items())})" if dropped[split]
+               else "the annotations give none")
+        raise IncompleteBuildError(f"{out}: the build has 0 {split} pairs ({why}); nothing was "
+                                   "written: fix the input, or run again to retry failed videos")
 
 
 def _with_ids(tubelets: pd.DataFrame) -> pd.DataFrame:
@@ -116,55 +198,125 @@ def _with_ids(tubelets: pd.DataFrame) -> pd.DataFrame:
     return ordered
 
 
-def _media(corpus: Corpus, source: str | None, out: Path, options: BuildOptions) -> pd.DataFrame:
+def _media(corpus: Corpus, source: str | None, output: outdir.Output, options: BuildOptions) -> pd.DataFrame:
     """The videos table: clips cut when media is built, status 'skipped' otherwise."""
     videos = corpus.videos.sort_values("video_id", kind="stable").reset_index(drop=True)
     width, height = options.resolution
     if options.skip_media or source is None:
         return videos.assign(clip_path=None, fps=float(options.fps), width=width, height=height,
-                             status="skipped")
+                             status="skipped", sha256=None)
     from stvr_data import media  # ffmpeg is only needed when clips are made
 
     done = media.prepare_media(
-        videos, source, out, workers=options.workers, fps=options.fps, size=options.resolution,
+        videos, source, output.root, workers=options.workers, fps=options.fps, size=options.resolution,
         force=options.force, youtube_fallback=options.youtube_fallback,
-        start=corpus.media_span[0], end=corpus.media_span[1])
+        start=corpus.media_span[0], end=corpus.media_span[1], stage_dir=output.stage)
     failed = done[done.status != "ok"]
     if len(failed):
-        media.write_media_report(failed, out / REPORTS_DIR / "media.txt")
         log.warning("%d of %d videos could not be had; their pairs are dropped (see %s)",
-                    len(failed), len(done), out / REPORTS_DIR / "media.txt")
+                    len(failed), len(done), output.root / MEDIA_REPORT)
     return done
 
 
 def _pair_tables(tubelets, videos, corpus, options):
-    """Fixed val/test pairs and their ground truth; pairs touching a video without media
-    are dropped (ids keep their index so a partial build names pairs like a full one)."""
+    """Fixed val/test pairs and their ground truth; pairs touching a video without media,
+    or reaching past the end of what its clip decodes to, are dropped (ids keep their
+    index so a partial build names pairs like a full one). Returns the tables, the
+    dropped count per split and the videos too short for some pair (id -> pairs lost)."""
     # Bounds come from the annotations, not from the media step, so that pairs do not
     # depend on which videos could be fetched.
     bounds = {row.video_id: (row.clip_start, row.clip_end) for row in corpus.videos.itertuples()}
     unavailable = set(videos.loc[~videos.status.isin(["ok", "skipped"]), "video_id"])
-    tables, dropped = {}, {}
+    decoded = _decoded_ends(videos)
+    tables, dropped, short = {}, {}, {}
     for offset, split in enumerate(("val", "test")):
         chosen = tubelets[tubelets.split == split]
         table = pairs.make_pairs(chosen, split=split, seed=options.seed + offset, bounds=bounds,
                                  keyframe_interval=corpus.keyframe_interval,
                                  pad_below=options.pad_below)
         lost = table.query_video_id.isin(unavailable) | table.ref_video_id.isin(unavailable)
-        dropped[split] = int(lost.sum())
-        table = table[~lost].reset_index(drop=True)
+        ref_past, query_past = _past_media_end(table, decoded)
+        past = (ref_past | query_past) & ~lost
+        culprits = table.ref_video_id.where(ref_past, table.query_video_id)[past]
+        for video, n in culprits.value_counts().items():
+            short[video] = short.get(video, 0) + int(n)
+        dropped[split] = int((lost | past).sum())
+        table = table[~(lost | past)].reset_index(drop=True)
         tables[f"pairs_{split}"] = table
         tables[f"groundtruth_{split}"] = pairs.groundtruth(
             table, tubelets, keyframe_interval=corpus.keyframe_interval,
             clips_per_second=manifest.images_per_keyframe(corpus.keyframe_interval))
-    return tables, dropped
+    return tables, dropped, short
 
 
-def _write_tables(out: Path, tubelets, videos, tables) -> None:
-    manifest.write_table(videos, out / manifest.TABLE_FILES["videos"], manifest.VIDEOS_SCHEMA)
-    manifest.write_table(tubelets, out / manifest.TABLE_FILES["tubelets"], manifest.TUBELETS_SCHEMA)
-    for name, frame in tables.items():
-        manifest.write_table(frame, out / manifest.TABLE_FILES[name], manifest.TABLES[name])
+_EPS = 1e-6  # seconds: float slack when comparing times
+
+
+def _decoded_ends(videos: pd.DataFrame) -> dict:
+    """video id -> where its clip ends (s, source time): measured by decoding, see `media`."""
+    ok = videos.status == "ok"
+    return dict(zip(videos.video_id[ok], videos.clip_end[ok], strict=True))
+
+
+def trim_training_tubelets(tubelets: pd.DataFrame, decoded: dict,
+                           keyframe_interval: float) -> tuple[pd.DataFrame, dict]:
+    """Cut training tubelets at the decoded end of their clip (a truncated source), so that
+    no box is kept on frames the clip does not have; a tubelet left empty is dropped.
+
+    `decoded` maps video id -> clip end (s). Returns the tubelets (ids kept) and
+    video id -> number of tubelets cut or dropped.
+    """
+    ends = tubelets.video_id.map(decoded)
+    over = ((tubelets.split == "train") & ends.notna()
+            & (tubelets.end > ends + _EPS))
+    if not over.any():
+        return tubelets, {}
+    out = tubelets.copy()
+    keep = np.floor((ends[over] - out.start[over]) / keyframe_interval + _EPS).astype(int)
+    out.loc[over, "end"] = out.start[over] + keep * keyframe_interval  # [start, end): keep keyframes
+    out.loc[over, "boxes"] = pd.Series([list(b)[:max(k, 0)] for b, k in zip(out.boxes[over], keep, strict=True)],
+                                       index=keep.index, dtype=object)
+    out = out[~over | (out.end > out.start)].reset_index(drop=True)
+    cut = tubelets.video_id[over].value_counts()
+    return out, {str(video): int(n) for video, n in cut.items()}
+
+
+def _past_media_end(table: pd.DataFrame, decoded: dict):
+    """Masks of the pairs whose reference, and whose query, reach past the decoded end of
+    their clip (a truncated source): their images would be black frames with ground truth."""
+    ref_ends = table.ref_video_id.map(decoded)
+    query_ends = table.query_video_id.map(decoded)
+    ref_past = ref_ends.notna() & (table.ref_end > ref_ends + _EPS)
+    query_past = query_ends.notna() & (table.query_end > query_ends + _EPS)
+    return ref_past, query_past
+
+
+def _write_tables(output: outdir.Output, tubelets, videos, tables) -> list[str]:
+    frames = {"videos": videos, "tubelets": tubelets, **tables}
+    for name, frame in frames.items():
+        manifest.write_table(frame, output.staged(manifest.TABLE_FILES[name]), manifest.TABLES[name])
+    return [manifest.TABLE_FILES[name] for name in frames]
+
+
+def _write_reports(output: outdir.Output, corpus: Corpus, videos: pd.DataFrame, short: dict,
+                   cut: dict) -> list[str]:
+    """Reports of this build only: one that is no longer true is not written, and the
+    commit deletes its old copy."""
+    written = []
+    for name, text in sorted(corpus.reports.items()):
+        atomic.write_text(output.staged(f"{REPORTS_DIR}/{name}"), text)
+        written.append(f"{REPORTS_DIR}/{name}")
+    if videos.status.isin(["ok", "skipped"]).all() and not short and not cut:
+        return written
+    from stvr_data import media
+
+    ends = dict(zip(videos.video_id, videos.clip_end, strict=True))
+    lines = [f"{video}\tshort\tdecodes to {ends[video]:.2f} s only\t{n} val/test pairs reaching past "
+             "that end are left out" for video, n in sorted(short.items())]
+    lines += [f"{video}\tshort\tdecodes to {ends[video]:.2f} s only\t{n} training tubelets cut at "
+              "that end" for video, n in sorted(cut.items())]
+    media.write_media_report(videos[videos.status != "skipped"], output.staged(MEDIA_REPORT), extra=lines)
+    return [*written, MEDIA_REPORT]
 
 
 def _counts(tubelets, videos, tables, dropped) -> dict:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import errno
 
+# A full disk or exhausted quota: the machine's state, not the input's (worth retrying).
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
 
 class StvrError(ValueError):
     """Base class of every problem the STVR tools report as one line (never a traceback)."""
@@ -38,6 +41,11 @@ class MediaError(StvrDataError):
     """A video that cannot be fetched, decoded or written."""
 
 
+class TransientMediaError(MediaError):
+    """A video that could not be had for a reason that may pass (a mirror outage, a full
+    disk, ffmpeg killed by a signal): recorded as retryable, and the same command retries it."""
+
+
 class DetectionsError(StvrDataError):
     """A detections file that the scorer cannot accept."""
 
@@ -57,7 +65,7 @@ class OutputWriteError(StvrDataError):
 
     @property
     def disk_full(self) -> bool:
-        return self.errno in (errno.ENOSPC, errno.EDQUOT)
+        return self.errno in DISK_FULL_ERRNOS
 
 
 def one_line(err: BaseException) -> str:

@@ -344,7 +344,8 @@ def _result(curves: list[PRCurve], ov: _Overlaps, iou_threshold: float) -> dict:
 def frame_map(groundtruth: pd.DataFrame, detections: pd.DataFrame,
               iou_threshold: float = 0.5) -> dict:
     """Frame-mAP of `detections` against `groundtruth` (columns in `GROUNDTRUTH_COLUMNS`,
-    `DETECTION_COLUMNS`; a ground-truth row with a NaN box is an image without target).
+    `DETECTION_COLUMNS`; a ground-truth row with a missing box, NaN in pandas and null in
+    the file, is an image without target).
 
     Returns ``{"iou_threshold", "mAP", "per_label": {label: AP}, "num_images",
     "num_groundtruth", "num_detections"}``; a label without ground truth has AP NaN and is

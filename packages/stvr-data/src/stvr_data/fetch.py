@@ -13,7 +13,6 @@ YouTube (through yt-dlp) is an opt-in fallback for videos the mirror lacks.
 
 from __future__ import annotations
 
-import errno
 import json
 import re
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 import av
 
 from stvr_data.atomic import atomic_path, publish, write_text
-from stvr_data.errors import MediaError, OutputWriteError
+from stvr_data.errors import DISK_FULL_ERRNOS, MediaError, OutputWriteError, TransientMediaError
 
 CHUNK_BYTES = 1 << 20
 # Statuses that no retry will fix: the file is simply not there.
@@ -105,8 +104,9 @@ def resume_record(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.resume.partial")
 
 
-class _TransferFailed(MediaError):
-    """Retries or attempts used up; the partial file is kept for a later resume."""
+class _TransferFailed(TransientMediaError):
+    """Retries or attempts used up; the partial file is kept for a later resume. An
+    outage, not a verdict on the video: the same command retries it later."""
 
 
 class _CheckFailed(Exception):
@@ -257,7 +257,7 @@ def _copy_body(response, partial: Path, offset: int, total: int | None,
                 if total is not None and done > total:
                     raise _CheckFailed(f"the server sent more than the {total} bytes it declared")
     except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if err.errno in DISK_FULL_ERRNOS:
             raise OutputWriteError(partial, err) from None
         if isinstance(err, TimeoutError) and total is not None and done == total:
             return  # a server keeping the connection open after the whole body

@@ -14,12 +14,22 @@ Conventions, named once here and used everywhere:
   conventions (UCF101-24 1-based pixel xywh, the official STVR json's ``[y1, x1, y2, x2]``)
   are converted at the border, where they are read.
 - Times are seconds on the *source* video's timeline (AVA keyframes 902..1798).
+- Every span is half-open, ``[start, end)``: every start/end pair of every table
+  (``start``/``end``, ``query_start``/``query_end``, ``ref_start``/``ref_end``,
+  ``clip_start``/``clip_end``) and of every command-line option (``stvr-model predict
+  --query-start/--query-end``, ``--reference-start/--reference-end``). ``start`` is the
+  first keyframe (or frame) time and ``end`` the time just after the last one, so a span
+  of ``n`` keyframes has ``end - start == n * keyframe_interval``.
 - A keyframe second ``t`` covers ``[t, t + keyframe_interval)``; at 24 fps an 8-frame clip
   lasts 1/3 s, so a reference spanning ``[ref_start, ref_end)`` has images at
   ``ref_start + k/3``. A keyframe's boxes hold for every clip it covers (the official
   ``compute_ap.py`` rule).
+- An image with no target is one ground-truth row whose box coordinates are null
+  (missing values, not NaN) in the file; pandas reads them as NaN, Arrow, Polars,
+  DuckDB and Hugging Face ``datasets`` as null/None.
 - Every table carries its schema version and per-field descriptions in the Parquet
-  metadata; files are validated on write and on read.
+  metadata; files are validated on write and on read. Version 1 tables (inclusive
+  ``end`` and ``query_end``, no ``videos.sha256``) are upgraded when read.
 """
 
 from __future__ import annotations
@@ -33,14 +43,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stvr_data import atomic
+from stvr_data import atomic, schema_v1
 from stvr_data.atomic import (
     atomic_path as atomic_path,  # re-exported: callers name it from here too
 )
 from stvr_data.atomic import atomic_write
 from stvr_data.errors import ManifestError
+from stvr_data.lock import LOCK_FILE
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 CLIPS_PER_SECOND = 3
 CLIP_FPS = 24
 CLIP_FRAMES = 8
@@ -74,12 +85,13 @@ VIDEOS_SCHEMA = _schema(
     _field("subset", pa.string(), "Subset of the source dataset the video belongs to (train/val/test)."),
     _field("source_file", pa.string(), "File name of the source video in the dataset release.", True),
     _field("clip_path", pa.string(), "Clip file relative to the benchmark directory; null without media.", True),
-    _field("clip_start", pa.float64(), "Source-video time (s) of the clip file's first frame."),
+    _field("clip_start", pa.float64(), "Source-video time (s) of the clip file's first frame; it spans [clip_start, clip_end)."),
     _field("clip_end", pa.float64(), "Source-video time (s) where the clip file ends (exclusive)."),
     _field("fps", pa.float64(), "Frame rate of the clip file."),
     _field("width", pa.int32(), "Frame width of the clip file in pixels."),
     _field("height", pa.int32(), "Frame height of the clip file in pixels."),
-    _field("status", pa.string(), "ok | missing | corrupt | skipped (media step not run)."),
+    _field("status", pa.string(), "ok | missing | corrupt | retryable (may pass: the same command retries it) | skipped (no media step)."),
+    _field("sha256", pa.string(), "SHA-256 of the clip file (hex); null without media.", True),
 )
 
 TUBELETS_SCHEMA = _schema(
@@ -89,12 +101,12 @@ TUBELETS_SCHEMA = _schema(
     _field("video_id", pa.string(), "Video the tubelet lies in."),
     _field("person_id", pa.int32(), "Actor id within the video (AVA person_id; UCF101-24 tube index)."),
     _field("label", pa.string(), "Combined label: sorted action ids joined by '+', e.g. '11+17+74'."),
-    _field("start", pa.float64(), "First keyframe time (s), inclusive."),
-    _field("end", pa.float64(), "Last keyframe time (s), inclusive."),
+    _field("start", pa.float64(), "First keyframe time (s); the tubelet spans [start, end)."),
+    _field("end", pa.float64(), "Last keyframe time + keyframe interval (s), exclusive."),
     _field("split", pa.string(), "Benchmark split of the tubelet's label: train | val | test, or "
            "context: an actor of a validation video whose label is not held out (never a query or "
            "target; listed so that every annotated actor of a reference is known)."),
-    _field("boxes", pa.list_(BOX), "One normalised [x1, y1, x2, y2] box per keyframe, start..end."),
+    _field("boxes", pa.list_(BOX), "One normalised [x1, y1, x2, y2] box per keyframe in [start, end)."),
 )
 
 PAIRS_SCHEMA = _schema(
@@ -105,25 +117,25 @@ PAIRS_SCHEMA = _schema(
     _field("label", pa.string(), "Combined label shared by the query and its targets."),
     _field("query_tubelet_id", pa.int64(), "Tubelet used as the query; null when imported.", True),
     _field("query_video_id", pa.string(), "Video of the query."),
-    _field("query_start", pa.float64(), "First keyframe time (s) of the query, inclusive."),
-    _field("query_end", pa.float64(), "Last keyframe time (s) of the query, inclusive."),
+    _field("query_start", pa.float64(), "First keyframe time (s) of the query; it spans [query_start, query_end)."),
+    _field("query_end", pa.float64(), "Last query keyframe time + keyframe interval (s), exclusive."),
     _field("query_boxes", pa.list_(BOX), "Query box per keyframe, normalised [x1, y1, x2, y2]."),
     _field("ref_video_id", pa.string(), "Video of the reference."),
-    _field("ref_start", pa.float64(), "Reference start time (s), inclusive."),
+    _field("ref_start", pa.float64(), "Reference start time (s); it spans [ref_start, ref_end)."),
     _field("ref_end", pa.float64(), "Reference end time (s), exclusive."),
     _field("target_tubelet_id", pa.int64(), "Tubelet the reference was padded around; null when imported.", True),
 )
 
 GROUNDTRUTH_SCHEMA = _schema(
     "groundtruth",
-    "Scorer ground truth: one row per target box per image; a NaN box marks an image with no target.",
+    "Scorer ground truth: one row per target box per image; a row with a null box marks an image with no target.",
     _field("pair_id", pa.string(), "Pair the image belongs to."),
     _field("label", pa.string(), "Combined label of the pair (the AP class)."),
     _field("timestamp", pa.float64(), "Image (8-frame clip) start time (s), at 1/3 s steps."),
-    _field("x1", pa.float32(), "Normalised left edge, NaN for an image with no target.", True),
-    _field("y1", pa.float32(), "Normalised top edge.", True),
-    _field("x2", pa.float32(), "Normalised right edge.", True),
-    _field("y2", pa.float32(), "Normalised bottom edge.", True),
+    _field("x1", pa.float32(), "Normalised left edge; null for an image with no target.", True),
+    _field("y1", pa.float32(), "Normalised top edge; null for an image with no target.", True),
+    _field("x2", pa.float32(), "Normalised right edge; null for an image with no target.", True),
+    _field("y2", pa.float32(), "Normalised bottom edge; null for an image with no target.", True),
 )
 
 DETECTIONS_SCHEMA = _schema(
@@ -148,6 +160,13 @@ TABLES = {
 }
 TABLE_FILES = {name: f"{name}.parquet" for name in TABLES}
 DATASET_CARD = "dataset.json"
+CARD_FORMAT = "stvr-benchmark"  # the card's "format": marks a directory stvr-data wrote
+STAGING_DIR = ".stvr-staging"  # a build's files before its commit (see `stvr_data.outdir`)
+# Generated from dataset.json after it is written (`stvr_data.card`), so not hashed in it;
+# the card lists them under "generated".
+HF_CARD = "README.md"
+CROISSANT = "croissant.json"
+GENERATED_FILES = (HF_CARD, CROISSANT)
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) -> Path:
@@ -187,8 +206,10 @@ def read_table(path: str | os.PathLike, schema: pa.Schema) -> pd.DataFrame:
     if meta.get(b"stvr.table") != want_name:
         raise ManifestError(f"{path}: not a '{want_name.decode()}' table")
     version = meta.get(b"stvr.schema_version", b"?").decode()
-    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-        raise ManifestError(f"{path}: schema version {version}, this tool reads {SCHEMA_VERSION}")
+    if version.split(".")[0] == "1":
+        table = schema_v1.upgrade(table, want_name.decode(), path)
+    elif version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise ManifestError(f"{path}: schema version {version}, this tool reads {SCHEMA_VERSION} and 1.x")
     missing = [name for name in schema.names if name not in table.schema.names]
     if missing:
         raise ManifestError(f"{path}: missing columns {missing}")
@@ -208,20 +229,36 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_dataset_card(out: str | os.PathLike, card: dict) -> Path:
-    """Write `dataset.json`, adding the SHA-256 of every file in the benchmark directory.
+def write_dataset_card(out: str | os.PathLike, card: dict, files: dict | None = None) -> Path:
+    """Write `dataset.json` into `out`, with the tool versions (`stvr_data.provenance`) and
+    the SHA-256 and size of every file it lists.
 
-    The hashes cover every regular file below `out` except the card itself and
-    in-progress ``.partial`` files, keyed by path relative to `out`, sorted.
+    `files` maps each path relative to the benchmark to where it is read now (a build
+    reads staged files, see `stvr_data.outdir`). By default: every regular file below
+    `out` except the card, the files generated from it (`GENERATED_FILES`, named under
+    ``generated``), in-progress ``.partial`` files, the lock and the staging folder.
+    Keys are sorted; ``format`` marks the card as stvr-data's.
     """
+    from stvr_data.provenance import tool_versions
+
     out = Path(out)
-    files = sorted(
-        p for p in out.rglob("*")
-        if p.is_file() and p.name != DATASET_CARD and not p.name.endswith(".partial")
-    )
-    card = dict(card, schema_version=SCHEMA_VERSION,
-                files={p.relative_to(out).as_posix(): sha256_file(p) for p in files})
+    if files is None:
+        derived = {DATASET_CARD, *GENERATED_FILES}
+        files = {p.relative_to(out).as_posix(): p for p in out.rglob("*")
+                 if p.is_file() and p.relative_to(out).as_posix() not in derived
+                 and not p.name.endswith(".partial")
+                 and p.relative_to(out).parts[0] not in (STAGING_DIR, LOCK_FILE)}
+    ordered = sorted(files.items())
+    card = dict(card, format=CARD_FORMAT, schema_version=SCHEMA_VERSION, tools=tool_versions(),
+                files={rel: sha256_file(path) for rel, path in ordered},
+                file_sizes={rel: Path(path).stat().st_size for rel, path in ordered},
+                generated=list(GENERATED_FILES))
     return atomic.write_text(out / DATASET_CARD, json.dumps(card, indent=2, sort_keys=False) + "\n")
+
+
+def generated_files(card: dict) -> list[str]:
+    """The files generated from `card` after it is written (not hashed in it)."""
+    return [str(name) for name in card.get("generated", [])]
 
 
 def read_dataset_card(benchmark: str | os.PathLike) -> dict:

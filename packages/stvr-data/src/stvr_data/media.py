@@ -34,8 +34,11 @@ from tqdm import tqdm
 
 from stvr_data import atomic
 from stvr_data.atomic import atomic_write
-from stvr_data.errors import MediaError
+from stvr_data.errors import MediaError, OutputWriteError, TransientMediaError
 from stvr_data.fetch import VideoMissingError, download_youtube, fetch_video
+from stvr_data.manifest import sha256_file
+from stvr_data.outdir import within
+from stvr_data.process import is_transient_os_error, run_child
 
 CLIP_START = 900.0
 CLIP_END = 1800.0
@@ -158,16 +161,15 @@ def cut_clip(src, dest, *, start: float = CLIP_START, end: float = CLIP_END, fps
         raise MediaError(f"{src}: video ends at {source.duration:.2f} s, before the clip start {start} s")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_write(dest) as tmp:
-            command = cut_command(src, tmp, start=start, end=end, frames=frames, fps=fps, size=size,
-                                  threads=threads)
-            command.run(cmd=imageio_ffmpeg.get_ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
-            info = _probe_output(tmp, src, start)
-            if not info.num_frames:
-                raise MediaError(f"{src}: ffmpeg decoded no frame after {start} s")
-    except ffmpeg.Error as err:
-        raise MediaError(f"{src}: ffmpeg failed: {_last_line(err.stderr)}") from None
+    # A name unique to this run, so that two runs never write one file; a build removes
+    # those of dead runs.
+    with atomic_write(dest, unique=True) as tmp:
+        command = cut_command(src, tmp, start=start, end=end, frames=frames, fps=fps, size=size,
+                              threads=threads)
+        run_child(command.compile(cmd=imageio_ffmpeg.get_ffmpeg_exe()), name=src)
+        info = _probe_output(tmp, src, start)
+        if not info.num_frames:
+            raise MediaError(f"{src}: ffmpeg decoded no frame after {start} s")
     return info
 
 
@@ -178,11 +180,6 @@ def _probe_output(tmp: Path, src, start: float) -> VideoInfo:
         return probe_video(tmp)
     except MediaError:
         raise MediaError(f"{src}: ffmpeg wrote no readable clip from {start} s") from None
-
-
-def _last_line(stderr: bytes | None) -> str:
-    lines = (stderr or b"").decode("utf-8", "replace").strip().splitlines()
-    return lines[-1] if lines else "no error message"
 
 
 def read_frames(clip_path, start_time: float, num_frames: int, *, clip_start: float = CLIP_START,
@@ -228,8 +225,11 @@ def _decode_into(container, stream, out: np.ndarray, first: int, fps: int) -> No
 # The media step of a benchmark build: every video fetched, cut and accounted for.
 
 CLIP_DIR = "clips"
-STATUSES = ("ok", "missing", "corrupt")
-MEDIA_COLUMNS = ("clip_path", "clip_start", "clip_end", "fps", "width", "height", "status", "error")
+# retryable: failed for a reason that may pass (mirror outage, full disk, ffmpeg killed);
+# the build exits non-zero and the same command tries these videos again.
+STATUSES = ("ok", "missing", "corrupt", "retryable")
+MEDIA_COLUMNS = ("clip_path", "clip_start", "clip_end", "fps", "width", "height", "status", "error",
+                 "sha256")
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def prepare_media(videos: pd.DataFrame, source: str, out_dir, *, workers: int = 
                   start: float = CLIP_START, end: float = CLIP_END, fps: int = CLIP_FPS,
                   size: tuple[int, int] = CLIP_SIZE, force: bool = False,
                   youtube_fallback: bool = False, download_dir=None,
-                  progress: bool = True) -> pd.DataFrame:
+                  progress: bool = True, stage_dir=None) -> pd.DataFrame:
     """Fetch every video and cut its clip ``<out_dir>/clips/<video_id>.mp4``.
 
     `videos` needs columns ``video_id`` and ``source_file`` (the file name at `source`, a
@@ -264,10 +264,13 @@ def prepare_media(videos: pd.DataFrame, source: str, out_dir, *, workers: int = 
     Returns a copy with ``clip_path`` (relative to `out_dir`, null unless ok),
     ``clip_start``/``clip_end`` (s, source timeline; ``clip_end`` is where the clip's
     last frame ends, ``== clip_start`` when there is no clip), ``fps``, ``width``,
-    ``height``, ``status`` (ok | missing | corrupt) and ``error`` (null when ok).
+    ``height``, ``status`` (see `STATUSES`), ``error`` (null when ok) and ``sha256``
+    (of the clip file, null unless ok).
 
     One bad video never stops the others: it is reported in its row. Clips already
-    finished with the same options are kept unless `force`. Videos run in `workers`
+    finished with the same options are kept unless `force`. With `stage_dir`, new clips
+    are cut there (same relative path) and finished clips are looked for there first, then
+    in `out_dir`; ``clip_path`` is always relative. Videos run in `workers`
     threads, each driving its own ffmpeg; rows and clip bytes do not depend on `workers`.
     HTTP downloads are kept in `download_dir` (default `default_download_dir()`).
     """
@@ -278,11 +281,12 @@ def prepare_media(videos: pd.DataFrame, source: str, out_dir, *, workers: int = 
                            threads=_decoder_threads(workers), force=force,
                            youtube_fallback=youtube_fallback)
     out_dir = Path(out_dir)
+    stage_dir = Path(stage_dir) if stage_dir is not None else out_dir
     download_dir = Path(download_dir) if download_dir is not None else default_download_dir()
     jobs = list(zip(videos["video_id"], videos["source_file"], strict=True))
 
     def one(job):
-        return _media_row(job[0], job[1], source, out_dir, download_dir, options)
+        return _media_row(job[0], job[1], source, (stage_dir, out_dir), download_dir, options)
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
@@ -306,29 +310,53 @@ def _decoder_threads(workers: int) -> int | None:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def _media_row(video_id: str, source_file, source: str, out_dir: Path, download_dir: Path,
+def _media_row(video_id: str, source_file, source: str, dirs: tuple[Path, Path], download_dir: Path,
                options: MediaOptions) -> dict:
     relative = f"{CLIP_DIR}/{video_id}.mp4"
-    dest = out_dir / relative
+    dest = within(dirs[0], relative)
     try:
-        info = None if options.force else finished_clip(dest, options)
+        path, info = _finished(dirs, relative, options)
         if info is None:
+            path = dest
             src = _obtain(video_id, source_file, source, download_dir, options.youtube_fallback)
             info = cut_clip(src, dest, start=options.start, end=options.end, fps=options.fps,
                             size=options.size, threads=options.threads)
     except VideoMissingError as err:
         return _row(None, options, None, "missing", str(err))
+    except TransientMediaError as err:
+        return _row(None, options, None, "retryable", str(err))
     except MediaError as err:
         return _row(None, options, None, "corrupt", str(err))
-    return _row(relative, options, info, "ok", None)
+    except OutputWriteError as err:  # a full disk while downloading or cutting
+        if not err.disk_full:
+            raise
+        return _row(None, options, None, "retryable", f"{video_id}: {err}")
+    except OSError as err:
+        if not is_transient_os_error(err):
+            raise
+        return _row(None, options, None, "retryable", f"{video_id}: {err}")
+    return _row(relative, options, info, "ok", None, sha256=sha256_file(path))
 
 
-def _row(clip_path, options: MediaOptions, info: VideoInfo | None, status: str, error) -> dict:
+def _finished(dirs: tuple[Path, Path], relative: str, options: MediaOptions):
+    """(path, info) of a clip a previous run finished with the same options, looked for in
+    each of `dirs`; (None, None) when there is none or with `force`."""
+    for folder in dirs if not options.force else ():
+        path = within(folder, relative)
+        info = finished_clip(path, options)
+        if info is not None:
+            return path, info
+    return None, None
+
+
+def _row(clip_path, options: MediaOptions, info: VideoInfo | None, status: str, error,
+         sha256: str | None = None) -> dict:
     frames = info.num_frames if info is not None else 0
     width, height = (info.width, info.height) if info is not None else options.size
     return {"clip_path": clip_path, "clip_start": float(options.start),
             "clip_end": float(options.start) + frames / options.fps, "fps": float(options.fps),
-            "width": int(width), "height": int(height), "status": status, "error": error}
+            "width": int(width), "height": int(height), "status": status, "error": error,
+            "sha256": sha256}
 
 
 def finished_clip(dest: Path, options: MediaOptions) -> VideoInfo | None:
@@ -365,20 +393,23 @@ def _obtain(video_id: str, source_file, source: str, download_dir: Path,
             raise VideoMissingError(f"{err}; YouTube fallback: {fallback}") from None
 
 
-def write_media_report(frame: pd.DataFrame, path) -> Path:
+def write_media_report(frame: pd.DataFrame, path, extra: list[str] = ()) -> Path:
     """Write a plain-text list of the videos whose status is not ok, with the reason.
 
     `frame` is `prepare_media`'s result, whole or only its failed rows (the text counts
-    only what it is given). Written atomically; returns `path`.
+    only what it is given); `extra` lines (tab-separated like the rows) are appended.
+    Written atomically; returns `path`.
     """
     path = Path(path)
     bad = frame[frame["status"] != "ok"]
     counts = bad["status"].value_counts()
-    detail = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES[1:])
+    detail = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES[1:]
+                       if s != "retryable" or counts.get(s, 0))
     lines = [f"Videos that could not be had: {len(bad)} ({detail}); their pairs are left out."]
     if len(bad) < len(frame):
         lines.append(f"Videos with clips: {len(frame) - len(bad)}.")
     lines += ["", "video_id\tstatus\tsource_file\treason"]
     for row in bad.sort_values("video_id").itertuples(index=False):
         lines.append(f"{row.video_id}\t{row.status}\t{row.source_file}\t{row.error}")
+    lines += list(extra)
     return atomic.write_text(path, "\n".join(lines) + "\n")

@@ -30,6 +30,7 @@ import pandas as pd
 
 from stvr_data import __version__, atomic, manifest
 from stvr_data.ava import PLAIN_ID
+from stvr_data.card import write_sharing_files
 from stvr_data.errors import AnnotationError, ManifestError
 from stvr_data.text import read_json
 
@@ -134,7 +135,7 @@ def official_tables(records: list, split: str) -> tuple[pd.DataFrame, pd.DataFra
         "query_tubelet_id": pd.array([None] * n, dtype="Int64"),
         "query_video_id": [q["id"] for q in queries],
         "query_start": np.array([q["frames"][0] for q in queries], dtype=np.float64),
-        "query_end": np.array([q["frames"][-1] for q in queries], dtype=np.float64),
+        "query_end": np.array([q["frames"][-1] + 1 for q in queries], dtype=np.float64),
         "query_boxes": [[_xyxy(b) for b in q["boxes"]] for q in queries],
         "ref_video_id": [r["id"] for r in refs],
         "ref_start": np.array([r["start"] for r in refs], dtype=np.float64),
@@ -145,7 +146,8 @@ def official_tables(records: list, split: str) -> tuple[pd.DataFrame, pd.DataFra
 
 
 def _groundtruth(pairs: pd.DataFrame, gts: list) -> pd.DataFrame:
-    """One row per box per image; each second's boxes hold for its 3 clips; NaN row if none."""
+    """One row per box per image; each second's boxes hold for its 3 clips; a row with a missing
+    (NaN; null once written) box if none."""
     pair_idx, second, boxes = [], [], []
     for i, (start, gt) in enumerate(zip(pairs.ref_start.to_numpy(), gts, strict=True)):
         for offset, second_boxes in enumerate(gt):
@@ -171,9 +173,10 @@ def _groundtruth(pairs: pd.DataFrame, gts: list) -> pd.DataFrame:
 
 
 def queries_inside_reference(pairs: pd.DataFrame) -> list[str]:
-    """Pair ids whose query shares the reference's video and overlaps ``[ref_start, ref_end)``."""
+    """Pair ids whose query ``[query_start, query_end)`` shares the reference's video and
+    overlaps ``[ref_start, ref_end)``."""
     inside = ((pairs.query_video_id == pairs.ref_video_id)
-              & (pairs.query_start < pairs.ref_end) & (pairs.query_end >= pairs.ref_start))
+              & (pairs.query_start < pairs.ref_end) & (pairs.query_end > pairs.ref_start))
     return pairs.pair_id[inside].tolist()
 
 
@@ -184,7 +187,7 @@ def official_videos(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "video_id": ids, "subset": "val", "source_file": None, "clip_path": None,
         "clip_start": AVA_SEGMENT[0], "clip_end": AVA_SEGMENT[1], "fps": float(manifest.CLIP_FPS),
-        "width": np.int32(width), "height": np.int32(height), "status": "skipped",
+        "width": np.int32(width), "height": np.int32(height), "status": "skipped", "sha256": None,
     })
 
 
@@ -215,6 +218,7 @@ def import_official(json_path: str | os.PathLike, out_dir: str | os.PathLike, *,
         manifest.write_table(empty, tubelets, manifest.TUBELETS_SCHEMA)
     card = _card(previous, split, json_path, pairs, groundtruth, videos)
     manifest.write_dataset_card(out, card)
+    write_sharing_files(out)
     return manifest.read_dataset_card(out)
 
 
@@ -267,7 +271,7 @@ def official_records(pairs: pd.DataFrame, groundtruth: pd.DataFrame) -> list:
     """Release-format records of a benchmark split (inverse of `official_tables`).
 
     Needs whole-second query and reference times, and a ground-truth image at every
-    keyframe second of every reference (its boxes, or a NaN row when it has none).
+    keyframe second of every reference (its boxes, or a row with a missing box when it has none).
     """
     keyframes = _keyframe_boxes(groundtruth)
     records = []
@@ -276,7 +280,7 @@ def official_records(pairs: pd.DataFrame, groundtruth: pd.DataFrame) -> list:
         if any(t != int(t) for t in times):
             raise ManifestError(f"pair {pair.pair_id}: times {times} are not whole seconds, "
                                 "which the release format needs")
-        frames = list(range(int(pair.query_start), int(pair.query_end) + 1))
+        frames = list(range(int(pair.query_start), int(pair.query_end)))
         if len(pair.query_boxes) != len(frames):
             raise ManifestError(f"pair {pair.pair_id}: {len(pair.query_boxes)} query boxes for "
                                 f"{len(frames)} keyframes")

@@ -40,19 +40,18 @@ def reference_span(target_start, target_end, lo, hi, *, keyframe_interval: float
                    pad_below: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """The official reference span around a target: ``(ref_start, ref_end)`` arrays.
 
-    Inputs are arrays (or scalars) of seconds: the target's first and last keyframe
-    (inclusive) and the video's usable ``[lo, hi]``. A target of ``n < pad_below``
-    keyframes gets ``n`` keyframes of background on each side, clamped to
-    ``[lo, hi]``; a longer one is its own span. ``ref_end`` is exclusive (last
-    keyframe + interval). Example (AVA): target 1000..1002 -> (997, 1006).
+    Inputs are arrays (or scalars) of seconds: the target's span ``[start, end)`` and
+    the video's usable ``[lo, hi]``. A target of ``n < pad_below`` keyframes gets ``n``
+    keyframes of background on each side, clamped to ``[lo, hi]``; a longer one is its
+    own span. Example (AVA): target [1000, 1003) (3 keyframes) -> (997, 1006).
     """
     start = np.asarray(target_start, dtype=np.float64)
     end = np.asarray(target_end, dtype=np.float64)
-    length = (keyframe_index(end, keyframe_interval) - keyframe_index(start, keyframe_interval) + 1)
+    length = keyframe_index(end, keyframe_interval) - keyframe_index(start, keyframe_interval)
     pad = np.where(length < pad_below, length * keyframe_interval, 0.0)
     ref_start = np.maximum(start - pad, np.asarray(lo, dtype=np.float64))
-    ref_end = np.minimum(end + keyframe_interval + pad, np.asarray(hi, dtype=np.float64))
-    return np.minimum(ref_start, start), np.maximum(ref_end, end + keyframe_interval)
+    ref_end = np.minimum(end + pad, np.asarray(hi, dtype=np.float64))
+    return np.minimum(ref_start, start), np.maximum(ref_end, end)
 
 
 def video_bounds(video_ids, bounds=None) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +129,7 @@ def choose_targets(tubelets: pd.DataFrame, ref_start: np.ndarray, ref_end: np.nd
     label = pd.factorize(tubelets["label"])[0]
     video = pd.factorize(tubelets["video_id"], sort=True)[0].astype(np.int64)
     start = tubelets["start"].to_numpy(np.float64)
-    stop = tubelets["end"].to_numpy(np.float64) + keyframe_interval
+    stop = tubelets["end"].to_numpy(np.float64)
     order, _, group_first, group_size = _group_positions(label, video, start)
     block = label.astype(np.int64) * (video.max(initial=0) + 1) + video
     sorted_block = block[order]
@@ -221,7 +220,7 @@ def groundtruth(pairs: pd.DataFrame, tubelets: pd.DataFrame, *, keyframe_interva
     keyframe, at ``ref_start + k * interval / clips_per_second``. Each tubelet of the
     pair's label in the reference video adds one row per image: its box at the
     keyframe the image falls in (the official ``compute_ap.py`` rule). An image
-    without any such box gets one row with a NaN box. Rows are in pair order, then
+    without any such box gets one row with a missing box (NaN here, null in the file). Rows are in pair order, then
     image time, then tubelet order.
     """
     pair, step, keyframe = _reference_keyframes(pairs, keyframe_interval, clips_per_second)
@@ -332,7 +331,7 @@ def _train_draws(table: pd.DataFrame, rng: np.random.Generator, max_query_second
     u_query, u_target, u_ref = rng.random((3, len(table)))
     query = np.flatnonzero(size >= 2)
     count = (keyframe_index(table["end"].to_numpy(), keyframe_interval)
-             - keyframe_index(table["start"].to_numpy(), keyframe_interval) + 1)
+             - keyframe_index(table["start"].to_numpy(), keyframe_interval))
     q_len = np.minimum(count, max_query_seconds)[query]
     q_off = np.floor(u_query[query] * (count[query] - q_len + 1)).astype(np.int64)
     # Draw among the size - 1 others, skipping the query's own slot.
@@ -372,7 +371,7 @@ def draw_train_pairs(tubelets: pd.DataFrame, rng: np.random.Generator, *,
         "query_tubelet_id": ids[query],
         "query_video_id": take_strings(table["video_id"], query),
         "query_start": q_start,
-        "query_end": q_start + (d["q_len"] - 1) * keyframe_interval,
+        "query_end": q_start + d["q_len"] * keyframe_interval,
         "query_boxes": _slice_boxes(boxes_arrow(table["boxes"]), query, d["q_off"], d["q_len"]),
         "ref_video_id": take_strings(table["video_id"], target),
         "ref_start": ref_start,

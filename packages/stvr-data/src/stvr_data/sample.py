@@ -36,8 +36,10 @@ and identical decoded frames.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,8 @@ import numpy as np
 
 from stvr_data import atomic
 from stvr_data.errors import StvrDataError
+from stvr_data.lock import LOCK_FILE, OutputLock
+from stvr_data.outdir import within
 from stvr_data.scene import (
     Scene,
     SceneConfig,
@@ -65,6 +69,7 @@ VIDEOS_DIR = "videos"
 FILE_NAMES = "ava_file_names_trainval_v2.1.txt"
 ACTION_LIST = f"ava_action_list_v{VERSION}.pbtxt"
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm")
+RECORD_FILE = ".stvr-sample.json"  # the files a sample writes: all that --force may remove
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
@@ -223,36 +228,60 @@ def make_sample(out, *, seed: int = 0, config: SampleConfig = SampleConfig(), fo
                 videos: bool = True, workers: int = 1) -> dict:
     """Write the synthetic AVA sample under `out`; returns a summary (see `summarize`).
 
-    Refuses a non-empty `out` unless `force` (then the annotation files are rewritten
-    and the video files of the earlier sample are removed; nothing else is touched). `videos=False` writes
+    Refuses a non-empty `out` unless `force`; then the files the earlier sample recorded
+    (`RECORD_FILE`) are removed and nothing else is touched. `videos=False` writes
     the annotations only (fast, for annotation tests); the file list still names the
     videos. `workers` > 1 encodes videos in that many processes; the files are the same.
     """
     out = Path(out)
-    _prepare(out, force)
     planned = plan_sample(seed, config)
-    annotations = out / ANNOTATIONS_DIR
-    annotations.mkdir(parents=True, exist_ok=True)
-    for name, text in annotation_files(planned).items():
-        atomic.write_text(annotations / name, text)
-    frames = 0
-    if videos:
-        frames = _encode_all(out / VIDEOS_DIR, planned, config, workers)
+    texts = annotation_files(planned)
+    files = [f"{ANNOTATIONS_DIR}/{name}" for name in texts]
+    files += [f"{VIDEOS_DIR}/{v.file_name}" for v in planned] if videos else []
+    with sample_output(out, force, files):
+        annotations = out / ANNOTATIONS_DIR
+        annotations.mkdir(parents=True, exist_ok=True)
+        for name, text in texts.items():
+            atomic.write_text(annotations / name, text)
+        frames = _encode_all(out / VIDEOS_DIR, planned, config, workers) if videos else 0
     return summarize(out, seed, planned, frames, config)
 
 
-def _prepare(out: Path, force: bool) -> None:
+@contextmanager
+def sample_output(out: Path, force: bool, files: list[str]):
+    """Hold `out` (locked, created) for writing a sample of `files` (relative paths).
+
+    Refuses a non-empty `out` unless `force`; then removes the files the earlier sample
+    recorded, and only those. The new list is recorded before any file is written, so
+    that a later `force` also clears what an interrupted run left.
+    """
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise OutputExistsError(f"{out}: directory is not empty (use --force to overwrite)")
-        stale = out / VIDEOS_DIR
-        if stale.is_dir():
-            for path in stale.iterdir():
-                if path.is_file() and (path.suffix in VIDEO_SUFFIXES or path.name.endswith(".partial")):
-                    path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    with OutputLock(out, "make-sample"):
+        if any(p.name != LOCK_FILE for p in out.iterdir()):
+            if not force:
+                raise OutputExistsError(f"{out}: directory is not empty (use --force to replace "
+                                        "an earlier sample there; other files are kept)")
+            remove_recorded(out)
+        atomic.write_text(out / RECORD_FILE, json.dumps({"files": sorted(files)}, indent=1) + "\n")
+        yield
+
+
+def remove_recorded(out: Path) -> list[str]:
+    """Delete the files `out`'s sample record lists (and their partial copies); returns them."""
+    record = out / RECORD_FILE
+    if not record.is_file():
+        return []
+    try:
+        files = json.loads(record.read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise OutputExistsError(f"{record}: not a sample record; remove it to go on") from None
+    for relative in files:
+        path = within(out, relative)
+        for victim in (path, atomic.atomic_path(path)):
+            victim.unlink(missing_ok=True)
+    record.unlink()
+    return files
 
 
 def _encode_all(folder: Path, planned: list[SampleVideo], config: SampleConfig, workers: int) -> int:

@@ -35,7 +35,7 @@ import numpy as np
 
 from stvr_data import atomic
 from stvr_data.render import pixel_box
-from stvr_data.sample import VIDEOS_DIR, OutputExistsError
+from stvr_data.sample import VIDEOS_DIR, sample_output
 from stvr_data.scene import (
     Scene,
     SceneConfig,
@@ -151,30 +151,25 @@ def make_ucf_sample(out: str | os.PathLike, *, seed: int = 0, config: UcfSampleC
     """Write the UCF-layout sample into `out`; returns a summary for the CLI.
 
     Same contract as the AVA sample's `make_sample`: refuses a non-empty `out` unless
-    `force` (then every file is rewritten); `videos=False` writes the annotation files
-    only; `workers` > 1 encodes in that many processes. Deterministic for a seed.
+    `force` (then the earlier sample's recorded files are removed, nothing else);
+    `videos=False` writes the annotation files only; `workers` > 1 encodes in that many
+    processes. Deterministic for a seed.
     """
     out = Path(out)
-    _prepare(out, force)
     scenes = sample_scenes(seed, config)
     db, test = sample_annotations(scenes, config)
-    atomic.write_bytes(out / "pyannot.pkl", pickle.dumps(db, protocol=2))
-    atomic.write_bytes(out / "testlist01.txt", "".join(f"{v}.avi\n" for v in test).encode())
-    split = {name: [c for c in members if c in config.classes] for name, members in SAMPLE_SPLIT.items()}
-    atomic.write_bytes(out / "class_split.json", (json.dumps(split, indent=2) + "\n").encode())
-    frames = _encode_all(out / VIDEOS_DIR, scenes, workers) if videos else 0
+    files = ["pyannot.pkl", "testlist01.txt", "class_split.json"]
+    files += [f"{VIDEOS_DIR}/{video_id}.avi" for video_id, _, _ in scenes] if videos else []
+    with sample_output(out, force, files):
+        atomic.write_bytes(out / "pyannot.pkl", pickle.dumps(db, protocol=2))
+        atomic.write_bytes(out / "testlist01.txt", "".join(f"{v}.avi\n" for v in test).encode())
+        split = {name: [c for c in members if c in config.classes] for name, members in SAMPLE_SPLIT.items()}
+        atomic.write_bytes(out / "class_split.json", (json.dumps(split, indent=2) + "\n").encode())
+        frames = _encode_all(out / VIDEOS_DIR, scenes, workers) if videos else 0
     files = [p for p in out.rglob("*") if p.is_file()]
     return {"out": str(out), "seed": seed, "layout": "ucf24", "videos": len(db), "test_videos": len(test),
             "tubes": sum(len(e["annotations"]) for e in db.values()), "classes": len(config.classes),
             "frames": frames, "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
-
-
-def _prepare(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputExistsError(f"{out}: directory is not empty (use --force to overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _encode_all(folder: Path, scenes, workers: int) -> int:

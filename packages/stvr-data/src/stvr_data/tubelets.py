@@ -5,8 +5,9 @@ person join one tubelet when their *full* action sets are identical; a tubelet's
 combined label is its sorted action ids joined by ``+`` (``'11+17+74+80'``).
 
 A tubelet frame has columns ``video_id`` (str), ``person_id`` (int32), ``label``
-(str), ``start`` / ``end`` (float64 seconds, first and last keyframe, inclusive) and
-``boxes`` (one normalised ``[x1, y1, x2, y2]`` float32 box per keyframe, start..end,
+(str), ``start`` / ``end`` (float64 seconds: the span ``[start, end)``, from the first
+keyframe to the last keyframe + the keyframe interval, as every span of the manifests) and
+``boxes`` (one normalised ``[x1, y1, x2, y2]`` float32 box per keyframe in ``[start, end)``,
 held as an Arrow list column), sorted by ``(video_id, person_id, start)``.
 
 Everything here is vectorised: rows are sorted once with integer keys and runs are
@@ -40,6 +41,13 @@ def combined_label(action_ids: Iterable[int]) -> str:
 def label_ids(label: str) -> tuple[int, ...]:
     """The action ids of a combined label: ``'11+17'`` -> ``(11, 17)``."""
     return tuple(int(part) for part in label.split("+"))
+
+
+def describe_label(label: str, action_names: dict) -> str:
+    """A combined label with its action names, ``'11+79'`` -> ``'11+79 (sit + talk to)'``;
+    `action_names` maps id strings to names. The label alone when a name is unknown."""
+    names = [action_names.get(part) for part in str(label).split("+")]
+    return f"{label} ({' + '.join(names)})" if all(names) else str(label)
 
 
 def keyframe_index(times, keyframe_interval: float = 1.0) -> np.ndarray:
@@ -178,7 +186,7 @@ def runs_to_tubelets(seconds: pd.DataFrame, *, keyframe_interval: float = 1.0,
         "person_id": seconds["person_id"].to_numpy(np.int32)[starts],
         "label": take_strings(seconds["label"], starts),
         "start": time[starts],
-        "end": time[ends],
+        "end": time[ends] + keyframe_interval,
         "boxes": boxes_series(seconds[BOX_COLUMNS].to_numpy(np.float32), np.append(starts, n)),
     })
 

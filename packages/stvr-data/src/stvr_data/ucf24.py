@@ -190,8 +190,8 @@ def tubes_to_tubelets(videos: dict, *, classes=CLASSES, clip_fps: int = manifest
 
     Columns ``video_id, person_id, label, start, end, boxes`` (`TUBELETS_SCHEMA` without
     ``tubelet_id`` and ``split``): ``person_id`` is the tube's index in its video,
-    ``label`` the class name, ``start``/``end`` the first/last keyframe times (s,
-    inclusive), ``boxes`` one normalised float32 box per keyframe (an Arrow list
+    ``label`` the class name, ``start``/``end`` the span ``[first keyframe, last keyframe
+    + 1/3 s)``, ``boxes`` one normalised float32 box per keyframe (an Arrow list
     column, as `stvr_data.tubelets` holds them). A tube too short to hold one clip's
     middle frame gives no tubelet (compare the row count with `count_tubes`).
     """
@@ -208,7 +208,7 @@ def tubes_to_tubelets(videos: dict, *, classes=CLASSES, clip_fps: int = manifest
                 continue
             boxes.append(normalised_boxes(np.asarray(tube["boxes"])[frames - sf], width=width, height=height))
             rows.append((video_id, index, classes[int(tube["label"])],
-                         float(k[0]) * interval, float(k[-1]) * interval))
+                         float(k[0]) * interval, float(k[-1] + 1) * interval))
     frame = pd.DataFrame(rows, columns=["video_id", "person_id", "label", "start", "end"])
     frame = frame.astype({"person_id": "int32", "start": "float64", "end": "float64"})
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in boxes], dtype=np.int64)])

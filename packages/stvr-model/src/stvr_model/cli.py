@@ -138,12 +138,15 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--max-pairs", type=click.IntRange(1), default=None, help="Evaluate only the first N pairs (quick checks).")
 @click.option("--pictures", default=4, show_default=True, type=click.IntRange(0), help="Pairs drawn as PNG (Figure 8 style).")
-def evaluate_command(checkpoint, manifest, split, out, device, max_pairs, pictures):
+@click.option("--min-score", default=0.3, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Detections drawn in the pictures.")
+def evaluate_command(checkpoint, manifest, split, out, device, max_pairs, pictures, min_score):
     """Detect on the fixed pairs of a split, score frame-mAP at IoU 0.3/0.5/0.7, draw pairs."""
     from stvr_model.evaluate import evaluate
 
     out = out or checkpoint.parent / f"eval_{split}"
-    results = evaluate(checkpoint, manifest, split, out, device=device, max_pairs=max_pairs, pictures=pictures)
+    results = evaluate(checkpoint, manifest, split, out, device=device, max_pairs=max_pairs, pictures=pictures,
+                       min_score=min_score)
     head = results["frame_map"]
     labels = sorted(head["0.5"]["per_label"])
     click.echo(f"{'label':<24}" + "".join(f"  AP@{t}" for t in head))
@@ -191,6 +194,21 @@ def convert_i3d_command(out, checkpoint, cache_dir):
     click.echo(f"wrote {path}")
 
 
+@main.command("pictures")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--manifest", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--pair", "pair_id", required=True, help="Pair id, e.g. test-00003 (its split is the prefix).")
+@click.option("--steps", default=4, show_default=True, help="Reference steps drawn, evenly spaced.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+def pictures_command(checkpoint, manifest, pair_id, steps, out, device):
+    """Draw the paper's Figure 7: the warped grid of the cell over each reference frame."""
+    from stvr_model.pictures import draw_pair_warps
+
+    paths = draw_pair_warps(checkpoint, manifest, pair_id, out, steps=steps, device=device)
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
 def _box_option(ctx, param, value):
     try:
         box = tuple(float(v) for v in value.split(","))
@@ -207,11 +225,12 @@ def _box_option(ctx, param, value):
 @click.option("--query-box", required=True, callback=_box_option,
               help="x1,y1,x2,y2 of the query actor, normalised to [0, 1] (pixels with --pixels).")
 @click.option("--pixels", is_flag=True, help="--query-box is in pixels of the query video.")
-@click.option("--query-start", required=True, type=click.FloatRange(0.0), help="Start of the query action (s).")
-@click.option("--query-end", required=True, type=POSITIVE, help="End of the query action (s).")
+@click.option("--query-start", required=True, type=click.FloatRange(0.0),
+              help="Start of the query action (s); the span is [start, end).")
+@click.option("--query-end", required=True, type=POSITIVE, help="End of the query action (s, exclusive).")
 @click.option("--reference-video", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--reference-start", default=0.0, show_default=True, type=click.FloatRange(0.0), help="Where to search from (s).")
-@click.option("--reference-end", type=POSITIVE, default=None, help="Where to search to (s; default: the end).")
+@click.option("--reference-end", type=POSITIVE, default=None, help="Where to search to (s, exclusive; default: the end).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where detections.csv/.parquet, pictures/ and the cut clips (work/) go.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

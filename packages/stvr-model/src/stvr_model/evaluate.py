@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from stvr_data import chance, manifest
 from stvr_data.evaluation import frame_map
+from stvr_data.tubelets import describe_label
 from stvr_model import boxes
 from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
 from stvr_model.data import DataConfig, PairDataset, collate
@@ -87,10 +88,11 @@ def labels_seen_in_training(state: dict, benchmark: str | Path, split: str) -> l
 
 def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str | Path, *,
              device: str = "auto", max_pairs: int | None = None, pictures: int = 4,
-             progress: bool = True, shuffle_seed: int | None = 0) -> dict:
+             progress: bool = True, shuffle_seed: int | None = 0, min_score: float = 0.3) -> dict:
     """Detect, score and draw; returns the metrics written to `metrics_<split>.json`.
 
-    `shuffle_seed` seeds the shuffled-query diagnostic (None skips it: half the time)."""
+    `shuffle_seed` seeds the shuffled-query diagnostic (None skips it: half the time);
+    the pictures draw detections scoring at least `min_score`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch_device = resolve_device(device)
@@ -122,7 +124,10 @@ def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str
         wrong, _ = predict(model, shuffled, spec, torch_device, max_pairs=max_pairs, progress=progress)
         results["shuffled_query_mAP"] = {"seed": shuffle_seed, "frame_map": score(groundtruth, wrong)}
     (out / f"metrics_{split}.json").write_text(json.dumps(results, indent=2) + "\n")
+    labels = dict(zip(dataset.fixed.pair_id, dataset.fixed.label, strict=True))
+    names = manifest.read_dataset_card(benchmark).get("action_names", {})
     for i, (sample, dets) in enumerate(kept):
         draw_pair(sample, dets, out / "pictures" / f"{split}_{i:02d}_{sample['pair_id']}.png",
-                  title=f"{sample['pair_id']} ({spec.cell})")
+                  title=f"{sample['pair_id']} ({spec.cell})", min_score=min_score,
+                  label=describe_label(labels[sample["pair_id"]], names))
     return results

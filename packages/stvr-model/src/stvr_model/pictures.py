@@ -11,6 +11,7 @@ For the `traj` cell, one of its L links is drawn, as in the paper.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -20,13 +21,13 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from stvr_data.atomic import atomic_write
-from stvr_model.cells import control_points
+from stvr_model.cells import CellError, control_points
 from stvr_model.errors import ModelError
 from stvr_model.warp import interpolate_bilinear
 
 
 class PictureError(ModelError):
-    """A frame, flow or cell that cannot be drawn."""
+    """A frame, flow, cell or pair that cannot be drawn (one line from the CLI)."""
 
 
 class WarpGrid(NamedTuple):
@@ -131,3 +132,58 @@ def draw_warp_grid(
     with atomic_write(path) as partial:
         figure.savefig(partial, format="png")
     return lines
+
+
+def pair_flows(model: nn.Module, batch_inputs: dict) -> list[Tensor]:
+    """The flow `[2, h, w]` the model's cell used at each reference step, for batch item 0.
+
+    Runs the model once on `batch_inputs` (its forward's keyword arguments) and reads the
+    cell's `last_flow` after every step through a forward hook.
+    """
+    if not hasattr(model.cell, "last_flow"):
+        raise PictureError(f"a {type(model.cell).__name__} moves no state: only the warp, traj and "
+                           "flow cells have a warped grid to draw")
+    flows: list[Tensor] = []
+    hook = model.cell.register_forward_hook(lambda cell, args, output: flows.append(cell_flow(cell)))
+    try:
+        with torch.no_grad():
+            model(**batch_inputs)
+    finally:
+        hook.remove()
+    return flows
+
+
+def draw_pair_warps(checkpoint, benchmark, pair_id: str, out, *, steps: int = 4,
+                    device: str = "cpu") -> list[Path]:
+    """Figure 7 for one benchmark pair: the grid of the checkpoint's cell warped by the
+    flow of `steps` reference steps (evenly spaced), each over its reference clip's middle
+    frame, written to ``out/<pair_id>_step<NN>.png``. Returns the paths."""
+    from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
+    from stvr_model.data import DataConfig, PairDataset, collate
+    from stvr_model.train import model_inputs, resolve_device
+
+    split = pair_id.split("-")[0]
+    torch_device = resolve_device(device)
+    model, state = model_from_checkpoint(checkpoint, map_location=torch_device)
+    model.to(torch_device)
+    spec = ModelSpec.from_dict(state["spec"])
+    data = DataConfig(**{**state.get("data", {}), "reference_seconds": None, "hflip": False})
+    dataset = PairDataset(benchmark, split, data, training=False)
+    found = dataset.fixed.index[dataset.fixed.pair_id == pair_id]
+    if not len(found):
+        raise PictureError(f"{benchmark}: no {split} pair {pair_id!r} with media")
+    sample = dataset[int(found[0])]
+    batch = {k: (v.to(torch_device) if torch.is_tensor(v) else v) for k, v in collate([sample]).items()}
+    flows = pair_flows(model, model_inputs(batch, spec))
+    chosen = np.unique(np.linspace(0, len(flows) - 1, min(steps, len(flows))).round().astype(int))
+    paths = []
+    for step in chosen.tolist():
+        clip = sample["reference"][step]  # (3, 8, H, W)
+        path = Path(out) / f"{pair_id}_step{step:02d}.png"
+        try:
+            draw_warp_grid(clip[:, clip.shape[1] // 2], flows[step], path,
+                           title=f"{pair_id} {spec.cell}: t = {float(sample['times'][step]):.2f} s")
+        except CellError as err:  # feature maps too small for the control grid
+            raise PictureError(f"{pair_id}: {err}") from None
+        paths.append(path)
+    return paths

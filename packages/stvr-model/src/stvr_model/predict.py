@@ -16,8 +16,9 @@ Outputs in `out/`: `detections.csv` and `detections.parquet` in the scorer's for
 (`pair_id` 'predict', `timestamp` = start of each 8-frame reference clip in seconds of
 the reference video's own timeline, normalised xyxy boxes, score), and two pictures:
 `pictures/overview.png` (reference clips evenly spaced over the span) and
-`pictures/best.png` (the reference clips with the highest-scoring detections). There
-is no ground truth here, so the pictures show the query box and the detections only.
+`pictures/best.png` (the reference clips with the highest-scoring detections, each with
+its best box whatever its score). There is no ground truth here, so the pictures show the
+query box and the detections only, at the source videos' aspect ratios.
 """
 
 from __future__ import annotations
@@ -184,21 +185,24 @@ def predict_pair(checkpoint: str | Path, query: Span, box, reference: Span, out:
     sample = build_sample(q_clips[query_window(q_times, data)], box, r_clips, r_times)
     detections = detect(model, sample, spec, torch_device)
     rows = detection_rows(PAIR_ID, r_times, detections, width, height)
-    return _write(out, rows, sample, detections, spec, min_score)
+    ref_info = probe_video(reference.video)
+    aspect = (info.width / info.height, ref_info.width / ref_info.height)
+    return _write(out, rows, sample, detections, spec, min_score, aspect)
 
 
 def _write(out: Path, rows: pd.DataFrame, sample: dict, detections: list[dict], spec: ModelSpec,
-           min_score: float) -> dict:
+           min_score: float, aspect: tuple[float, float]) -> dict:
     rows = rows.sort_values(["timestamp", "score"], ascending=[True, False], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "detections.csv") as tmp:
         rows[DETECTION_COLUMNS].to_csv(tmp, index=False)
     manifest.write_table(rows, out / "detections.parquet", manifest.DETECTIONS_SCHEMA)
-    title = f"predict ({spec.cell}, {spec.backbone}): query box blue, detections >= {min_score:g} red"
-    overview = draw_pair(sample, detections, out / "pictures" / "overview.png", title=title,
-                         min_score=min_score)
-    best = draw_pair(*_subset(sample, detections, best_clips(detections)),
-                     out / "pictures" / "best.png", title=title + ", best clips", min_score=min_score)
+    title = f"predict ({spec.cell}, {spec.backbone})"
+    shown = {"min_score": min_score, "with_truth": False, "display_aspect": aspect}
+    overview = draw_pair(sample, detections, out / "pictures" / "overview.png", title=title, **shown)
+    # The best clips always show their best box, however low its score.
+    best = draw_pair(*_subset(sample, detections, best_clips(detections)), out / "pictures" / "best.png",
+                     title=title + ": the clips with the highest scores", keep_best=True, **shown)
     top = rows.loc[rows.score.idxmax()].to_dict() if len(rows) else None
     return {"detections": out / "detections.csv", "parquet": out / "detections.parquet",
             "pictures": [overview, best], "query_clips": int(sample["query"].shape[0]),

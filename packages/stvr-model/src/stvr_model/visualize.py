@@ -72,42 +72,88 @@ def _frame(clip) -> np.ndarray:
     return np.clip((frame + 1.0) * 127.5, 0, 255).astype(np.uint8)
 
 
+COLOURS = {"query": "#1f77b4", "truth": "#2ca02c", "prediction": "#d62728"}
+
+
 def _box(ax, box, colour, label=None, style="-"):
     x1, y1, x2, y2 = (float(v) for v in box)
-    ax.add_patch(_pyplot().Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=colour, lw=1.5, ls=style))
-    if label:
-        ax.text(x1, y1 - 2, label, color=colour, fontsize=6, va="bottom")
+    ax.add_patch(_pyplot().Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=colour, lw=2, ls=style))
+    if label:  # white on the box colour: readable over any frame
+        ax.text(x1, y1, label, color="white", fontsize=7, fontweight="bold", va="bottom",
+                bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.0})
+
+
+def pixel_aspect(frame_size: tuple[int, int], display_aspect: float | None) -> float | str:
+    """matplotlib `imshow` aspect (a pixel's height / width) that shows a `(width, height)`
+    frame at `display_aspect` (the source video's width / height); 'equal' when unknown.
+    Clips are resized to the square model input, so a 16:9 source needs 9/16."""
+    if not display_aspect:
+        return "equal"
+    width, height = frame_size
+    return (width / height) / display_aspect
+
+
+def visible_boxes(boxes, scores, min_score: float, keep_best: bool = False) -> list[int]:
+    """Indices of the detections to draw: score >= `min_score`, and with `keep_best` the
+    highest-scoring one whatever its score."""
+    scores = np.asarray(scores, dtype=np.float64)
+    shown = set(np.flatnonzero(scores >= min_score).tolist())
+    if keep_best and len(scores):
+        shown.add(int(np.argmax(scores)))
+    return sorted(shown)
+
+
+def _legend(fig, min_score: float, with_truth: bool, keep_best: bool) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=COLOURS["query"], lw=2, label="query box")]
+    if with_truth:
+        handles.append(Line2D([], [], color=COLOURS["truth"], lw=2, ls="--",
+                              label="ground truth (matching actor)"))
+    shown = f"prediction, score >= {min_score:g}" + (" (and each clip's best)" if keep_best else "")
+    handles.append(Line2D([], [], color=COLOURS["prediction"], lw=2, label=shown))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
 
 
 def draw_pair(sample: dict, detections: list[dict], path: str | Path, *, title: str = "",
-              columns: int = 4, min_score: float = 0.3) -> Path:
+              label: str = "", columns: int = 4, min_score: float = 0.3, keep_best: bool = False,
+              with_truth: bool = True,
+              display_aspect: tuple[float | None, float | None] = (None, None)) -> Path:
     """Query frames with the query box (top row) and reference frames with the true
-    matching boxes (green, dashed) and detections above `min_score` (red, with score).
+    matching boxes (green, dashed) and detections (red, with score), and a legend.
 
     `sample` is a `PairDataset` item (pixel boxes); `detections` holds one dict per
-    reference clip with pixel `boxes` and `scores`.
+    reference clip with pixel `boxes` and `scores`. Detections under `min_score` are
+    hidden, except each clip's best with `keep_best`. `with_truth` False (no ground
+    truth, as in `predict`) leaves it out of the legend. `label` (the pair's combined label
+    with action names) goes under the title. `display_aspect` is the (query, reference)
+    source videos' width / height: frames are shown at that shape instead of the model's
+    square input (None: as stored).
     """
     plt = _pyplot()
     tq, tr = sample["query"].shape[0], sample["reference"].shape[0]
     q_idx = np.linspace(0, tq - 1, min(columns, tq)).round().astype(int)
     r_idx = np.linspace(0, tr - 1, min(columns, tr)).round().astype(int)
-    fig, axes = plt.subplots(2, columns, figsize=(2.4 * columns, 5.2), squeeze=False)
+    wide = max(a or 1.0 for a in display_aspect)
+    fig, axes = plt.subplots(2, columns, figsize=(2.4 * columns * max(1.0, wide) ** 0.5, 6.0), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
+    size = tuple(sample["reference"].shape[-1:-3:-1])  # (W, H)
     for ax, i in zip(axes[0], q_idx, strict=False):
-        ax.imshow(_frame(sample["query"][i]))
-        _box(ax, sample["query_boxes"][i], "#1f77b4", "query")
-        ax.set_title(f"query clip {i}", fontsize=7)
+        ax.imshow(_frame(sample["query"][i]), aspect=pixel_aspect(size, display_aspect[0]))
+        _box(ax, sample["query_boxes"][i], COLOURS["query"], "query")
+        ax.set_title(f"query clip {i}", fontsize=8)
     for ax, i in zip(axes[1], r_idx, strict=False):
-        ax.imshow(_frame(sample["reference"][i]))
+        ax.imshow(_frame(sample["reference"][i]), aspect=pixel_aspect(size, display_aspect[1]))
         target = sample["targets"][i]
         for box in target["boxes"][target["labels"] == 2]:
-            _box(ax, box, "#2ca02c", style="--")
+            _box(ax, box, COLOURS["truth"], style="--")
         det = detections[i]
-        for box, score in zip(det["boxes"], det["scores"], strict=True):
-            if float(score) >= min_score:
-                _box(ax, box, "#d62728", f"{float(score):.2f}")
-        ax.set_title(f"t = {float(sample['times'][i]):.2f} s", fontsize=7)
-    fig.suptitle(title or sample["pair_id"], fontsize=9)
-    fig.tight_layout()
+        for k in visible_boxes(det["boxes"], det["scores"], min_score, keep_best):
+            _box(ax, det["boxes"][k], COLOURS["prediction"], f"{float(det['scores'][k]):.2f}")
+        ax.set_title(f"reference t = {float(sample['times'][i]):.2f} s", fontsize=8)
+    heading = title or sample["pair_id"]
+    fig.suptitle(f"{heading}\n{label}" if label else heading, fontsize=9)
+    _legend(fig, min_score, with_truth, keep_best)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return _save(fig, Path(path))

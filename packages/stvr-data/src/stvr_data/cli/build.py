@@ -33,7 +33,9 @@ def common_build_options(func):
         click.option("--skip-media", is_flag=True, help="Build the manifests only; no video is fetched or cut."),
         click.option("--resolution", default="320x320", show_default=True, callback=parse_resolution,
                      help="WIDTHxHEIGHT of the 24-fps clip files."),
-        click.option("--force", is_flag=True, help="Rebuild even if the directory holds this exact build; re-cut clips."),
+        click.option("--force", is_flag=True,
+                     help="Rebuild even if the directory holds this exact build; re-cut clips. "
+                          "Replaces only files its dataset.json lists."),
         click.option("--youtube-fallback", is_flag=True,
                      help="Try YouTube (yt-dlp) for videos the source does not have."),
         click.option("-v", "--verbose", is_flag=True, help="Log each step."),
@@ -67,8 +69,11 @@ def setup_logging(verbose: bool) -> None:
               help="Take the val/test labels from an official val_test.json instead of choosing them.")
 @click.option("--skip-bad-rows", is_flag=True,
               help="Drop malformed annotation rows and list them in reports/bad_rows.csv instead of stopping.")
+@click.option("--ava-version", default=None, metavar="X.Y",
+              help="AVA release to read (2.1 or 2.2) when the folder holds several; default: the newest found.")
 def build_ava(annotations, videos, out, seed, workers, skip_media, resolution, force, youtube_fallback,
-              verbose, min_tubelets, num_val_labels, num_test_labels, split_file, skip_bad_rows):
+              verbose, min_tubelets, num_val_labels, num_test_labels, split_file, skip_bad_rows,
+              ava_version):
     """Build the STVR benchmark from AVA (paper §5).
 
     Links per-second person boxes into combined-label tubelets, holds out val/test
@@ -85,7 +90,7 @@ def build_ava(annotations, videos, out, seed, workers, skip_media, resolution, f
                        options=build_options(seed, workers, skip_media, resolution, force, youtube_fallback),
                        min_tubelets=min_tubelets, num_val_labels=num_val_labels,
                        num_test_labels=num_test_labels, split_file=split_file,
-                       skip_bad_rows=skip_bad_rows)
+                       skip_bad_rows=skip_bad_rows, ava_version=ava_version)
     click.echo(summary(card))
     click.echo(f"wrote {out}")
 

@@ -18,6 +18,7 @@ def main() -> None:
     Typical use:
       stvr-data make-sample --out sample/
       stvr-data build-ava --annotations sample/annotations --videos sample/videos --out bench/
+      stvr-data verify bench/
       stvr-data evaluate --benchmark bench/ --split test --detections dets.parquet
     """
 

@@ -39,7 +39,8 @@ _DEFAULT = SampleConfig()
 @click.option("--no-videos", is_flag=True, help="Write the annotation files only (the file list still names the videos).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Videos encoded in parallel (the files do not depend on it).")
-@click.option("--force", is_flag=True, help="Write into a non-empty directory, replacing an earlier sample.")
+@click.option("--force", is_flag=True,
+              help="Write into a non-empty directory, removing only the files of an earlier sample there.")
 @click.option("--layout", type=click.Choice(["ava", "ucf24"]), default="ava", show_default=True,
               help="Release layout. ucf24: <Class>/v_*.avi at 25 fps, pyannot.pkl, testlist01.txt, "
                    "class_split.json (only --seed, --no-videos, --workers, --force apply).")

@@ -4,17 +4,21 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= runs/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: packages install demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch/torchvision are pinned in packages/stvr-model; pip takes them from the local wheel store.
-install: $(BIN)/python
-	$(BIN)/pip install --quiet -e packages/stvr-data -e packages/stvr-model -r requirements-dev.txt
+packages: $(BIN)/python
+	$(BIN)/pip install --quiet -e packages/stvr-data -e packages/stvr-model
 
-demo: install
+# The packages and what the tests and the linter need.
+install: packages
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+
+demo: packages
 	bash scripts/demo.sh $(DEMO)
 
 test: install

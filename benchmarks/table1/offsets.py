@@ -68,19 +68,23 @@ def measure_offsets(
     split: str = "test",
     max_pairs: int | None = None,
     device: str = "cpu",
+    feature_cache: str | Path | None = None,
 ) -> dict:
-    """Run the warp checkpoint over the pairs of `split` (as `evaluate` does) and
-    summarise its offsets inside the actors' boxes against `motion`."""
+    """Run the warp checkpoint over the pairs of `split` (as `evaluate` does, through the
+    same `feature_cache`) and summarise its offsets inside the actors' boxes against `motion`."""
     from stvr_model.cells import control_points
     from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
     from stvr_model.data import DataConfig, PairDataset, collate
     from stvr_model.evaluate import BACKBONE_CHUNK
+    from stvr_model.feature_cache import FeatureCache
     from stvr_model.train import model_inputs, resolve_device
 
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint, map_location=torch_device)
     model.config = dataclasses.replace(model.config, backbone_chunk_size=BACKBONE_CHUNK)
     model.to(torch_device)
+    if feature_cache is not None:
+        model.feature_cache = FeatureCache(feature_cache, model.backbone)
     spec = ModelSpec.from_dict(state["spec"])
     if spec.cell != "warp":
         raise ValueError(f"{checkpoint}: offsets are measured for the warp cell, not {spec.cell!r}")

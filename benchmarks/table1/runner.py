@@ -44,6 +44,7 @@ from benchmarks.table1.plan import (
 
 DATA_SEED = 0  # the synthetic content and the label split; training seeds vary per run
 READY = "READY.json"
+FEATURES = "features"  # the frozen backbones' features, shared by training and evaluation
 
 
 def machine_info() -> dict:
@@ -211,10 +212,13 @@ def run_one(
     if record_path.exists():
         return json.loads(record_path.read_text())
     stage1 = ensure_stage1(work, bench, budget, run, weights)
-    config = train_config(budget, run.seed, stage1=stage1, cache=work / "features")
+    config = train_config(budget, run.seed, stage1=stage1, cache=work / FEATURES)
     train_seconds = _train(bench, folder, model_spec(budget, run.cell), config, budget, None)
     start = time.perf_counter()
     checkpoint = folder / "train" / LAST
+    # The cells share stage 1's frozen backbone: evaluation reads its features from the
+    # same cache as training, so each test clip goes through the backbone once per stage 1.
+    cache = work / FEATURES
     results = evaluate(
         checkpoint,
         bench,
@@ -224,11 +228,17 @@ def run_one(
         max_pairs=budget.eval_pairs,
         pictures=0,
         progress=False,
+        feature_cache=cache,
     )
     measured = None
     if run.cell == "warp":
         measured = measure_offsets(
-            checkpoint, bench, run.speed, max_pairs=budget.eval_pairs, device=budget.device
+            checkpoint,
+            bench,
+            run.speed,
+            max_pairs=budget.eval_pairs,
+            device=budget.device,
+            feature_cache=cache,
         )
     stage1_seconds = json.loads((work / "runs" / run.stage1_key / "stage1.json").read_text())
     record = make_record(run, results, measured, metrics=folder / "train" / "metrics.jsonl")

@@ -54,6 +54,20 @@ def test_plan_covers_every_level_cell_and_seed_once_seed_major():
     assert stage2 == 30 * budget.training.stage2_iterations
 
 
+def test_shared_stage1_puts_every_seed_on_the_first_seeds_stage1():
+    import dataclasses
+
+    budget = plan.BUDGETS["cpu"]
+    shared = dataclasses.replace(
+        budget, training=dataclasses.replace(budget.training, shared_stage1=True)
+    )
+    runs = plan.plan_runs(shared)
+    assert {r.stage1_key for r in runs} == {"m0-stage1-s0", "m1.5-stage1-s0"}
+    assert {r.key for r in runs} == {r.key for r in plan.plan_runs(budget)}
+    stage1, _ = plan.total_iterations(runs, shared)
+    assert stage1 == 2 * budget.training.stage1_iterations
+
+
 def test_plan_rejects_unknown_cells_and_levels():
     with pytest.raises(ValueError, match="unknown cells"):
         plan.plan_runs(plan.BUDGETS["cpu"], cells=("none", "gru"))
@@ -277,6 +291,9 @@ def test_smoke_budget_end_to_end(tmp_path, one_thread):
     assert warp["points"] > 0 and warp["mean_abs"] >= 0.0 and warp["true_displacement"] == 1.0
     # Stage 2 started from stage 1: the stage-1 run exists once and was trained in full.
     assert (work / "runs" / "m1-stage1-s0" / "stage1.json").exists()
+    # Stage 2 and evaluation share one feature folder: stage 1's frozen backbone.
+    (backbone,) = (work / "features").iterdir()
+    assert any(backbone.rglob("*.npy"))
     raw = json.loads((results / "table1.json").read_text())
     assert raw["completed_runs"] == raw["planned_runs"] == 2
     table = (results / "table1.md").read_text()

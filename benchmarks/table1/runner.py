@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import platform
 import shutil
 import time
 from pathlib import Path
 
-from benchmarks.table1 import report
+from benchmarks.table1.files import machine_info, plain, replace_text, write_results, write_sweep
 from benchmarks.table1.offsets import measure_offsets
 from benchmarks.table1.plan import (
     CELL_NAMES,
@@ -47,31 +45,6 @@ READY = "READY.json"
 FEATURES = "features"  # the frozen backbones' features, shared by training and evaluation
 
 
-def machine_info() -> dict:
-    """CPU model, logical cores, load, Python and torch versions of this machine."""
-    import torch
-
-    model = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        model = names[0] if names else model
-    return {
-        "cpu": model,
-        "logical_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cuda": torch.cuda.is_available(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
 def ensure_benchmark(data_dir: Path, budget: Budget, speed: float) -> Path:
     """The benchmark at one speed, built unless READY.json records the same settings."""
     from stvr_data.ava_recipe import prepare_ava
@@ -83,7 +56,7 @@ def ensure_benchmark(data_dir: Path, budget: Budget, speed: float) -> Path:
     config = sample_config(budget, speed)
     settings = {
         "seed": DATA_SEED,
-        "sample": _plain(dataclasses.asdict(config)),
+        "sample": plain(dataclasses.asdict(config)),
         "resolution": list(budget.resolution),
         "min_tubelets": budget.min_tubelets,
         "num_val_labels": budget.num_val_labels,
@@ -106,7 +79,7 @@ def ensure_benchmark(data_dir: Path, budget: Budget, speed: float) -> Path:
     )
     seconds = time.perf_counter() - start
     summary = {"settings": settings, "seconds": round(seconds, 1), "counts": card.get("counts")}
-    _replace(ready, json.dumps(summary, indent=1, default=str) + "\n")
+    replace_text(ready, json.dumps(summary, indent=1, default=str) + "\n")
     print(
         f"[table1] built the {speed:g}-cell benchmark in {seconds:.0f} s: {card.get('counts')}",
         flush=True,
@@ -195,7 +168,7 @@ def ensure_stage1(work: Path, bench: Path, budget: Budget, run: Run, weights: st
     if not done.exists():
         spec = model_spec(budget, STAGE1_CELL)
         seconds = _train(bench, folder, spec, train_config(budget, run.seed), budget, weights)
-        _replace(done, json.dumps({"train_seconds": seconds}) + "\n")
+        replace_text(done, json.dumps({"train_seconds": seconds}) + "\n")
         print(f"[table1] stage 1 {run.stage1_key}: {seconds} s", flush=True)
     return folder / "train" / LAST
 
@@ -247,7 +220,7 @@ def run_one(
         eval_seconds=round(time.perf_counter() - start, 1),
         stage1_seconds=stage1_seconds["train_seconds"],
     )
-    _replace(record_path, json.dumps(record, indent=1) + "\n")
+    replace_text(record_path, json.dumps(record, indent=1) + "\n")
     return record
 
 
@@ -277,75 +250,6 @@ def _final_loss(metrics: Path, last: int = 10) -> float | None:
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     tail = [r["loss"] for r in rows[-last:]]
     return round(sum(tail) / len(tail), 4) if tail else None
-
-
-def _raw(budget: Budget, records: list[dict], planned: int, machine: dict, wall: float) -> str:
-    raw = {
-        "budget": _plain(dataclasses.asdict(budget)),
-        "machine": machine,
-        "planned_runs": planned,
-        "completed_runs": len(records),
-        "wall_seconds_this_invocation": round(wall, 1),
-        "run_seconds_total": round(sum(r["train_seconds"] + r["eval_seconds"] for r in records), 1),
-        "runs": sorted(records, key=lambda r: (r["speed"], r["cell"], r["seed"])),
-    }
-    return json.dumps(raw, indent=1) + "\n"
-
-
-def setting_line(budget: Budget) -> str:
-    plan = budget.training
-    return (
-        f"`--budget {budget.name}`: stage 1 (Clip, end to end) {plan.stage1_iterations} and "
-        f"stage 2 (each cell, frozen backbone) {plan.stage2_iterations} iterations of batch "
-        f"{plan.batch_size}, {plan.optimizer} lr {plan.lr:g}; {budget.resolution[0]}x"
-        f"{budget.resolution[1]}, backbone `{budget.backbone}`; "
-        f"{budget.eval_pairs or 'every'} test pair{'s' if budget.eval_pairs != 1 else ''} per run"
-    )
-
-
-def write_results(
-    results: Path,
-    budget: Budget,
-    records: list[dict],
-    planned: int,
-    machine: dict,
-    wall_seconds: float,
-) -> None:
-    """table1.json (raw), table1.md, table1_motion.md, table1.png; rewritten after every run."""
-    results.mkdir(parents=True, exist_ok=True)
-    levels = [(m, budget.speed(m)) for m in MOTIONS]
-    common = {"done": len(records), "planned": planned, "setting": setting_line(budget)}
-    _replace(results / "table1.json", _raw(budget, records, planned, machine, wall_seconds))
-    _replace(results / "table1.md", report.table1_markdown(records, levels, **common))
-    _replace(results / "table1_motion.md", report.motion_markdown(records, levels, **common))
-    report.draw_chart(
-        records,
-        levels,
-        results / "table1.png",
-        title=f"synthetic STVR, frame-mAP@0.5, mean ± std over seeds "
-        f"({len(records)}/{planned} runs, budget {budget.name})",
-    )
-
-
-def write_sweep(
-    results: Path,
-    budget: Budget,
-    records: list[dict],
-    planned: int,
-    machine: dict,
-    wall_seconds: float,
-) -> None:
-    """motion_sweep.json, motion_sweep.md and motion_sweep.png; rewritten after every run."""
-    results.mkdir(parents=True, exist_ok=True)
-    common = {"done": len(records), "planned": planned, "setting": setting_line(budget)}
-    _replace(results / "motion_sweep.json", _raw(budget, records, planned, machine, wall_seconds))
-    _replace(results / "motion_sweep.md", report.sweep_markdown(records, **common))
-    report.draw_sweep(
-        records,
-        results / "motion_sweep.png",
-        title=f"synthetic STVR, frame-mAP@0.5 against actor speed "
-        f"({len(records)}/{planned} runs, budget {budget.name})",
-    )
 
 
 def run_experiment(
@@ -406,20 +310,6 @@ def run_experiment(
         flush=True,
     )
     return records
-
-
-def _replace(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
-def _plain(value):
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def clean(work: Path) -> None:

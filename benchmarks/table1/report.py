@@ -290,7 +290,7 @@ def chance_floor(records: list[dict], speed: float) -> Stat:
 
 def chart_figure(records: list[dict], levels: list[tuple[str, float]], *, title: str):
     """Grouped bars of mAP@0.5 per cell (one bar per level, ±1 std whiskers, each seed a
-    dot) and each level's chance floor as a dashed line in its colour."""
+    dot) and each level's chance floor as a dashed (dotted) line in its colour."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,7 +320,7 @@ def chart_figure(records: list[dict], levels: list[tuple[str, float]], *, title:
         if floor.n:
             ax.axhline(
                 floor.mean,
-                linestyle="--",
+                linestyle=("--", ":")[k % 2],  # both stay visible when the floors coincide
                 color=bars.patches[0].get_facecolor(),
                 label=f"chance floor, {level}",
             )

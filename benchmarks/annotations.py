@@ -32,10 +32,7 @@ import numpy as np
 import pandas as pd
 
 POSES = ([12, 11, 14, 8, 1], [0.45, 0.33, 0.12, 0.05, 0.05])
-EXTRAS = (
-    [80, 79, 74, 17, 59, 49, 64, 15, 9, 10],
-    [0.5, 0.35, 0.3, 0.15, 0.1, 0.08, 0.06, 0.05, 0.04, 0.03],
-)
+EXTRAS = ([80, 79, 74, 17, 59, 49, 64, 15, 9, 10], [0.5, 0.35, 0.3, 0.15, 0.1, 0.08, 0.06, 0.05, 0.04, 0.03])
 VERSION = "2.2"
 
 
@@ -79,25 +76,15 @@ def generate(directory: Path, rows: int, seed: int = 0) -> None:
     for subset, ids in (("train", videos[:236]), ("val", videos[236:])):
         table = [r for v in ids for r in _video_rows(rng, v, per_video)]
         frame = pd.DataFrame(table)
-        frame.to_csv(
-            directory / f"ava_{subset}_v{VERSION}.csv",
-            header=False,
-            index=False,
-            float_format="%.3f",
-        )
+        frame.to_csv(directory / f"ava_{subset}_v{VERSION}.csv", header=False, index=False,
+                     float_format="%.3f")
         excluded = [(v, f"{t:04d}") for v in ids for t in rng.choice(np.arange(902, 1799), 3)]
-        pd.DataFrame(excluded).to_csv(
-            directory / f"ava_{subset}_excluded_timestamps_v{VERSION}.csv",
-            header=False,
-            index=False,
-        )
+        pd.DataFrame(excluded).to_csv(directory / f"ava_{subset}_excluded_timestamps_v{VERSION}.csv",
+                                      header=False, index=False)
     labels = sorted(set(POSES[0]) | set(EXTRAS[0]))
     (directory / f"ava_action_list_v{VERSION}.pbtxt").write_text(
-        "".join(f'label {{\n  name: "action {i}"\n  label_id: {i}\n}}\n' for i in labels)
-    )
-    (directory / "ava_file_names_trainval_v2.1.txt").write_text(
-        "".join(f"{v}.mkv\n" for v in videos)
-    )
+        "".join(f'label {{\n  name: "action {i}"\n  label_id: {i}\n}}\n' for i in labels))
+    (directory / "ava_file_names_trainval_v2.1.txt").write_text("".join(f"{v}.mkv\n" for v in videos))
 
 
 # ---------------------------------------------------------------------------- vectorised
@@ -120,14 +107,10 @@ def run_library(directory: Path, seed: int = 0):
         made = pairs.make_pairs(table, split=split, seed=seed + offset)
         counts[f"{split} pairs"] = len(made)
         counts[f"{split} groundtruth rows"] = len(pairs.groundtruth(made, table))
-    counts["train pairs (one epoch)"] = len(
-        pairs.draw_train_pairs(table, np.random.default_rng(seed))
-    )
+    counts["train pairs (one epoch)"] = len(pairs.draw_train_pairs(table, np.random.default_rng(seed)))
     times["pairs"] = time.perf_counter() - start - sum(times.values())
     counts["box rows"] = len(release.train) + len(release.val)
-    counts.update(
-        {f"{s} tubelets": int((table.split == s).sum()) for s in ("train", "val", "test")}
-    )
+    counts.update({f"{s} tubelets": int((table.split == s).sum()) for s in ("train", "val", "test")})
     return times, counts, (train, val, table[table.split == "train"])
 
 
@@ -143,12 +126,7 @@ def loop_parse(path: Path, action_ids: set[int], excluded: set) -> dict:
         for line, row in enumerate(csv.reader(handle), start=1):
             if len(row) != 8 or not _ID.fullmatch(row[0]):
                 raise ValueError(f"{path}:{line}: bad row")
-            t, box, action, person = (
-                float(row[1]),
-                tuple(float(x) for x in row[2:6]),
-                int(row[6]),
-                int(row[7]),
-            )
+            t, box, action, person = float(row[1]), tuple(float(x) for x in row[2:6]), int(row[6]), int(row[7])
             if not all(0 <= b <= 1 for b in box) or box[2] <= box[0] or box[3] <= box[1]:
                 raise ValueError(f"{path}:{line}: bad box")
             if action not in action_ids:
@@ -181,13 +159,9 @@ def loop_link(people: dict) -> list:
 
 def loop_split_and_pairs(train, val, seed: int) -> dict:
     counts = Counter(t[2] for t in val)
-    eligible = sorted(
-        (lab for lab, n in counts.items() if n > 100), key=lambda s: [int(x) for x in s.split("+")]
-    )
+    eligible = sorted((lab for lab, n in counts.items() if n > 100), key=lambda s: [int(x) for x in s.split("+")])
     # The same draw as the library, so that both hold out the same labels.
-    chosen = [
-        eligible[i] for i in np.random.default_rng(seed).choice(len(eligible), 54, replace=False)
-    ]
+    chosen = [eligible[i] for i in np.random.default_rng(seed).choice(len(eligible), 54, replace=False)]
     held = set(chosen)
     removed = {(t[0], s) for t in train if t[2] in held for s in t[3]}
     kept = []
@@ -229,9 +203,7 @@ def _loop_train_pairs(kept: list, rng: random.Random) -> int:
             target = rng.choice(others)
         q = rng.randrange(max(1, len(query[3]) - 9))
         r = rng.randrange(max(1, len(target[3]) - 1))
-        made.append(
-            (query[0], query[3][q : q + 10], query[4][q : q + 10], target[0], target[3][r : r + 2])
-        )
+        made.append((query[0], query[3][q:q + 10], query[4][q:q + 10], target[0], target[3][r:r + 2]))
     return len(made)
 
 
@@ -282,18 +254,10 @@ def run_loop(directory: Path, seed: int = 0):
 
 
 def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return (
-        f"{model}, {os.cpu_count()} logical CPUs ({len(os.sched_getaffinity(0))} usable), "
-        f"Python {platform.python_version()}, pandas {pd.__version__}, numpy {np.__version__}"
-    )
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return (f"{model}, {os.cpu_count()} logical CPUs ({len(os.sched_getaffinity(0))} usable), "
+            f"Python {platform.python_version()}, pandas {pd.__version__}, numpy {np.__version__}")
 
 
 def same_tubelets(library, loop) -> bool:
@@ -315,18 +279,8 @@ def main() -> None:
         return
     if not (args.workdir / f"ava_train_v{VERSION}.csv").is_file():
         print(f"generating {args.rows} rows in {args.workdir} ...", flush=True)
-        subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--generate-only",
-                "--workdir",
-                str(args.workdir),
-                "--rows",
-                str(args.rows),
-            ],
-            check=True,
-        )
+        subprocess.run([sys.executable, __file__, "--generate-only", "--workdir", str(args.workdir),
+                        "--rows", str(args.rows)], check=True)
     print("machine:", machine())
     runs, cpus = [], []
     for _ in range(args.repeat):
@@ -337,11 +291,8 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     for name, pick in (("median", np.median), ("min", np.min)):
         stages = {k: float(pick([r[k] for r in runs])) for k in runs[0]}
-        print(
-            f"vectorised ({name} of {args.repeat}):",
-            ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()),
-            f"| total {pick([sum(r.values()) for r in runs]):.2f} s wall, {pick(cpus):.2f} s CPU",
-        )
+        print(f"vectorised ({name} of {args.repeat}):", ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()),
+              f"| total {pick([sum(r.values()) for r in runs]):.2f} s wall, {pick(cpus):.2f} s CPU")
     print(f"load average {os.getloadavg()[0]:.1f}")
     total, cpu = float(np.median([sum(r.values()) for r in runs])), float(np.median(cpus))
     print(f"peak RSS {peak:.2f} GiB |", ", ".join(f"{k}: {v}" for k, v in counts.items()))
@@ -351,19 +302,12 @@ def main() -> None:
     loop_times, loop_counts, loop = run_loop(args.workdir)
     loop_cpu = time.process_time() - loop_cpu
     loop_total = sum(loop_times.values())
-    print(
-        "per-row loop:",
-        ", ".join(f"{k} {v:.2f} s" for k, v in loop_times.items()),
-        f"| total {loop_total:.2f} s wall, {loop_cpu:.2f} s CPU |",
-        ", ".join(f"{k}: {v}" for k, v in loop_counts.items()),
-    )
-    same = all(
-        same_tubelets(a.reset_index(drop=True), b) for a, b in zip(library, loop, strict=True)
-    )
-    print(
-        f"same linked and split tubelets: {same}; speed-up {loop_total / total:.1f}x wall, "
-        f"{loop_cpu / cpu:.1f}x CPU"
-    )
+    print("per-row loop:", ", ".join(f"{k} {v:.2f} s" for k, v in loop_times.items()),
+          f"| total {loop_total:.2f} s wall, {loop_cpu:.2f} s CPU |",
+          ", ".join(f"{k}: {v}" for k, v in loop_counts.items()))
+    same = all(same_tubelets(a.reset_index(drop=True), b) for a, b in zip(library, loop, strict=True))
+    print(f"same linked and split tubelets: {same}; speed-up {loop_total / total:.1f}x wall, "
+          f"{loop_cpu / cpu:.1f}x CPU")
 
 
 if __name__ == "__main__":

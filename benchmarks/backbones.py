@@ -16,14 +16,8 @@ import subprocess
 import sys
 import time
 
-CONFIGS = [
-    ("small", 160, 8, "eval"),
-    ("small", 160, 8, "train"),
-    ("small", 320, 8, "eval"),
-    ("small", 320, 8, "train"),
-    ("i3d", 320, 1, "eval"),
-    ("i3d", 320, 1, "train"),
-]
+CONFIGS = [("small", 160, 8, "eval"), ("small", 160, 8, "train"), ("small", 320, 8, "eval"),
+           ("small", 320, 8, "train"), ("i3d", 320, 1, "eval"), ("i3d", 320, 1, "train")]
 
 
 def measure(name: str, size: int, batch: int, mode: str, repeat: int, device: str) -> str:
@@ -59,11 +53,9 @@ def measure(name: str, size: int, batch: int, mode: str, repeat: int, device: st
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return (
-        f"| {name} | {size} | {batch} | {mode} | {params:.2f} | {counter.get_total_flops() / batch / 1e9:.1f} "
-        f"| {statistics.median(wall):.2f} | {min(wall):.2f} | {statistics.median(cpu):.2f} "
-        f"| {batch / min(wall):.1f} | {peak:.2f} |"
-    )
+    return (f"| {name} | {size} | {batch} | {mode} | {params:.2f} | {counter.get_total_flops() / batch / 1e9:.1f} "
+            f"| {statistics.median(wall):.2f} | {min(wall):.2f} | {statistics.median(cpu):.2f} "
+            f"| {batch / min(wall):.1f} | {peak:.2f} |")
 
 
 def main() -> None:
@@ -80,25 +72,12 @@ def main() -> None:
     from machine import describe  # benchmarks/machine.py (the script's folder is on sys.path)
 
     print(f"# {describe()}, device {args.device}")
-    print(
-        "| backbone | S | B | mode | params M | GFLOP / clip | wall s median | wall s min | CPU s "
-        "| clips/s (min) | peak GiB |"
-    )
+    print("| backbone | S | B | mode | params M | GFLOP / clip | wall s median | wall s min | CPU s "
+          "| clips/s (min) | peak GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for config in CONFIGS:
-        subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--repeat",
-                str(args.repeat),
-                "--device",
-                args.device,
-                "--one",
-                *map(str, config),
-            ],
-            check=True,
-        )
+        subprocess.run([sys.executable, __file__, "--repeat", str(args.repeat), "--device", args.device,
+                        "--one", *map(str, config)], check=True)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ def describe() -> str:
     import torch
 
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (
-        f"Python {platform.python_version()}, torch {torch.__version__}, {cpu_model()}, "
-        f"{os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
-        f"load average {os.getloadavg()[0]:.1f}, CUDA: {cuda}"
-    )
+    return (f"Python {platform.python_version()}, torch {torch.__version__}, {cpu_model()}, "
+            f"{os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
+            f"load average {os.getloadavg()[0]:.1f}, CUDA: {cuda}")

@@ -40,66 +40,19 @@ def make_source(path: Path, seconds: float, size: str, rate: int) -> Path:
     """A synthetic source with motion and detail (testsrc2), keyframes every ~8 s like
     typical YouTube uploads, so the seek to the cut start must decode a partial GOP."""
     if not path.exists():
-        subprocess.run(
-            [
-                FFMPEG,
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                f"testsrc2=size={size}:rate={rate}",
-                "-t",
-                str(seconds),
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-g",
-                str(8 * rate),
-                "-pix_fmt",
-                "yuv420p",
-                str(path),
-            ],
-            check=True,
-        )
+        subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
+                        "-i", f"testsrc2=size={size}:rate={rate}", "-t", str(seconds),
+                        "-c:v", "libx264", "-preset", "veryfast", "-g", str(8 * rate),
+                        "-pix_fmt", "yuv420p", str(path)], check=True)
     return path
 
 
 def plain_ffmpeg(src: Path, dest: Path, start: float, end: float) -> None:
     """What one would type by hand for the same clip: same filters and encoder settings."""
-    subprocess.run(
-        [
-            FFMPEG,
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-ss",
-            str(start),
-            "-i",
-            str(src),
-            "-t",
-            str(end - start),
-            "-vf",
-            "fps=24,scale=320:320",
-            "-an",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-crf",
-            str(media.CRF),
-            "-g",
-            str(media.KEYFRAME_INTERVAL),
-            "-pix_fmt",
-            "yuv420p",
-            str(dest),
-        ],
-        check=True,
-    )
+    subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-y", "-ss", str(start), "-i", str(src),
+                    "-t", str(end - start), "-vf", "fps=24,scale=320:320", "-an",
+                    "-c:v", "libx264", "-preset", "veryfast", "-crf", str(media.CRF),
+                    "-g", str(media.KEYFRAME_INTERVAL), "-pix_fmt", "yuv420p", str(dest)], check=True)
 
 
 def timed(fn) -> tuple[float, float]:
@@ -108,12 +61,8 @@ def timed(fn) -> tuple[float, float]:
     CPU time is the steadier figure on a shared machine: it does not grow when other
     jobs take the cores, only when the work does.
     """
-
     def cpu() -> float:
-        own, kids = (
-            resource.getrusage(resource.RUSAGE_SELF),
-            resource.getrusage(resource.RUSAGE_CHILDREN),
-        )
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
     wall, used = time.perf_counter(), cpu()
@@ -122,22 +71,12 @@ def timed(fn) -> tuple[float, float]:
 
 
 def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    version = subprocess.run([FFMPEG, "-version"], capture_output=True, text=True).stdout.split(
-        "\n"
-    )[0]
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    version = subprocess.run([FFMPEG, "-version"], capture_output=True, text=True).stdout.split("\n")[0]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"{cpu}, {os.cpu_count()} cores, load average {load}\n"
-        f"Python {platform.python_version()}, PyAV {av.__version__}, {version}"
-    )
+    return (f"{cpu}, {os.cpu_count()} cores, load average {load}\n"
+            f"Python {platform.python_version()}, PyAV {av.__version__}, {version}")
 
 
 Timings = dict[str, list[tuple[float, float]]]
@@ -158,42 +97,22 @@ def interleaved(runs: dict, repeat: int) -> Timings:
 def bench_single(src: Path, work: Path, start: float, end: float, repeat: int) -> Timings:
     """One video: plain ffmpeg vs cut_clip vs prepare_media(workers=1)."""
     rows = pd.DataFrame({"video_id": ["v0"], "source_file": [src.name]})
-    frames = media.clip_frame_count(
-        start, min(end, media.probe_video(src).duration), media.CLIP_FPS
-    )
+    frames = media.clip_frame_count(start, min(end, media.probe_video(src).duration), media.CLIP_FPS)
     # cut_clip's own ffmpeg command line, run by hand: separates the cost of its ffmpeg
     # settings (fixed encoder threads, sample-and-hold fps) from the Python around it.
-    tool_command = media.cut_command(
-        src,
-        work / "tool_command.mp4",
-        start=start,
-        end=end,
-        frames=frames,
-        fps=media.CLIP_FPS,
-        size=media.CLIP_SIZE,
-    ).compile(cmd=FFMPEG)
-    return interleaved(
-        {
-            "plain ffmpeg": lambda: plain_ffmpeg(src, work / "plain.mp4", start, end),
-            "cut_clip's ffmpeg command alone": lambda: subprocess.run(tool_command, check=True),
-            "cut_clip": lambda: media.cut_clip(src, work / "cut.mp4", start=start, end=end),
-            "prepare_media": lambda: media.prepare_media(
-                rows,
-                str(src.parent),
-                work / "bench1",
-                start=start,
-                end=end,
-                force=True,
-                progress=False,
-            ),
-        },
-        repeat,
-    )
+    tool_command = media.cut_command(src, work / "tool_command.mp4", start=start, end=end, frames=frames,
+                                     fps=media.CLIP_FPS, size=media.CLIP_SIZE).compile(cmd=FFMPEG)
+    return interleaved({
+        "plain ffmpeg": lambda: plain_ffmpeg(src, work / "plain.mp4", start, end),
+        "cut_clip's ffmpeg command alone": lambda: subprocess.run(tool_command, check=True),
+        "cut_clip": lambda: media.cut_clip(src, work / "cut.mp4", start=start, end=end),
+        "prepare_media": lambda: media.prepare_media(
+            rows, str(src.parent), work / "bench1", start=start, end=end, force=True, progress=False),
+    }, repeat)
 
 
-def bench_many(
-    src: Path, work: Path, start: float, end: float, videos: int, repeat: int
-) -> Timings:
+def bench_many(src: Path, work: Path, start: float, end: float, videos: int,
+               repeat: int) -> Timings:
     """Several videos: plain ffmpeg one after the other vs prepare_media with 1 and 2 workers."""
     library = work / "library"
     library.mkdir(exist_ok=True)
@@ -201,38 +120,21 @@ def bench_many(
         link = library / f"v{i}.mp4"
         if not link.exists():
             link.symlink_to(src)
-    rows = pd.DataFrame(
-        {
-            "video_id": [f"v{i}" for i in range(videos)],
-            "source_file": [f"v{i}.mp4" for i in range(videos)],
-        }
-    )
+    rows = pd.DataFrame({"video_id": [f"v{i}" for i in range(videos)],
+                         "source_file": [f"v{i}.mp4" for i in range(videos)]})
 
     def plain_all():
         for i in range(videos):
             plain_ffmpeg(library / f"v{i}.mp4", work / f"plain{i}.mp4", start, end)
 
     def tool(workers):
-        out = media.prepare_media(
-            rows,
-            str(library),
-            work / f"bench{workers}w",
-            workers=workers,
-            start=start,
-            end=end,
-            force=True,
-            progress=False,
-        )
+        out = media.prepare_media(rows, str(library), work / f"bench{workers}w", workers=workers,
+                                  start=start, end=end, force=True, progress=False)
         assert (out["status"] == "ok").all(), out["error"].tolist()
 
-    return interleaved(
-        {
-            f"plain ffmpeg x{videos}, sequential": plain_all,
-            f"prepare_media x{videos}, workers=1": lambda: tool(1),
-            f"prepare_media x{videos}, workers=2": lambda: tool(2),
-        },
-        repeat,
-    )
+    return interleaved({f"plain ffmpeg x{videos}, sequential": plain_all,
+                        f"prepare_media x{videos}, workers=1": lambda: tool(1),
+                        f"prepare_media x{videos}, workers=2": lambda: tool(2)}, repeat)
 
 
 def bench_read(clip: Path, start: float, reads: int = 200) -> None:
@@ -248,10 +150,8 @@ def bench_read(clip: Path, start: float, reads: int = 200) -> None:
         for k in positions:
             media.read_frames(clip, start + k / media.CLIP_FPS, count, clip_start=start)
         wall = time.perf_counter() - begin
-        print(
-            f"  read_frames({count:2d} frames) at random positions: {reads / wall:7.1f} reads/s "
-            f"({1000 * wall / reads:.1f} ms each)"
-        )
+        print(f"  read_frames({count:2d} frames) at random positions: {reads / wall:7.1f} reads/s "
+              f"({1000 * wall / reads:.1f} ms each)")
 
 
 def report(times: Timings, source_seconds: float, baseline: str) -> None:
@@ -263,44 +163,30 @@ def report(times: Timings, source_seconds: float, baseline: str) -> None:
         best = min(w for w, _ in runs)
         median = statistics.median(w for w, _ in runs)
         cpu = statistics.median(c for _, c in runs)
-        print(
-            f"  {name:34s} wall best {best:6.2f} s (median {median:6.2f}) "
-            f"{source_seconds / best:6.1f} source-s/s {100 * (best / base_best - 1):+6.1f}% | "
-            f"CPU {cpu:6.2f} s {100 * (cpu / base_cpu - 1):+6.1f}%"
-        )
+        print(f"  {name:34s} wall best {best:6.2f} s (median {median:6.2f}) "
+              f"{source_seconds / best:6.1f} source-s/s {100 * (best / base_best - 1):+6.1f}% | "
+              f"CPU {cpu:6.2f} s {100 * (cpu / base_cpu - 1):+6.1f}%")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the source video")
-    parser.add_argument(
-        "--start", type=float, default=5.0, help="cut start (s); the cut runs to the end"
-    )
+    parser.add_argument("--start", type=float, default=5.0, help="cut start (s); the cut runs to the end")
     parser.add_argument("--size", default="1280x720", help="source resolution")
     parser.add_argument("--rate", type=int, default=30, help="source frame rate")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--videos", type=int, default=4, help="videos in the parallel comparison")
-    parser.add_argument(
-        "--workdir", type=Path, default=None, help="keep files here (default: temp)"
-    )
+    parser.add_argument("--workdir", type=Path, default=None, help="keep files here (default: temp)")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="stvr-media-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     print(machine())
     try:
-        src = make_source(
-            work / f"source_{args.size}_{args.rate}_{args.seconds:g}.mp4",
-            args.seconds,
-            args.size,
-            args.rate,
-        )
+        src = make_source(work / f"source_{args.size}_{args.rate}_{args.seconds:g}.mp4",
+                          args.seconds, args.size, args.rate)
         span = args.seconds - args.start
-        print(
-            f"source: {args.size} {args.rate} fps H.264, cut [{args.start:g}, {args.seconds:g}) s "
-            f"-> 24 fps 320x320 ({span:g} source-s per video)"
-        )
+        print(f"source: {args.size} {args.rate} fps H.264, cut [{args.start:g}, {args.seconds:g}) s "
+              f"-> 24 fps 320x320 ({span:g} source-s per video)")
         print("one video:")
         report(bench_single(src, work, args.start, args.seconds, args.repeat), span, "plain ffmpeg")
         print(f"{args.videos} videos:")

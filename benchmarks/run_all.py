@@ -12,15 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = [
-    "annotations.py",
-    "ucf24.py",
-    "scorer.py",
-    "media.py",
-    "backbones.py",
-    "cells.py",
-    "train.py",
-]
+SCRIPTS = ["annotations.py", "ucf24.py", "scorer.py", "media.py", "backbones.py", "cells.py", "train.py"]
 
 
 def main() -> int:

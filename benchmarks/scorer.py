@@ -37,7 +37,6 @@ DEFAULT_RELEASE = REPO.parent / "shared" / "data" / "stvr-official" / "stvr_test
 
 # --- the reference evaluator --------------------------------------------------------------
 
-
 @contextlib.contextmanager
 def activitynet_modules(checkout: str | os.PathLike):
     """Import ActivityNet's AVA evaluator from `checkout`; undo every trace on exit."""
@@ -51,10 +50,8 @@ def activitynet_modules(checkout: str | os.PathLike):
         setattr(np, name, shims[name])
     sys.path[:0] = [str(evaluation_dir), str(evaluation_dir / "ava")]
     try:
-        yield (
-            importlib.import_module("get_ava_performance"),
-            importlib.import_module("ava.object_detection_evaluation"),
-        )
+        yield (importlib.import_module("get_ava_performance"),
+               importlib.import_module("ava.object_detection_evaluation"))
     finally:
         sys.path[:] = saved_path
         for name, module in list(sys.modules.items()):
@@ -64,9 +61,8 @@ def activitynet_modules(checkout: str | os.PathLike):
             delattr(np, name)
 
 
-def write_activitynet_csvs(
-    groundtruth: pd.DataFrame, detections: pd.DataFrame, workdir: Path
-) -> tuple[Path, Path, dict[str, int]]:
+def write_activitynet_csvs(groundtruth: pd.DataFrame, detections: pd.DataFrame,
+                           workdir: Path) -> tuple[Path, Path, dict[str, int]]:
     """AVA-format CSVs: `pair_id, image index, x1, y1, x2, y2, class[, score]`; an image
     without target is a 2-column row. Boxes are written as float64 so both scorers read
     the same numbers."""
@@ -82,12 +78,8 @@ def write_activitynet_csvs(
         boxes.to_csv(handle, header=False, index=False, float_format="%.17g")
         gt.loc[gt.x1.isna(), ["pair_id", "image"]].to_csv(handle, header=False, index=False)
     pair_class = dict(zip(gt.pair_id, gt["class"], strict=True))
-    det = pd.DataFrame(
-        {
-            "pair_id": detections.pair_id.astype(str),
-            "image": np.rint(detections.timestamp.to_numpy(dtype=np.float64) * 3).astype(np.int64),
-        }
-    )
+    det = pd.DataFrame({"pair_id": detections.pair_id.astype(str),
+                        "image": np.rint(detections.timestamp.to_numpy(dtype=np.float64) * 3).astype(np.int64)})
     for col in ("x1", "y1", "x2", "y2"):
         det[col] = detections[col].to_numpy(dtype=np.float64)
     det["class"] = det.pair_id.map(pair_class).astype("Int64")
@@ -97,12 +89,8 @@ def write_activitynet_csvs(
     return gt_path, det_path, labels
 
 
-def activitynet_frame_map(
-    groundtruth: pd.DataFrame,
-    detections: pd.DataFrame,
-    iou_threshold: float,
-    checkout: str | os.PathLike,
-) -> dict:
+def activitynet_frame_map(groundtruth: pd.DataFrame, detections: pd.DataFrame,
+                          iou_threshold: float, checkout: str | os.PathLike) -> dict:
     """Frame-mAP by ActivityNet's evaluator; returns mAP, per-label AP and its timings."""
     with tempfile.TemporaryDirectory() as tmp, activitynet_modules(checkout) as (gap, ode):
         gt_path, det_path, labels = write_activitynet_csvs(groundtruth, detections, Path(tmp))
@@ -117,42 +105,25 @@ def activitynet_frame_map(
         evaluator = ode.PascalDetectionEvaluator(categories, matching_iou_threshold=iou_threshold)
         fields = gap.standard_fields
         for key, boxes in gt_boxes.items():
-            evaluator.add_single_ground_truth_image_info(
-                key,
-                {
-                    fields.InputDataFields.groundtruth_boxes: np.array(boxes, dtype=float),
-                    fields.InputDataFields.groundtruth_classes: np.array(gt_labels[key], dtype=int),
-                    fields.InputDataFields.groundtruth_difficult: np.zeros(len(boxes), dtype=bool),
-                },
-            )
+            evaluator.add_single_ground_truth_image_info(key, {
+                fields.InputDataFields.groundtruth_boxes: np.array(boxes, dtype=float),
+                fields.InputDataFields.groundtruth_classes: np.array(gt_labels[key], dtype=int),
+                fields.InputDataFields.groundtruth_difficult: np.zeros(len(boxes), dtype=bool)})
         for key, boxes in det_boxes.items():
             if key in included:
-                evaluator.add_single_detected_image_info(
-                    key,
-                    {
-                        fields.DetectionResultFields.detection_boxes: np.array(boxes, dtype=float),
-                        fields.DetectionResultFields.detection_classes: np.array(
-                            det_labels[key], dtype=int
-                        ),
-                        fields.DetectionResultFields.detection_scores: np.array(
-                            det_scores[key], dtype=float
-                        ),
-                    },
-                )
+                evaluator.add_single_detected_image_info(key, {
+                    fields.DetectionResultFields.detection_boxes: np.array(boxes, dtype=float),
+                    fields.DetectionResultFields.detection_classes: np.array(det_labels[key], dtype=int),
+                    fields.DetectionResultFields.detection_scores: np.array(det_scores[key], dtype=float)})
         metrics = evaluator.evaluate()
         eval_s, eval_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     prefix = f"PascalBoxes_PerformanceByCategory/AP@{iou_threshold}IOU/"
-    return {
-        "mAP": float(metrics[f"PascalBoxes_Precision/mAP@{iou_threshold}IOU"]),
-        "per_label": {name: float(metrics[prefix + name]) for name in labels},
-        "seconds_read_csv": read_s,
-        "seconds_evaluate": eval_s,
-        "cpu_seconds_evaluate": eval_cpu,
-    }
+    return {"mAP": float(metrics[f"PascalBoxes_Precision/mAP@{iou_threshold}IOU"]),
+            "per_label": {name: float(metrics[prefix + name]) for name in labels},
+            "seconds_read_csv": read_s, "seconds_evaluate": eval_s, "cpu_seconds_evaluate": eval_cpu}
 
 
 # --- input --------------------------------------------------------------------------------
-
 
 def synthetic_detections(groundtruth: pd.DataFrame, total: int, seed: int = 0) -> pd.DataFrame:
     """`total` detections: 8 jittered copies of each ground-truth box (noise ~ 10% of its
@@ -165,9 +136,8 @@ def synthetic_detections(groundtruth: pd.DataFrame, total: int, seed: int = 0) -
     xyxy = copies[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64)
     size = np.repeat(xyxy[:, 2:] - xyxy[:, :2], 2, axis=0).reshape(-1, 4)
     xyxy = xyxy + rng.normal(0.0, 0.1, xyxy.shape) * size
-    copies[["x1", "y1", "x2", "y2"]] = np.c_[
-        np.minimum(xyxy[:, :2], xyxy[:, 2:]), np.maximum(xyxy[:, :2], xyxy[:, 2:])
-    ]
+    copies[["x1", "y1", "x2", "y2"]] = np.c_[np.minimum(xyxy[:, :2], xyxy[:, 2:]),
+                                             np.maximum(xyxy[:, :2], xyxy[:, 2:])]
     copies["score"] = rng.uniform(0.2, 1.0, len(copies))
     images = groundtruth[["pair_id", "timestamp"]].drop_duplicates().reset_index(drop=True)
     false = images.iloc[rng.integers(0, len(images), total - len(copies))].reset_index(drop=True)
@@ -182,17 +152,12 @@ def synthetic_detections(groundtruth: pd.DataFrame, total: int, seed: int = 0) -
 def machine() -> str:
     cpu = platform.processor() or "?"
     with contextlib.suppress(OSError):
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in open("/proc/cpuinfo")
-            if line.startswith("model name")
-        ]
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                 if line.startswith("model name")]
         cpu = names[0] if names else cpu
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (
-        f"{platform.platform()}; {cpu}; {os.cpu_count()} logical CPUs; load {load}; "
-        f"python {platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}"
-    )
+    return (f"{platform.platform()}; {cpu}; {os.cpu_count()} logical CPUs; load {load}; "
+            f"python {platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}")
 
 
 def best_of(repeat: int, fn):
@@ -209,11 +174,8 @@ def best_of(repeat: int, fn):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--release", type=Path, default=DEFAULT_RELEASE)
-    parser.add_argument(
-        "--activitynet",
-        default=os.environ.get("ACTIVITYNET_DIR"),
-        help="ActivityNet checkout (default: $ACTIVITYNET_DIR)",
-    )
+    parser.add_argument("--activitynet", default=os.environ.get("ACTIVITYNET_DIR"),
+                        help="ActivityNet checkout (default: $ACTIVITYNET_DIR)")
     parser.add_argument("--detections", type=int, default=1_000_000)
     parser.add_argument("--iou", type=float, default=0.5)
     parser.add_argument("--repeat", type=int, default=3)
@@ -224,40 +186,25 @@ def main(argv: list[str] | None = None) -> int:
     print("machine:", machine())
     with tempfile.TemporaryDirectory() as bench:
         official.import_official(args.release, bench)
-        gt = manifest.read_benchmark_table(
-            bench, f"groundtruth_{official.split_from_name(args.release)}"
-        )
+        gt = manifest.read_benchmark_table(bench, f"groundtruth_{official.split_from_name(args.release)}")
     dets = synthetic_detections(gt, args.detections, args.seed)
-    print(
-        f"input: {gt.pair_id.nunique()} pairs, {len(gt[['pair_id', 'timestamp']].drop_duplicates())} "
-        f"images, {int(gt.x1.notna().sum())} ground-truth boxes, {len(dets)} detections"
-    )
+    print(f"input: {gt.pair_id.nunique()} pairs, {len(gt[['pair_id', 'timestamp']].drop_duplicates())} "
+          f"images, {int(gt.x1.notna().sum())} ground-truth boxes, {len(dets)} detections")
     ours_s, ours_cpu, ours = best_of(args.repeat, lambda: evaluation.frame_map(gt, dets, args.iou))
     at_s, at_cpu, summary = best_of(args.repeat, lambda: evaluation.frame_map_at(gt, dets))
-    print(
-        f"frame_map:      {ours_s:.2f} s wall, {ours_cpu:.2f} s CPU (best of {args.repeat}), "
-        f"mAP@{args.iou} = {ours['mAP']:.6f}"
-    )
-    print(
-        f"frame_map_at:   {at_s:.2f} s wall, {at_cpu:.2f} s CPU for IoU "
-        f"{', '.join(str(t) for t in summary)}: "
-        + ", ".join(f"{r['mAP']:.4f}" for r in summary.values())
-    )
+    print(f"frame_map:      {ours_s:.2f} s wall, {ours_cpu:.2f} s CPU (best of {args.repeat}), "
+          f"mAP@{args.iou} = {ours['mAP']:.6f}")
+    print(f"frame_map_at:   {at_s:.2f} s wall, {at_cpu:.2f} s CPU for IoU "
+          f"{', '.join(str(t) for t in summary)}: " + ", ".join(f"{r['mAP']:.4f}" for r in summary.values()))
     ref = activitynet_frame_map(gt, dets, args.iou, args.activitynet)
     ref_s, ref_cpu = ref["seconds_evaluate"], ref["cpu_seconds_evaluate"]
     diff = max(abs(ref["per_label"][k] - v) for k, v in ours["per_label"].items())
-    print(
-        f"ActivityNet:    {ref_s:.2f} s wall, {ref_cpu:.2f} s CPU evaluating "
-        f"(+ {ref['seconds_read_csv']:.2f} s reading its CSVs), mAP@{args.iou} = {ref['mAP']:.6f}"
-    )
-    print(
-        f"speed-up: {ref_s / ours_s:.1f}x wall, {ref_cpu / ours_cpu:.1f}x CPU (evaluation only); "
-        f"{(ref_s + ref['seconds_read_csv']) / ours_s:.1f}x wall with its CSV reading"
-    )
-    print(
-        f"agreement: |mAP difference| = {abs(ref['mAP'] - ours['mAP']):.2e}, "
-        f"max per-label |AP difference| = {diff:.2e}"
-    )
+    print(f"ActivityNet:    {ref_s:.2f} s wall, {ref_cpu:.2f} s CPU evaluating "
+          f"(+ {ref['seconds_read_csv']:.2f} s reading its CSVs), mAP@{args.iou} = {ref['mAP']:.6f}")
+    print(f"speed-up: {ref_s / ours_s:.1f}x wall, {ref_cpu / ours_cpu:.1f}x CPU (evaluation only); "
+          f"{(ref_s + ref['seconds_read_csv']) / ours_s:.1f}x wall with its CSV reading")
+    print(f"agreement: |mAP difference| = {abs(ref['mAP'] - ours['mAP']):.2e}, "
+          f"max per-label |AP difference| = {diff:.2e}")
     return 0 if diff < 1e-9 else 1
 
 

@@ -57,32 +57,21 @@ def build_benchmarks(workdir: Path, sizes: list[int]) -> dict[int, Path]:
     for size in sizes:
         bench = workdir / f"bench{size}"
         if not (bench / "dataset.json").is_file():
-            prepare_ava(
-                sample / "annotations",
-                str(sample / "videos"),
-                bench,
-                options=BuildOptions(seed=0, resolution=(size, size), workers=2),
-                min_tubelets=3,
-                num_val_labels=2,
-                num_test_labels=2,
-            )
+            prepare_ava(sample / "annotations", str(sample / "videos"), bench,
+                        options=BuildOptions(seed=0, resolution=(size, size), workers=2),
+                        min_tubelets=3, num_val_labels=2, num_test_labels=2)
         out[size] = bench
     return out
 
 
 def summarise(rows: list[dict], warmup: int) -> dict:
     """Throughput and data-wait share over `rows`, and over the rows after `warmup`."""
-
     def figures(part):
         step = sum(r["step_s"] for r in part)
         clips = sum(r["ref_clips"] + r["query_clips"] for r in part)
-        return {
-            "iterations": len(part),
-            "clips": clips,
-            "step_s": step,
-            "clips_per_s": clips / step if step else 0.0,
-            "wait_share": sum(r["data_wait_s"] for r in part) / step if step else 0.0,
-        }
+        return {"iterations": len(part), "clips": clips, "step_s": step,
+                "clips_per_s": clips / step if step else 0.0,
+                "wait_share": sum(r["data_wait_s"] for r in part) / step if step else 0.0}
 
     return {"all": figures(rows), "steady": figures(rows[warmup:] or rows)}
 
@@ -96,23 +85,13 @@ def loader_only(args: argparse.Namespace) -> dict:
     from stvr_model.train import BatchWindow
 
     dataset = PairDataset(args.bench, "train", DataConfig(**QUERY), seed=0)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=BatchWindow(0, args.iterations, args.batch_size),
-        collate_fn=collate,
-        num_workers=args.workers_one,
-    )
+    loader = DataLoader(dataset, batch_sampler=BatchWindow(0, args.iterations, args.batch_size),
+                        collate_fn=collate, num_workers=args.workers_one)
     rows, waited = [], time.perf_counter()
     for batch in loader:
         now = time.perf_counter()
-        rows.append(
-            {
-                "step_s": now - waited,
-                "data_wait_s": now - waited,
-                "ref_clips": int(batch["ref_valid"].sum()),
-                "query_clips": int(batch["query_valid"].sum()),
-            }
-        )
+        rows.append({"step_s": now - waited, "data_wait_s": now - waited,
+                     "ref_clips": int(batch["ref_valid"].sum()), "query_clips": int(batch["query_valid"].sum())})
         waited = now
     return summarise(rows, args.warmup)
 
@@ -127,141 +106,66 @@ def run_one(args: argparse.Namespace) -> None:
     if args.backbone == "loader":
         result = loader_only(args)
         rusage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        print(
-            "RESULT "
-            + json.dumps(
-                {
-                    **result,
-                    "wall_s": result["all"]["step_s"],
-                    "maxrss_gib": rusage,
-                    "worker_maxrss_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-                    / 2**20,
-                }
-            )
-        )
+        print("RESULT " + json.dumps({**result, "wall_s": result["all"]["step_s"], "maxrss_gib": rusage,
+                                      "worker_maxrss_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}))
         return
-    spec = ModelSpec(
-        cell="warp",
-        backbone=args.backbone,
-        image_size=(size, size),
-        box_head_blocks=args.box_head_blocks,
-    )
-    config = TrainConfig(
-        iterations=args.iterations,
-        batch_size=args.batch_size,
-        lr=0.01,
-        num_workers=args.workers_one,
-        device=args.device,
-        seed=0,
-        checkpoint_every=10**9,
-    )  # the final checkpoint only
+    spec = ModelSpec(cell="warp", backbone=args.backbone, image_size=(size, size),
+                     box_head_blocks=args.box_head_blocks)
+    config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=0.01,
+                         num_workers=args.workers_one, device=args.device, seed=0,
+                         checkpoint_every=10**9)  # the final checkpoint only
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     train(args.bench, args.out, spec, config, DataConfig(**QUERY), progress=False)
     wall = time.perf_counter() - started
     rows = [json.loads(line) for line in (Path(args.out) / METRICS).read_text().splitlines()]
-    result = {
-        **summarise(rows, args.warmup),
-        "wall_s": wall,
-        "maxrss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "worker_maxrss_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20,
-    }
+    result = {**summarise(rows, args.warmup), "wall_s": wall,
+              "maxrss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+              "worker_maxrss_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}
     if args.device == "cuda":
         result["cuda_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     print("RESULT " + json.dumps(result))
 
 
-def launch(
-    label: str,
-    bench: Path,
-    out: Path,
-    *,
-    backbone: str,
-    size: int,
-    iterations: int,
-    batch_size: int,
-    workers: int,
-    device: str,
-    warmup: int,
-    box_head_blocks: int = 3,
-) -> dict:
-    command = [
-        sys.executable,
-        __file__,
-        "--run",
-        "--bench",
-        str(bench),
-        "--out",
-        str(out),
-        "--backbone",
-        backbone,
-        "--size",
-        str(size),
-        "--iterations",
-        str(iterations),
-        "--batch-size",
-        str(batch_size),
-        "--workers-one",
-        str(workers),
-        "--device",
-        device,
-        "--warmup",
-        str(warmup),
-        "--box-head-blocks",
-        str(box_head_blocks),
-    ]
+def launch(label: str, bench: Path, out: Path, *, backbone: str, size: int, iterations: int,
+           batch_size: int, workers: int, device: str, warmup: int, box_head_blocks: int = 3) -> dict:
+    command = [sys.executable, __file__, "--run", "--bench", str(bench), "--out", str(out),
+               "--backbone", backbone, "--size", str(size), "--iterations", str(iterations),
+               "--batch-size", str(batch_size), "--workers-one", str(workers), "--device", device,
+               "--warmup", str(warmup), "--box-head-blocks", str(box_head_blocks)]
     before = load()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{label} failed:\n{done.stderr[-3000:]}")
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
-    return {
-        "label": label,
-        "device": device,
-        "workers": workers,
-        "batch": batch_size,
-        "load": f"{before} -> {load()}",
-        **json.loads(line[len("RESULT ") :]),
-    }
+    return {"label": label, "device": device, "workers": workers, "batch": batch_size,
+            "load": f"{before} -> {load()}", **json.loads(line[len("RESULT "):])}
 
 
 def row(result: dict) -> str:
-    memory = (
-        f"{result['cuda_peak_gib']:.2f} (CUDA)"
-        if "cuda_peak_gib" in result
-        else f"{result['maxrss_gib']:.2f} (+ worker {result['worker_maxrss_gib']:.2f})"
-    )
+    memory = (f"{result['cuda_peak_gib']:.2f} (CUDA)" if "cuda_peak_gib" in result
+              else f"{result['maxrss_gib']:.2f} (+ worker {result['worker_maxrss_gib']:.2f})")
     every, steady = result["all"], result["steady"]
     wait = [f"{100 * part['wait_share']:.1f}" for part in (every, steady)]
     if result["label"].startswith("loader"):  # no model: the whole time is waiting for data
         wait = ["n/a", "n/a"]
-    return (
-        f"| {result['label']} | {result['device']} | {result['batch']} | {result['workers']} "
-        f"| {every['iterations']} | {every['clips'] / every['iterations']:.1f} "
-        f"| {every['step_s'] / every['iterations']:.2f} | {every['clips_per_s']:.2f} "
-        f"| {steady['clips_per_s']:.2f} | {wait[0]} | {wait[1]} | {memory} | {result['load']} |"
-    )
+    return (f"| {result['label']} | {result['device']} | {result['batch']} | {result['workers']} "
+            f"| {every['iterations']} | {every['clips'] / every['iterations']:.1f} "
+            f"| {every['step_s'] / every['iterations']:.2f} | {every['clips_per_s']:.2f} "
+            f"| {steady['clips_per_s']:.2f} | {wait[0]} | {wait[1]} | {memory} | {result['load']} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/stvr-train-bench"))
-    parser.add_argument(
-        "--device",
-        choices=["auto", "cpu", "cuda"],
-        default="auto",
-        help="where i3d runs (small always runs on the CPU)",
-    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where i3d runs (small always runs on the CPU)")
     parser.add_argument("--small-iterations", type=int, default=24)
     parser.add_argument("--i3d-iterations", type=int, default=3)
     parser.add_argument("--small-batch", type=int, default=1)
-    parser.add_argument(
-        "--small-box-head-blocks",
-        type=int,
-        default=0,
-        help="ResNet units of the second stage for small (the authors: 3; 0 for CPU runs)",
-    )
+    parser.add_argument("--small-box-head-blocks", type=int, default=0,
+                        help="ResNet units of the second stage for small (the authors: 3; 0 for CPU runs)")
     parser.add_argument("--loader-iterations", type=int, default=40)
     parser.add_argument("--i3d-batch", type=int, default=0, help="0: 8 on CUDA, 1 on the CPU")
     parser.add_argument("--workers", default="1,2", help="loader workers to compare for small")
@@ -275,11 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.run:
         return run_one(args)
-    device = (
-        "cuda"
-        if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-        else "cpu"
-    )
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     print(machine())
     print(f"start: {load()}")
     benches = build_benchmarks(args.workdir, [160, 320])
@@ -289,59 +189,27 @@ def main() -> None:
     results = []
     for size in (160, 320):
         for workers in (int(w) for w in args.workers.split(",")):
-            results.append(
-                launch(
-                    f"loader alone {size}x{size}",
-                    benches[size],
-                    runs / f"loader{size}-w{workers}",
-                    backbone="loader",
-                    size=size,
-                    iterations=args.loader_iterations,
-                    batch_size=args.small_batch,
-                    workers=workers,
-                    device="cpu",
-                    warmup=args.warmup,
-                )
-            )
+            results.append(launch(f"loader alone {size}x{size}", benches[size], runs / f"loader{size}-w{workers}",
+                                  backbone="loader", size=size, iterations=args.loader_iterations,
+                                  batch_size=args.small_batch, workers=workers, device="cpu",
+                                  warmup=args.warmup))
             print(row(results[-1]), flush=True)
     for workers in (int(w) for w in args.workers.split(",")):
-        results.append(
-            launch(
-                f"small 160x160 ({args.small_box_head_blocks} box-head units)",
-                benches[160],
-                runs / f"small-w{workers}",
-                backbone="small",
-                size=160,
-                iterations=args.small_iterations,
-                batch_size=args.small_batch,
-                workers=workers,
-                device="cpu",
-                warmup=args.warmup,
-                box_head_blocks=args.small_box_head_blocks,
-            )
-        )
+        results.append(launch(f"small 160x160 ({args.small_box_head_blocks} box-head units)", benches[160],
+                              runs / f"small-w{workers}", backbone="small", size=160,
+                              iterations=args.small_iterations, batch_size=args.small_batch,
+                              workers=workers, device="cpu", warmup=args.warmup,
+                              box_head_blocks=args.small_box_head_blocks))
         print(row(results[-1]), flush=True)
     i3d_batch = args.i3d_batch or (8 if device == "cuda" else 1)
-    results.append(
-        launch(
-            "i3d 320x320 (3 box-head units)",
-            benches[320],
-            runs / "i3d",
-            backbone="i3d",
-            size=320,
-            iterations=args.i3d_iterations,
-            batch_size=i3d_batch,
-            workers=min(2, max(int(w) for w in args.workers.split(","))),
-            device=device,
-            warmup=min(args.warmup, args.i3d_iterations - 1),
-        )
-    )
+    results.append(launch("i3d 320x320 (3 box-head units)", benches[320], runs / "i3d", backbone="i3d", size=320,
+                          iterations=args.i3d_iterations, batch_size=i3d_batch,
+                          workers=min(2, max(int(w) for w in args.workers.split(","))), device=device,
+                          warmup=min(args.warmup, args.i3d_iterations - 1)))
     print(row(results[-1]), flush=True)
     print()
-    print(
-        "| model | device | batch | workers | iterations | clips / it | s / it | clips/s | "
-        "clips/s steady | data wait % | data wait % steady | peak GiB | load average (1/5/15 min) before -> after |"
-    )
+    print("| model | device | batch | workers | iterations | clips / it | s / it | clips/s | "
+          "clips/s steady | data wait % | data wait % steady | peak GiB | load average (1/5/15 min) before -> after |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         print(row(result))

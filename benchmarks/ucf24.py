@@ -40,24 +40,13 @@ def make_pairs(chosen, bounds):
     with_ids = tubelets.assign_ids(chosen)
     out = {}
     for offset, split in enumerate(("val", "test")):
-        table = pairs.make_pairs(
-            with_ids,
-            split=split,
-            seed=offset,
-            bounds=bounds,
-            keyframe_interval=ucf24.KEYFRAME_INTERVAL,
-            pad_below=round(ucf24.PAD_BELOW_SECONDS / ucf24.KEYFRAME_INTERVAL),
-        )
+        table = pairs.make_pairs(with_ids, split=split, seed=offset, bounds=bounds,
+                                 keyframe_interval=ucf24.KEYFRAME_INTERVAL,
+                                 pad_below=round(ucf24.PAD_BELOW_SECONDS / ucf24.KEYFRAME_INTERVAL))
         # One image per 1/3 s keyframe (one 8-frame clip), as build_benchmark does.
-        out[split] = (
-            table,
-            pairs.groundtruth(
-                table,
-                with_ids,
-                keyframe_interval=ucf24.KEYFRAME_INTERVAL,
-                clips_per_second=images_per_keyframe(ucf24.KEYFRAME_INTERVAL),
-            ),
-        )
+        out[split] = (table, pairs.groundtruth(
+            table, with_ids, keyframe_interval=ucf24.KEYFRAME_INTERVAL,
+            clips_per_second=images_per_keyframe(ucf24.KEYFRAME_INTERVAL)))
     return out
 
 
@@ -74,20 +63,15 @@ def run_once(data: Path) -> tuple[dict, dict]:
     times["read"], ann = timed(lambda: ucf24.read_annotations(path))
     times["tubelets"], every = timed(lambda: ucf24.tubes_to_tubelets(ann.videos))
     test_videos = ucf24.read_split_list(split_list)
-    times["split"], chosen = timed(
-        lambda: ucf24.assign_splits(every, ucf24.split_classes(seed=0), test_videos)
-    )
+    times["split"], chosen = timed(lambda: ucf24.assign_splits(
+        every, ucf24.split_classes(seed=0), test_videos))
     videos = ucf24.videos_table(ann.videos, chosen, test_videos)
     bounds = {row.video_id: (row.clip_start, row.clip_end) for row in videos.itertuples()}
     times["pairs + ground truth"], made = timed(lambda: make_pairs(chosen, bounds))
-    counts = {
-        "videos": len(ann.videos),
-        "tubes": ucf24.count_tubes(ann.videos),
-        "tubelets": len(every),
-        "kept tubelets": len(chosen),
-        **{f"pairs {s}": len(made[s][0]) for s in made},
-        **{f"ground-truth rows {s}": len(made[s][1]) for s in made},
-    }
+    counts = {"videos": len(ann.videos), "tubes": ucf24.count_tubes(ann.videos),
+              "tubelets": len(every), "kept tubelets": len(chosen),
+              **{f"pairs {s}": len(made[s][0]) for s in made},
+              **{f"ground-truth rows {s}": len(made[s][1]) for s in made}}
     return times, counts
 
 
@@ -105,12 +89,8 @@ def main() -> None:
     for stage in stages:
         values = [r[0][stage] for r in runs]
         print(f"| {stage} | {statistics.median(values):.3f} | {min(values):.3f} |")
-    total = [
-        sum(r[0][s] for s in ("read", "tubelets", "split", "pairs + ground truth")) for r in runs
-    ]
-    print(
-        f"| read + tubelets + split + pairs | {statistics.median(total):.3f} | {min(total):.3f} |"
-    )
+    total = [sum(r[0][s] for s in ("read", "tubelets", "split", "pairs + ground truth")) for r in runs]
+    print(f"| read + tubelets + split + pairs | {statistics.median(total):.3f} | {min(total):.3f} |")
     print()
     print(", ".join(f"{k}: {v}" for k, v in counts.items()))
 

@@ -6,23 +6,32 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks.table1.plan import BUDGETS, CELL_NAMES, MOTIONS
+from benchmarks.table1.plan import BUDGETS, MOTIONS, SWEEP_CELLS
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in text.split(",") if n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers, not {text!r}") from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.table1",
         description="Train and evaluate the five recurrent cells (Clip, ConvLSTM, Optical Flow, "
-        "TrajLSTM, Warp LSTM) on two synthetic STVR benchmarks (moving / static "
-        "actors) over several seeds, and write benchmarks/results/table1{.md,_motion.md,"
+        "TrajLSTM, Warp LSTM) on two synthetic STVR benchmarks (static / moving "
+        "actors) over several seeds, in two stages (Clip end to end, then each cell on its "
+        "frozen backbone), and write benchmarks/results/table1{.md,_motion.md,.png,.json}; "
+        "with --sweep, Clip, ConvLSTM and Warp LSTM at several speeds -> motion_sweep{.md,"
         ".png,.json}. Resumable: finished runs are skipped, partial training resumes.",
     )
     parser.add_argument(
         "--budget",
         choices=sorted(BUDGETS),
         default="cpu",
-        help="cpu: ~60 min on 2 CPU cores; cpu4x: 4x the training of cpu; "
-        "full: GPU sizes (not runnable on a CPU)",
+        help="cpu: the whole table in about 60-90 min on 2 CPU cores; smoke: a few "
+        "iterations on a tiny benchmark (a pipeline check); full: GPU sizes",
     )
     parser.add_argument(
         "--out",
@@ -39,20 +48,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--cells",
-        default=",".join(CELL_NAMES),
-        help="comma-separated subset of the cells (default all five)",
+        default=None,
+        help=f"comma-separated subset of the cells (default all five; with --sweep "
+        f"{','.join(SWEEP_CELLS)})",
     )
     parser.add_argument(
         "--motions",
         default=",".join(MOTIONS),
-        help="comma-separated subset of the motion settings (default both)",
+        help="comma-separated subset of the motion levels (default both)",
+    )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="run the motion sweep (every speed of the budget) instead of the table",
+    )
+    parser.add_argument(
+        "--sweep-seeds",
+        type=_seeds,
+        default=None,
+        help="comma-separated seeds of the sweep (default: the budget's, one seed for cpu)",
     )
     parser.add_argument(
         "--data",
         type=Path,
         default=None,
-        help="folder of the two benchmarks (default <out>/data); budgets with "
-        "the same data settings (cpu, cpu4x) can share one",
+        help="folder of the benchmarks, one per speed (default <out>/data)",
     )
     parser.add_argument(
         "--deadline-minutes",
@@ -63,7 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--backbone-weights",
         default=None,
-        help="I3D weights for --budget full (see `stvr-model convert-i3d`); "
+        help="I3D weights for stage 1 of --budget full (see `stvr-model convert-i3d`); "
         "without them the I3D backbone starts from random weights",
     )
     parser.add_argument("--fresh", action="store_true", help="delete the work folder first")
@@ -88,11 +108,18 @@ def main(argv=None) -> None:
         work,
         args.results,
         deadline_minutes=args.deadline_minutes,
-        cells=tuple(c for c in args.cells.split(",") if c),
-        motions=tuple(m for m in args.motions.split(",") if m),
+        cells=_names(args.cells),
+        motions=_names(args.motions),
+        sweep=args.sweep,
+        sweep_seeds=args.sweep_seeds,
         data_dir=args.data,
         backbone_weights=args.backbone_weights,
     )
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """A comma-separated list as a tuple (None when not given)."""
+    return None if text is None else tuple(n for n in text.split(",") if n)
 
 
 if __name__ == "__main__":

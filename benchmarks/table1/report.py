@@ -1,8 +1,16 @@
-"""Turn per-run metrics into the Table-1 files: mean ± std tables, markdown, a bar chart.
+"""Turn per-run records into the Table-1 files: mean ± std tables with their floors and
+plain-words verdicts, markdown, a bar chart and the motion-sweep plot.
 
-Pure except `draw_chart` (writes a PNG). A record is one finished run as stored in
-`table1.json`: ``{"motion", "cell", "seed", "map": {"0.3": f, "0.5": f, "0.7": f}, ...}``
-with frame-mAP as a fraction; the tables show percent, as the paper does.
+Pure except `draw_chart` and `draw_sweep` (write PNGs). A record is one finished run as
+stored in `table1.json`: ``{"speed", "cell", "seed", "map": {"0.3": f, "0.5": f, "0.7": f},
+"chance": {"mAP": f, "std": f}, "shuffled": {"0.5": f, ...} | None, "offsets": {...} |
+None}`` with frame-mAP as a fraction; the tables show percent, as the paper does.
+A *level* is a named speed, ``("static", 0.0)``.
+
+The verdicts compare with the seed spread, the sample standard deviation over seeds of
+the cell's mAP@0.5: a cell is "above chance" when its mean beats the chance floor by more
+than that spread, and "uses the query" when its shuffled-query mean is lower than its
+mean by more than that spread.
 """
 
 from __future__ import annotations
@@ -10,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from benchmarks.table1.plan import CELLS, HEADLINE_IOU, IOUS, MOTIONS, PAPER_MAP50
+from benchmarks.table1.plan import CELLS, HEADLINE_IOU, PAPER_MAP50
 
 
 @dataclass(frozen=True)
@@ -32,15 +40,73 @@ def mean_std(values: list[float]) -> Stat:
     return Stat(mean, math.sqrt(var), len(values))
 
 
-def aggregate(records: list[dict]) -> dict[tuple[str, str], dict[str, Stat]]:
-    """(motion, cell) -> IoU threshold -> Stat over seeds, in percent."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+@dataclass(frozen=True)
+class Summary:
+    """One cell at one speed over its seeds, in percent (offsets in feature cells)."""
+
+    map: dict[str, Stat]
+    chance: Stat  # the floor: mean over runs of chance_mAP, std its random-score spread
+    shuffled: Stat  # mAP@0.5 with shuffled queries, over seeds (n = 0 when not measured)
+    offsets: Stat  # warp: mean |offset| inside actor boxes, over seeds (n = 0 otherwise)
+
+
+def summarize(rows: list[dict]) -> Summary:
+    pct = [{iou: 100.0 * v for iou, v in r["map"].items()} for r in rows]
+    chance = [100.0 * r["chance"]["mAP"] for r in rows]
+    chance_std = [100.0 * r["chance"]["std"] for r in rows]
+    floor = Stat(sum(chance) / len(chance), sum(chance_std) / len(chance_std), len(chance))
+    return Summary(
+        map={iou: mean_std([p[iou] for p in pct]) for iou in pct[0]},
+        chance=floor,
+        shuffled=mean_std([100.0 * r["shuffled"][HEADLINE_IOU] for r in rows if r.get("shuffled")]),
+        offsets=mean_std(
+            [
+                r["offsets"]["mean_abs"]
+                for r in rows
+                if r.get("offsets") and r["offsets"].get("mean_abs") is not None
+            ]
+        ),
+    )
+
+
+def aggregate(records: list[dict]) -> dict[tuple[float, str], Summary]:
+    """(speed, cell) -> Summary over seeds."""
+    groups: dict[tuple[float, str], list[dict]] = {}
     for record in records:
-        groups.setdefault((record["motion"], record["cell"]), []).append(record)
-    return {
-        key: {iou: mean_std([100.0 * r["map"][iou] for r in rows]) for iou in IOUS}
-        for key, rows in groups.items()
-    }
+        groups.setdefault((float(record["speed"]), record["cell"]), []).append(record)
+    return {key: summarize(rows) for key, rows in groups.items()}
+
+
+def chance_verdict(summary: Summary) -> str:
+    """Whether the cell beats the chance floor by more than its seed spread."""
+    got = summary.map[HEADLINE_IOU]
+    if got.n < 2:
+        return "one seed: no spread to judge by"
+    gap = got.mean - summary.chance.mean
+    if gap > got.std:
+        return "above chance by more than the seed spread"
+    if gap < -got.std:
+        return "below chance by more than the seed spread"
+    return "not clearly above chance (within the seed spread)"
+
+
+def shuffled_verdict(summary: Summary) -> str:
+    """Whether a wrong query lowers the score by more than the seed spread."""
+    got = summary.map[HEADLINE_IOU]
+    if summary.shuffled.n == 0:
+        return "no shuffled-query score (one test label)"
+    if got.n < 2:
+        return "one seed: no spread to judge by"
+    if got.mean - summary.shuffled.mean > got.std:
+        return "shuffled query lower by more than the seed spread"
+    return "shuffled query not clearly lower (within the seed spread)"
+
+
+def verdict(summary: Summary) -> str:
+    """Both verdicts in plain words (once "one seed" when there is no spread)."""
+    if summary.map[HEADLINE_IOU].n < 2:
+        return "one seed: no spread to judge by"
+    return f"{chance_verdict(summary)}; {shuffled_verdict(summary)}"
 
 
 def format_stat(stat: Stat | None) -> str:
@@ -67,103 +133,243 @@ def completion_line(done: int, planned: int) -> str:
     )
 
 
-def table1_markdown(stats: dict, *, done: int, planned: int, seeds: int, setting: str) -> str:
-    """The paper-shaped table: one row per cell, our synthetic-moving column(s) first,
-    the paper's frame-mAP@0.5 beside them for reference."""
+def _level_label(name: str, speed: float) -> str:
+    return f"{name} ({speed:g} cells/clip)"
+
+
+def table1_markdown(
+    records: list[dict], levels: list[tuple[str, float]], *, done: int, planned: int, setting: str
+) -> str:
+    """One row per cell and motion level: mAP@0.5 (mean ± std over seeds) beside its
+    chance floor and its shuffled-query score, the verdicts, and the paper's AVA number."""
+    stats = aggregate(records)
     header = [
         "Method",
-        "synthetic moving, mAP@0.5 (ours)",
-        "mAP@0.3 (ours)",
-        "mAP@0.7 (ours)",
+        "actors",
+        "mAP@0.5",
+        "chance floor",
+        "shuffled query @0.5",
+        "verdict",
+        "mAP@0.3",
+        "mAP@0.7",
         "paper: AVA @0.5",
-        "paper: UCF101-24 @0.5",
     ]
     rows = []
     for cell, name in CELLS:
-        got = stats.get(("moving", cell), {})
-        ava, ucf = PAPER_MAP50[cell]
-        rows.append(
-            [
-                name,
-                format_stat(got.get(HEADLINE_IOU)),
-                format_stat(got.get("0.3")),
-                format_stat(got.get("0.7")),
-                f"{ava:.1f}",
-                f"{ucf:.1f}",
-            ]
-        )
+        for level, speed in levels:
+            got = stats.get((float(speed), cell))
+            if got is None:
+                rows.append(
+                    [name, _level_label(level, speed), *["–"] * 6, f"{PAPER_MAP50[cell][0]:.1f}"]
+                )
+                continue
+            rows.append(
+                [
+                    name,
+                    _level_label(level, speed),
+                    format_stat(got.map[HEADLINE_IOU]),
+                    format_stat(got.chance),
+                    format_stat(got.shuffled),
+                    verdict(got),
+                    format_stat(got.map.get("0.3")),
+                    format_stat(got.map.get("0.7")),
+                    f"{PAPER_MAP50[cell][0]:.1f}",
+                ]
+            )
     return (
         "# Table 1 on the synthetic benchmark (frame-mAP, %)\n\n"
-        f"{completion_line(done, planned)} Mean ± sample std over {seeds} seeds; {setting}. "
-        "The two right-hand columns are the paper's numbers on the real datasets, copied for "
-        "reference, not measured here.\n\n" + _table(header, rows)
+        f"{completion_line(done, planned)} Mean ± sample std over seeds; {setting}. "
+        "Chance floor: a query-blind detector boxing every annotated actor exactly with "
+        "random scores (± its spread over random draws). Shuffled query: the same model "
+        "with each pair's query taken from a pair of another label. The verdicts compare "
+        "with the seed spread of the cell's mAP@0.5. The last column is the paper's number "
+        "on AVA, copied for reference, not measured here.\n\n"
+        + _table(header, rows)
+        + "\n"
+        + offsets_markdown(stats, levels)
     )
 
 
-def motion_markdown(stats: dict, *, done: int, planned: int, seeds: int, setting: str) -> str:
-    """The ablation: each cell on static vs moving actors, and the difference."""
-    header = (
-        ["Method"]
-        + [f"{m} @{iou}" for iou in (HEADLINE_IOU,) for m in MOTIONS]
-        + ["moving − static @0.5", "static @0.3", "moving @0.3", "static @0.7", "moving @0.7"]
+def offsets_markdown(stats: dict, levels: list[tuple[str, float]]) -> str:
+    """The warp cell's mean |offset| inside actor boxes against the true displacement."""
+    header = [
+        "actors",
+        "true displacement (cells/clip)",
+        "Warp LSTM mean \\|offset\\| in actor boxes",
+    ]
+    rows = [
+        [_level_label(level, speed), f"{speed:g}", _offsets_text(stats.get((float(speed), "warp")))]
+        for level, speed in levels
+    ]
+    return (
+        "Warp LSTM's learned offsets at the control points inside an actor's box over the test "
+        "references (feature cells, mean ± std over seeds):\n\n" + _table(header, rows)
     )
+
+
+def _offsets_text(summary: Summary | None) -> str:
+    if summary is None or summary.offsets.n == 0:
+        return "–"
+    stat = summary.offsets
+    return f"{stat.mean:.2f}" if math.isnan(stat.std) else f"{stat.mean:.2f} ± {stat.std:.2f}"
+
+
+def motion_markdown(
+    records: list[dict], levels: list[tuple[str, float]], *, done: int, planned: int, setting: str
+) -> str:
+    """The ablation: each cell on static vs moving actors, the difference and whether it
+    exceeds the larger of the two seed spreads."""
+    stats = aggregate(records)
+    (low, low_speed), (high, high_speed) = levels
+    header = [
+        "Method",
+        _level_label(low, low_speed),
+        _level_label(high, high_speed),
+        f"{high} − {low}",
+        "verdict",
+        f"chance {low}",
+        f"chance {high}",
+    ]
     rows = []
     for cell, name in CELLS:
-        by = {m: stats.get((m, cell), {}) for m in MOTIONS}
-        head = [by[m].get(HEADLINE_IOU) for m in MOTIONS]
-        diff = "–"
-        if all(s is not None and s.n for s in head):
-            diff = f"{head[0].mean - head[1].mean:+.1f}"
-        rows.append(
-            [
-                name,
-                *(format_stat(s) for s in head),
-                diff,
-                format_stat(by["static"].get("0.3")),
-                format_stat(by["moving"].get("0.3")),
-                format_stat(by["static"].get("0.7")),
-                format_stat(by["moving"].get("0.7")),
-            ]
-        )
+        a, b = stats.get((float(low_speed), cell)), stats.get((float(high_speed), cell))
+        row = [name, format_stat(a and a.map[HEADLINE_IOU]), format_stat(b and b.map[HEADLINE_IOU])]
+        row += [*difference(a, b), format_stat(a and a.chance), format_stat(b and b.chance)]
+        rows.append(row)
     return (
-        "# Motion ablation: static vs moving actors (frame-mAP, %)\n\n"
-        f"{completion_line(done, planned)} Mean ± sample std over {seeds} seeds; {setting}. "
-        "The two benchmarks share every seed and setting except `SceneConfig.motion`.\n\n"
-        + _table(header, rows)
+        f"# Motion ablation: {low} vs {high} actors (frame-mAP@0.5, %)\n\n"
+        f"{completion_line(done, planned)} Mean ± sample std over seeds; {setting}. "
+        "Each speed has its own benchmark (identical but for the actors' step) and its own "
+        "stage 1.\n\n" + _table(header, rows) + "\n" + offsets_markdown(stats, levels)
     )
 
 
-def draw_chart(stats: dict, records: list[dict], path, *, title: str) -> None:
-    """Grouped bars of frame-mAP@0.5 per cell (one bar per motion setting): the mean,
-    ±1 std whiskers, and each seed's value as a dot, so the spread is visible."""
+def difference(a: Summary | None, b: Summary | None) -> list[str]:
+    """[b − a, verdict]: larger than the larger seed spread of the two, or not."""
+    if a is None or b is None:
+        return ["–", "–"]
+    first, second = a.map[HEADLINE_IOU], b.map[HEADLINE_IOU]
+    diff = second.mean - first.mean
+    spread = max(first.std, second.std)
+    if math.isnan(spread):
+        return [f"{diff:+.1f}", "one seed: no spread to judge by"]
+    word = "larger than the seed spread" if abs(diff) > spread else "within the seed spread"
+    return [f"{diff:+.1f}", word]
+
+
+def sweep_markdown(records: list[dict], *, done: int, planned: int, setting: str) -> str:
+    """mAP@0.5 per cell (rows) and speed (columns), the chance floor and the warp offsets."""
+    stats = aggregate(records)
+    speeds = sorted({float(r["speed"]) for r in records})
+    cells = [(c, n) for c, n in CELLS if any(r["cell"] == c for r in records)]
+    header = ["Method"] + [f"{s:g} cells/clip" for s in speeds]
+    rows = [
+        [name]
+        + [format_stat(stats[(s, c)].map[HEADLINE_IOU]) if (s, c) in stats else "–" for s in speeds]
+        for c, name in cells
+    ]
+    rows.append(["chance floor"] + [format_stat(chance_floor(records, s)) for s in speeds])
+    rows.append(
+        ["Warp LSTM mean \\|offset\\| in actor boxes (cells)"]
+        + [_offsets_text(stats.get((s, "warp"))) for s in speeds]
+    )
+    return (
+        "# Motion sweep: frame-mAP@0.5 (%) against the actors' speed\n\n"
+        f"{completion_line(done, planned)} Mean (± sample std with several seeds); {setting}. "
+        "Each speed is its own benchmark with its own stage 1.\n\n" + _table(header, rows)
+    )
+
+
+def chance_floor(records: list[dict], speed: float) -> Stat:
+    """The chance floor of the benchmark at `speed` (one split: the same in every run)."""
+    rows = [r for r in records if float(r["speed"]) == float(speed)]
+    if not rows:
+        return Stat(math.nan, math.nan, 0)
+    return summarize(rows).chance
+
+
+def chart_figure(records: list[dict], levels: list[tuple[str, float]], *, title: str):
+    """Grouped bars of mAP@0.5 per cell (one bar per level, ±1 std whiskers, each seed a
+    dot) and each level's chance floor as a dashed (dotted) line in its colour."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    stats = aggregate(records)
     fig, ax = plt.subplots(figsize=(7.5, 4.0), dpi=120)
-    width = 0.38
-    for k, motion in enumerate(MOTIONS):
-        offset = (k - 0.5) * width
-        means, errs = [], []
-        for cell, _ in CELLS:
-            stat = stats.get((motion, cell), {}).get(HEADLINE_IOU)
-            means.append(stat.mean if stat and stat.n else 0.0)
-            errs.append(stat.std if stat and stat.n > 1 else 0.0)
+    width = 0.8 / len(levels)
+    column = {cell: i for i, (cell, _) in enumerate(CELLS)}
+    for k, (level, speed) in enumerate(levels):
+        offset = (k - (len(levels) - 1) / 2) * width
+        got = [stats.get((float(speed), cell)) for cell, _ in CELLS]
+        means = [g.map[HEADLINE_IOU].mean if g else 0.0 for g in got]
+        errs = [g.map[HEADLINE_IOU].std if g and g.map[HEADLINE_IOU].n > 1 else 0.0 for g in got]
         xs = [i + offset for i in range(len(CELLS))]
-        ax.bar(xs, means, width, yerr=errs, capsize=3, alpha=0.8, label=f"{motion} actors")
-        column = {cell: i for i, (cell, _) in enumerate(CELLS)}
+        bars = ax.bar(
+            xs, means, width, yerr=errs, capsize=3, alpha=0.8, label=_level_label(level, speed)
+        )
         dots = [
             (column[r["cell"]] + offset, 100.0 * r["map"][HEADLINE_IOU])
             for r in records
-            if r["motion"] == motion
+            if float(r["speed"]) == float(speed)
         ]
         if dots:
             ax.scatter(*zip(*dots, strict=True), s=10, color="black", zorder=3)
+        floor = chance_floor(records, speed)
+        if floor.n:
+            ax.axhline(
+                floor.mean,
+                linestyle=("--", ":")[k % 2],  # both stay visible when the floors coincide
+                color=bars.patches[0].get_facecolor(),
+                label=f"chance floor, {level}",
+            )
     ax.set_xticks(range(len(CELLS)), [name for _, name in CELLS])
     ax.set_ylabel("frame-mAP@0.5 (%)")
     ax.set_title(title, fontsize=9)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def draw_chart(records: list[dict], levels: list[tuple[str, float]], path, *, title: str) -> None:
+    _save(chart_figure(records, levels, title=title), path)
+
+
+def sweep_figure(records: list[dict], *, title: str):
+    """mAP@0.5 against speed, one line per cell (±1 std whiskers), chance floor dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = aggregate(records)
+    speeds = sorted({float(r["speed"]) for r in records})
+    fig, ax = plt.subplots(figsize=(6.5, 4.0), dpi=120)
+    for cell, name in CELLS:
+        points = [(s, stats[(s, cell)].map[HEADLINE_IOU]) for s in speeds if (s, cell) in stats]
+        if not points:
+            continue
+        xs = [s for s, _ in points]
+        ys = [stat.mean for _, stat in points]
+        errs = [0.0 if math.isnan(stat.std) else stat.std for _, stat in points]
+        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=name)
+    floors = [chance_floor(records, s).mean for s in speeds]
+    ax.plot(speeds, floors, linestyle="--", color="gray", marker="_", label="chance floor")
+    ax.set_xlabel("actor step between clips (feature cells)")
+    ax.set_ylabel("frame-mAP@0.5 (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def draw_sweep(records: list[dict], path, *, title: str) -> None:
+    _save(sweep_figure(records, title=title), path)
+
+
+def _save(fig, path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.savefig(path)
     plt.close(fig)

@@ -1,70 +1,62 @@
-"""Side effects of the Table-1 experiment: build the two benchmarks, train and evaluate
-every run, write the result files. Every step is skipped when its output exists, so an
-interrupted experiment continues where it stopped (`python -m benchmarks.table1` again).
+"""Side effects of the Table-1 experiment: build one benchmark per speed, train stage 1
+and every stage-2 run, evaluate, write the result files. Every step is skipped when its
+output exists, so an interrupted experiment continues where it stopped (the same
+command again): a finished stage 1 has `stage1.json`, a finished run `record.json`, and
+a half-trained one resumes from its `last.pt`.
 
-Layout under the work folder (git-ignored, e.g. ``runs/table1-cpu``)::
+Layout under the work folder (git-ignored, e.g. ``runs/table1-cpu``), ``m<speed>`` the
+speed in feature cells per clip (``m0``, ``m1.5``)::
 
-    data/<motion>/sample/        make-sample output (AVA layout, video files)
-    data/<motion>/benchmark/     build-ava output; READY.json when complete
-    runs/<motion>-<cell>-s<seed>/train/   checkpoints (resumed if interrupted)
-    runs/<motion>-<cell>-s<seed>/eval/    detections + metrics_test.json
-    runs/<motion>-<cell>-s<seed>/record.json   the finished run (skip marker)
+    data/m<speed>/sample/        make-sample output (AVA layout, video files)
+    data/m<speed>/benchmark/     build-ava output; READY.json when complete
+    features/                    the frozen backbones' features (one folder per backbone)
+    runs/m<speed>-stage1-s<seed>/train/   stage 1: Clip trained end to end
+    runs/m<speed>-<cell>-s<seed>/train/   stage 2: the cell on the frozen stage 1
+    runs/m<speed>-<cell>-s<seed>/eval/    detections + metrics_test.json
+    runs/m<speed>-<cell>-s<seed>/record.json   the finished run (skip marker)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import platform
 import shutil
 import time
 from pathlib import Path
 
-from benchmarks.table1 import report
-from benchmarks.table1.plan import CELL_NAMES, MOTIONS, Budget, Run, plan_runs, sample_config
+from benchmarks.table1.files import machine_info, plain, replace_text, write_results, write_sweep
+from benchmarks.table1.offsets import measure_offsets
+from benchmarks.table1.plan import (
+    CELL_NAMES,
+    MOTIONS,
+    STAGE1_CELL,
+    SWEEP_CELLS,
+    Budget,
+    Run,
+    plan_runs,
+    plan_sweep,
+    sample_config,
+    speed_tag,
+    total_iterations,
+)
 
 DATA_SEED = 0  # the synthetic content and the label split; training seeds vary per run
 READY = "READY.json"
+FEATURES = "features"  # the frozen backbones' features, shared by training and evaluation
 
 
-def machine_info() -> dict:
-    """CPU model, logical cores, load, Python and torch versions of this machine."""
-    import torch
-
-    model = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        model = names[0] if names else model
-    return {
-        "cpu": model,
-        "logical_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cuda": torch.cuda.is_available(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
-def ensure_benchmark(data_dir: Path, budget: Budget, motion: str) -> Path:
-    """The benchmark of one motion setting, built unless READY.json records the same settings."""
+def ensure_benchmark(data_dir: Path, budget: Budget, speed: float) -> Path:
+    """The benchmark at one speed, built unless READY.json records the same settings."""
     from stvr_data.ava_recipe import prepare_ava
     from stvr_data.build import BuildOptions
     from stvr_data.sample import make_sample
 
-    root = data_dir / motion
+    root = data_dir / speed_tag(speed)
     bench = root / "benchmark"
-    config = sample_config(budget, motion)
+    config = sample_config(budget, speed)
     settings = {
         "seed": DATA_SEED,
-        "sample": _plain(dataclasses.asdict(config)),
+        "sample": plain(dataclasses.asdict(config)),
         "resolution": list(budget.resolution),
         "min_tubelets": budget.min_tubelets,
         "num_val_labels": budget.num_val_labels,
@@ -86,70 +78,122 @@ def ensure_benchmark(data_dir: Path, budget: Budget, motion: str) -> Path:
         num_test_labels=budget.num_test_labels,
     )
     seconds = time.perf_counter() - start
-    ready.write_text(
-        json.dumps(
-            {"settings": settings, "seconds": round(seconds, 1), "counts": card.get("counts")},
-            indent=1,
-            default=str,
-        )
-        + "\n"
-    )
+    summary = {"settings": settings, "seconds": round(seconds, 1), "counts": card.get("counts")}
+    replace_text(ready, json.dumps(summary, indent=1, default=str) + "\n")
     print(
-        f"[table1] built the {motion} benchmark in {seconds:.0f} s: {card.get('counts')}",
+        f"[table1] built the {speed:g}-cell benchmark in {seconds:.0f} s: {card.get('counts')}",
         flush=True,
     )
     return bench
 
 
-def run_one(
-    work: Path, bench: Path, budget: Budget, run: Run, *, backbone_weights: str | None = None
-) -> dict:
-    """Train (resuming a partial checkpoint) and evaluate one run; its record."""
+def model_spec(budget: Budget, cell: str):
+    """The detector of `budget` with `cell` (stage 1 and every stage-2 run share it)."""
     from stvr_model.checkpoint import ModelSpec
+
+    width, height = budget.resolution
+    return ModelSpec(
+        cell=cell,
+        backbone=budget.backbone,
+        image_size=(height, width),
+        hidden_channels=budget.hidden_channels,
+        box_head_blocks=budget.box_head_blocks,
+        box_head_width=budget.box_head_width,
+        box_head_fc=budget.box_head_fc,
+        match_product=budget.cpu_options,
+        anchor_sizes=budget.anchor_sizes,
+        anchor_aspect_ratios=budget.anchor_aspect_ratios,
+        add_gt_to_proposals=budget.cpu_options,
+    )
+
+
+def train_config(
+    budget: Budget, seed: int, *, stage1: Path | None = None, cache: Path | None = None
+):
+    """Stage 1 (`stage1` None: end to end) or stage 2 (from `stage1`, frozen, cached)."""
+    from stvr_model.train import TrainConfig
+
+    plan = budget.training
+    iterations = plan.stage1_iterations if stage1 is None else plan.stage2_iterations
+    return TrainConfig(
+        iterations=iterations,
+        batch_size=plan.batch_size,
+        lr=plan.lr,
+        optimizer=plan.optimizer,
+        milestones=plan.milestones(iterations),
+        seed=seed,
+        num_workers=1,
+        device=budget.device,
+        checkpoint_every=max(1, iterations // 4),
+        init_from=None if stage1 is None else str(stage1),
+        freeze_backbone=stage1 is not None,
+        feature_cache=None if cache is None else str(cache),
+    )
+
+
+def data_config(budget: Budget):
     from stvr_model.data import DataConfig
+
+    return DataConfig(
+        reference_seconds=budget.reference_seconds,
+        max_query_seconds=budget.max_query_seconds,
+        query_clips_per_second=budget.query_clips_per_second,
+    )
+
+
+def _train(bench: Path, folder: Path, spec, config, budget: Budget, weights: str | None) -> float:
+    """Train into `folder/train` (resuming a partial run); the seconds it took."""
+    from stvr_model.train import LAST, train
+
+    start = time.perf_counter()
+    train(
+        bench,
+        folder / "train",
+        spec,
+        config,
+        data_config(budget),
+        resume=(folder / "train" / LAST).exists(),
+        backbone_weights=weights,
+        progress=False,
+    )
+    return round(time.perf_counter() - start, 1)
+
+
+def ensure_stage1(work: Path, bench: Path, budget: Budget, run: Run, weights: str | None) -> Path:
+    """The stage-1 checkpoint (Clip, end to end) of `run`'s speed and seed; trained once."""
+    from stvr_model.train import LAST
+
+    folder = work / "runs" / run.stage1_key
+    done = folder / "stage1.json"
+    if not done.exists():
+        spec = model_spec(budget, STAGE1_CELL)
+        seconds = _train(bench, folder, spec, train_config(budget, run.seed), budget, weights)
+        replace_text(done, json.dumps({"train_seconds": seconds}) + "\n")
+        print(f"[table1] stage 1 {run.stage1_key}: {seconds} s", flush=True)
+    return folder / "train" / LAST
+
+
+def run_one(
+    work: Path, bench: Path, budget: Budget, run: Run, *, weights: str | None = None
+) -> dict:
+    """Stage 1 if needed, then train `run`'s cell on it and evaluate; its record."""
     from stvr_model.evaluate import evaluate
-    from stvr_model.train import LAST, TrainConfig, train
+    from stvr_model.train import LAST
 
     folder = work / "runs" / run.key
     record_path = folder / "record.json"
     if record_path.exists():
         return json.loads(record_path.read_text())
-    width, height = budget.resolution
-    spec = ModelSpec(
-        cell=run.cell,
-        backbone=budget.backbone,
-        image_size=(height, width),
-        box_head_blocks=budget.box_head_blocks,
-    )
-    config = TrainConfig(
-        iterations=budget.iterations,
-        batch_size=budget.batch_size,
-        lr=budget.lr,
-        milestones=budget.milestones,
-        seed=run.seed,
-        num_workers=1,
-        device=budget.device,
-        checkpoint_every=max(1, budget.iterations // 4),
-    )
-    data = DataConfig(
-        reference_seconds=budget.reference_seconds,
-        max_query_seconds=budget.max_query_seconds,
-        query_clips_per_second=budget.query_clips_per_second,
-    )
+    stage1 = ensure_stage1(work, bench, budget, run, weights)
+    config = train_config(budget, run.seed, stage1=stage1, cache=work / FEATURES)
+    train_seconds = _train(bench, folder, model_spec(budget, run.cell), config, budget, None)
     start = time.perf_counter()
-    summary = train(
-        bench,
-        folder / "train",
-        spec,
-        config,
-        data,
-        resume=(folder / "train" / LAST).exists(),
-        backbone_weights=backbone_weights,
-        progress=False,
-    )
-    trained = time.perf_counter()
+    checkpoint = folder / "train" / LAST
+    # The cells share stage 1's frozen backbone: evaluation reads its features from the
+    # same cache as training, so each test clip goes through the backbone once per stage 1.
+    cache = work / FEATURES
     results = evaluate(
-        folder / "train" / LAST,
+        checkpoint,
         bench,
         "test",
         folder / "eval",
@@ -157,21 +201,46 @@ def run_one(
         max_pairs=budget.eval_pairs,
         pictures=0,
         progress=False,
+        feature_cache=cache,
     )
-    record = {
-        "motion": run.motion,
+    measured = None
+    if run.cell == "warp":
+        measured = measure_offsets(
+            checkpoint,
+            bench,
+            run.speed,
+            max_pairs=budget.eval_pairs,
+            device=budget.device,
+            feature_cache=cache,
+        )
+    stage1_seconds = json.loads((work / "runs" / run.stage1_key / "stage1.json").read_text())
+    record = make_record(run, results, measured, metrics=folder / "train" / "metrics.jsonl")
+    record.update(
+        train_seconds=train_seconds,
+        eval_seconds=round(time.perf_counter() - start, 1),
+        stage1_seconds=stage1_seconds["train_seconds"],
+    )
+    replace_text(record_path, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def make_record(run: Run, results: dict, offsets: dict | None, *, metrics: Path) -> dict:
+    """One run's row of the JSON: frame-mAP, its floor and its shuffled-query score."""
+    shuffled = results.get("shuffled_query_mAP")
+    return {
+        "speed": run.speed,
         "cell": run.cell,
         "seed": run.seed,
         "map": {iou: v["mAP"] for iou, v in results["frame_map"].items()},
+        "chance": {k: results["chance_mAP"][k] for k in ("mAP", "std")},
+        "shuffled": None
+        if shuffled is None
+        else {iou: v["mAP"] for iou, v in shuffled["frame_map"].items()},
+        "offsets": offsets,
         "pairs": results["pairs"],
         "iterations": results["iteration"],
-        "final_loss": _final_loss(folder / "train" / "metrics.jsonl"),
-        "train_seconds": round(trained - start, 1),
-        "eval_seconds": round(time.perf_counter() - trained, 1),
-        "train_clips_per_second": round(summary.get("clips_per_second", 0.0), 2),
+        "final_loss": _final_loss(metrics),
     }
-    record_path.write_text(json.dumps(record, indent=1) + "\n")
-    return record
 
 
 def _final_loss(metrics: Path, last: int = 10) -> float | None:
@@ -183,49 +252,6 @@ def _final_loss(metrics: Path, last: int = 10) -> float | None:
     return round(sum(tail) / len(tail), 4) if tail else None
 
 
-def write_results(
-    results: Path,
-    budget: Budget,
-    records: list[dict],
-    planned: int,
-    machine: dict,
-    wall_seconds: float,
-) -> None:
-    """table1.json (raw), table1.md, table1_motion.md, table1.png; rewritten after every run."""
-    results.mkdir(parents=True, exist_ok=True)
-    stats = report.aggregate(records)
-    setting = (
-        f"`--budget {budget.name}`: {budget.iterations} iterations of batch {budget.batch_size}, "
-        f"{budget.resolution[0]}x{budget.resolution[1]}, backbone `{budget.backbone}`, "
-        f"{budget.eval_pairs or 'all'} test pairs per run"
-    )
-    common = {
-        "done": len(records),
-        "planned": planned,
-        "seeds": len(budget.seeds),
-        "setting": setting,
-    }
-    raw = {
-        "budget": _plain(dataclasses.asdict(budget)),
-        "machine": machine,
-        "planned_runs": planned,
-        "completed_runs": len(records),
-        "wall_seconds_this_invocation": round(wall_seconds, 1),
-        "run_seconds_total": round(sum(r["train_seconds"] + r["eval_seconds"] for r in records), 1),
-        "runs": sorted(records, key=lambda r: (r["motion"], r["cell"], r["seed"])),
-    }
-    _replace(results / "table1.json", json.dumps(raw, indent=1) + "\n")
-    _replace(results / "table1.md", report.table1_markdown(stats, **common))
-    _replace(results / "table1_motion.md", report.motion_markdown(stats, **common))
-    report.draw_chart(
-        stats,
-        records,
-        results / "table1.png",
-        title=f"synthetic STVR, frame-mAP@0.5, mean ± std over seeds "
-        f"({len(records)}/{planned} runs, budget {budget.name})",
-    )
-
-
 def run_experiment(
     budget: Budget,
     work: Path,
@@ -234,19 +260,29 @@ def run_experiment(
     deadline_minutes: float | None = None,
     cells: tuple[str, ...] | None = None,
     motions: tuple[str, ...] | None = None,
+    sweep: bool = False,
+    sweep_seeds: tuple[int, ...] | None = None,
     data_dir: Path | None = None,
     backbone_weights: str | None = None,
 ) -> list[dict]:
-    """Build both benchmarks (under `data_dir`, default `work/data`; budgets with the same
-    data settings can share it), then every planned run in order; returns the records."""
+    """Build the benchmarks (under `data_dir`, default `work/data`; one per speed), then
+    every planned run in order (the table's, or with `sweep` the sweep's); the records.
+    The table and the sweep share the work folder: a run both need is trained once."""
     start = time.perf_counter()
     machine = machine_info()
     print(f"[table1] machine: {machine}", flush=True)
-    runs = plan_runs(budget, cells or tuple(CELL_NAMES), motions or MOTIONS)
+    if sweep:
+        runs = plan_sweep(budget, cells or SWEEP_CELLS, sweep_seeds)
+        write = write_sweep
+    else:
+        runs = plan_runs(budget, cells or tuple(CELL_NAMES), motions or MOTIONS)
+        write = write_results
+    stage1, stage2 = total_iterations(runs, budget)
+    print(f"[table1] {len(runs)} runs: {stage1} stage-1 + {stage2} stage-2 iterations", flush=True)
     data_dir = data_dir or work / "data"
     benches = {
-        motion: ensure_benchmark(data_dir, budget, motion)
-        for motion in sorted({r.motion for r in runs})
+        speed: ensure_benchmark(data_dir, budget, speed)
+        for speed in sorted({r.speed for r in runs})
     }
     records = []
     for index, run in enumerate(runs):
@@ -258,15 +294,15 @@ def run_experiment(
                 flush=True,
             )
             continue
-        record = run_one(work, benches[run.motion], budget, run, backbone_weights=backbone_weights)
+        record = run_one(work, benches[run.speed], budget, run, weights=backbone_weights)
         records.append(record)
         print(
             f"[table1] {index + 1}/{len(runs)} {run.key}: mAP@0.5 {100 * record['map']['0.5']:.1f} "
-            f"(train {record['train_seconds']} s, eval {record['eval_seconds']} s, "
-            f"{(time.perf_counter() - start) / 60:.1f} min so far)",
+            f"(chance {100 * record['chance']['mAP']:.1f}; train {record['train_seconds']} s, "
+            f"eval {record['eval_seconds']} s, {(time.perf_counter() - start) / 60:.1f} min so far)",
             flush=True,
         )
-        write_results(results, budget, records, len(runs), machine, time.perf_counter() - start)
+        write(results, budget, records, len(runs), machine, time.perf_counter() - start)
     wall = time.perf_counter() - start
     print(
         f"[table1] {len(records)}/{len(runs)} runs; wall time {wall / 60:.1f} min on "
@@ -274,20 +310,6 @@ def run_experiment(
         flush=True,
     )
     return records
-
-
-def _replace(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
-def _plain(value):
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def clean(work: Path) -> None:

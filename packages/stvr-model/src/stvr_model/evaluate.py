@@ -30,6 +30,7 @@ from stvr_data.tubelets import describe_label
 from stvr_model import boxes
 from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
 from stvr_model.data import DataConfig, PairDataset, collate
+from stvr_model.feature_cache import FeatureCache
 from stvr_model.train import model_inputs, resolve_device
 from stvr_model.visualize import draw_pair
 
@@ -88,11 +89,14 @@ def labels_seen_in_training(state: dict, benchmark: str | Path, split: str) -> l
 
 def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str | Path, *,
              device: str = "auto", max_pairs: int | None = None, pictures: int = 4,
-             progress: bool = True, shuffle_seed: int | None = 0, min_score: float = 0.3) -> dict:
+             progress: bool = True, shuffle_seed: int | None = 0, min_score: float = 0.3,
+             feature_cache: str | Path | None = None) -> dict:
     """Detect, score and draw; returns the metrics written to `metrics_<split>.json`.
 
     `shuffle_seed` seeds the shuffled-query diagnostic (None skips it: half the time);
-    the pictures draw detections scoring at least `min_score`."""
+    the pictures draw detections scoring at least `min_score`. `feature_cache`: a
+    `FeatureCache` folder for the backbone's features, for models that share a frozen
+    backbone (staged training): each clip's features are computed once."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch_device = resolve_device(device)
@@ -100,6 +104,8 @@ def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str
     # references run whole (up to minutes of clips): bound the backbone's batch
     model.config = dataclasses.replace(model.config, backbone_chunk_size=BACKBONE_CHUNK)
     model.to(torch_device)
+    if feature_cache is not None:
+        model.feature_cache = FeatureCache(feature_cache, model.backbone)
     spec = ModelSpec.from_dict(state["spec"])
     seen = labels_seen_in_training(state, benchmark, split)
     if seen:

@@ -1,0 +1,126 @@
+"""The Table-1 result files: the raw JSON, the markdown tables and the charts of the table
+and of the motion sweep, each replaced whole (written beside, then renamed), and the
+machine they were measured on."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+from pathlib import Path
+
+from benchmarks.table1 import report
+from benchmarks.table1.plan import MOTIONS, Budget
+
+
+def machine_info() -> dict:
+    """CPU model, logical cores, load, Python and torch versions of this machine."""
+    import torch
+
+    model = platform.processor() or "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        model = names[0] if names else model
+    return {
+        "cpu": model,
+        "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cuda": torch.cuda.is_available(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _raw(budget: Budget, records: list[dict], planned: int, machine: dict, wall: float) -> str:
+    raw = {
+        "budget": plain(dataclasses.asdict(budget)),
+        "machine": machine,
+        "planned_runs": planned,
+        "completed_runs": len(records),
+        "wall_seconds_this_invocation": round(wall, 1),
+        "run_seconds_total": round(sum(r["train_seconds"] + r["eval_seconds"] for r in records), 1),
+        "runs": sorted(records, key=lambda r: (r["speed"], r["cell"], r["seed"])),
+    }
+    return json.dumps(raw, indent=1) + "\n"
+
+
+def setting_line(budget: Budget) -> str:
+    plan = budget.training
+    return (
+        f"`--budget {budget.name}`: stage 1 (Clip, end to end) {plan.stage1_iterations} and "
+        f"stage 2 (each cell, frozen backbone) {plan.stage2_iterations} iterations of batch "
+        f"{plan.batch_size}, {plan.optimizer} lr {plan.lr:g}; {budget.resolution[0]}x"
+        f"{budget.resolution[1]}, backbone `{budget.backbone}`; "
+        f"{budget.eval_pairs or 'every'} test pair{'s' if budget.eval_pairs != 1 else ''} per run"
+    )
+
+
+def write_results(
+    results: Path,
+    budget: Budget,
+    records: list[dict],
+    planned: int,
+    machine: dict,
+    wall_seconds: float,
+) -> None:
+    """table1.json (raw), table1.md, table1_motion.md, table1.png; rewritten after every run."""
+    results.mkdir(parents=True, exist_ok=True)
+    levels = [(m, budget.speed(m)) for m in MOTIONS]
+    common = {"done": len(records), "planned": planned, "setting": setting_line(budget)}
+    replace_text(results / "table1.json", _raw(budget, records, planned, machine, wall_seconds))
+    replace_text(results / "table1.md", report.table1_markdown(records, levels, **common))
+    replace_text(results / "table1_motion.md", report.motion_markdown(records, levels, **common))
+    report.draw_chart(
+        records,
+        levels,
+        results / "table1.png",
+        title=f"synthetic STVR, frame-mAP@0.5, mean ± std over seeds "
+        f"({len(records)}/{planned} runs, budget {budget.name})",
+    )
+
+
+def write_sweep(
+    results: Path,
+    budget: Budget,
+    records: list[dict],
+    planned: int,
+    machine: dict,
+    wall_seconds: float,
+) -> None:
+    """motion_sweep.json, motion_sweep.md and motion_sweep.png; rewritten after every run."""
+    results.mkdir(parents=True, exist_ok=True)
+    common = {"done": len(records), "planned": planned, "setting": setting_line(budget)}
+    replace_text(
+        results / "motion_sweep.json", _raw(budget, records, planned, machine, wall_seconds)
+    )
+    replace_text(results / "motion_sweep.md", report.sweep_markdown(records, **common))
+    report.draw_sweep(
+        records,
+        results / "motion_sweep.png",
+        title=f"synthetic STVR, frame-mAP@0.5 against actor speed "
+        f"({len(records)}/{planned} runs, budget {budget.name})",
+    )
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write `text` to `path` whole: beside it first, then renamed over it."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def plain(value):
+    """Tuples as lists, recursively: dataclass values as JSON keeps them."""
+    if isinstance(value, tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from stvr_data import pairs, pickles, tubelets, ucf24
-from stvr_data.build import images_per_keyframe
+from stvr_data.manifest import images_per_keyframe
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ucf101-24"

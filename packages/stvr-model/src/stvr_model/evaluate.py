@@ -19,7 +19,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -27,27 +26,21 @@ from tqdm import tqdm
 from stvr_data import chance, manifest
 from stvr_data.evaluation import frame_map
 from stvr_data.tubelets import describe_label
-from stvr_model import boxes
 from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
 from stvr_model.data import DataConfig, PairDataset, collate
 from stvr_model.feature_cache import FeatureCache
-from stvr_model.train import model_inputs, resolve_device
+from stvr_model.inference import (
+    BACKBONE_CHUNK,
+    DETECTION_COLUMNS,
+    detection_rows,
+    model_inputs,
+    resolve_device,
+)
 from stvr_model.visualize import draw_pair
 
 log = logging.getLogger(__name__)
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
-BACKBONE_CHUNK = 24  # clips per backbone call at evaluation (8 s of video)
-DETECTION_COLUMNS = ["pair_id", "timestamp", "x1", "y1", "x2", "y2", "score"]
-
-
-def detection_rows(pair_id: str, times, clip_detections: list[dict], width: int, height: int) -> pd.DataFrame:
-    """Scorer rows for one pair: the pixel boxes of each reference clip, normalised."""
-    rows = boxes.detection_rows([clip_detections], [pair_id], [list(np.asarray(times, np.float64))],
-                                (height, width))
-    return pd.DataFrame(rows, columns=DETECTION_COLUMNS)
-
-
 @torch.no_grad()
 def predict(model, dataset: PairDataset, spec: ModelSpec, device: torch.device, *,
             max_pairs: int | None = None, keep: int = 0, progress: bool = True):

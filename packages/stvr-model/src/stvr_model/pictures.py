@@ -160,7 +160,10 @@ def draw_pair_warps(checkpoint, benchmark, pair_id: str, out, *, steps: int = 4,
     frame, written to ``out/<pair_id>_step<NN>.png``. Returns the paths."""
     from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
     from stvr_model.data import DataConfig, PairDataset, collate
-    from stvr_model.train import model_inputs, resolve_device
+    from stvr_model.inference import (
+        model_inputs,
+        resolve_device,
+    )
 
     split = pair_id.split("-")[0]
     torch_device = resolve_device(device)

@@ -39,8 +39,13 @@ from stvr_data.media import cut_clip, probe_video, read_frames
 from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
 from stvr_model.data import DataConfig, clips_to_tensor, collate
 from stvr_model.errors import ModelError
-from stvr_model.evaluate import BACKBONE_CHUNK, DETECTION_COLUMNS, detection_rows
-from stvr_model.train import model_inputs, resolve_device
+from stvr_model.inference import (
+    BACKBONE_CHUNK,
+    DETECTION_COLUMNS,
+    detection_rows,
+    model_inputs,
+    resolve_device,
+)
 from stvr_model.visualize import draw_pair
 
 PAIR_ID = "predict"

@@ -38,6 +38,7 @@ from stvr_model.checkpoint import (
 from stvr_model.data import DataConfig, PairDataset, collate
 from stvr_model.errors import ModelError, NonFiniteError
 from stvr_model.feature_cache import FeatureCache
+from stvr_model.inference import model_inputs, resolve_device
 from stvr_model.visualize import draw_loss_curve
 
 logger = logging.getLogger(__name__)
@@ -102,14 +103,6 @@ def get_lr(iteration: int, config: TrainConfig) -> float:
     return config.lr * 0.1 ** sum(iteration >= m for m in config.milestones)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise StvrDataError("--device cuda asked for, but no CUDA device is available")
-    return torch.device(name)
-
-
 class BatchWindow(Sampler):
     """Batches of global sample indices for iterations [first, last) on this rank."""
 
@@ -143,18 +136,6 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     moved = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
     moved["targets"] = [[{k: v.to(device) for k, v in t.items()} for t in clips] for clips in batch["targets"]]
     return moved
-
-
-def model_inputs(batch: dict, spec: ModelSpec) -> dict:
-    """Keyword arguments of the detector's forward for one collated batch."""
-    flows = None
-    if spec.cell == "flow":
-        from stvr_model.flow import clip_flows
-
-        flows = clip_flows(batch["reference"])
-    return {"query_clips": batch["query"], "query_boxes": batch["query_boxes"],
-            "ref_clips": batch["reference"], "query_valid": batch["query_valid"],
-            "ref_valid": batch["ref_valid"], "flows": flows}
 
 
 def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainConfig | None = None,

@@ -1,0 +1,45 @@
+"""What running a trained detector needs, shared by evaluation, prediction and the
+pictures: the device, the forward's inputs from a collated batch, and the scorer's rows.
+
+Nothing here trains: `evaluate.py` and `predict.py` import this module, not `train.py`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from stvr_data.errors import StvrDataError
+from stvr_model import boxes
+from stvr_model.checkpoint import ModelSpec
+
+BACKBONE_CHUNK = 24  # clips per backbone call at evaluation (8 s of video)
+DETECTION_COLUMNS = ["pair_id", "timestamp", "x1", "y1", "x2", "y2", "score"]
+
+
+def detection_rows(pair_id: str, times, clip_detections: list[dict], width: int, height: int) -> pd.DataFrame:
+    """Scorer rows for one pair: the pixel boxes of each reference clip, normalised."""
+    rows = boxes.detection_rows([clip_detections], [pair_id], [list(np.asarray(times, np.float64))],
+                                (height, width))
+    return pd.DataFrame(rows, columns=DETECTION_COLUMNS)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise StvrDataError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def model_inputs(batch: dict, spec: ModelSpec) -> dict:
+    """Keyword arguments of the detector's forward for one collated batch."""
+    flows = None
+    if spec.cell == "flow":
+        from stvr_model.flow import clip_flows
+
+        flows = clip_flows(batch["reference"])
+    return {"query_clips": batch["query"], "query_boxes": batch["query_boxes"],
+            "ref_clips": batch["reference"], "query_valid": batch["query_valid"],
+            "ref_valid": batch["ref_valid"], "flows": flows}

@@ -75,9 +75,8 @@ def measure_offsets(
     from stvr_model.cells import control_points
     from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
     from stvr_model.data import DataConfig, PairDataset, collate
-    from stvr_model.inference import BACKBONE_CHUNK
     from stvr_model.feature_cache import FeatureCache
-    from stvr_model.inference import model_inputs, resolve_device
+    from stvr_model.inference import BACKBONE_CHUNK, model_inputs, resolve_device
 
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint, map_location=torch_device)

@@ -11,7 +11,6 @@ by about that much there.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -73,21 +72,13 @@ def measure_offsets(
     """Run the warp checkpoint over the pairs of `split` (as `evaluate` does, through the
     same `feature_cache`) and summarise its offsets inside the actors' boxes against `motion`."""
     from stvr_model.cells import control_points
-    from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
-    from stvr_model.data import DataConfig, PairDataset, collate
-    from stvr_model.feature_cache import FeatureCache
-    from stvr_model.inference import BACKBONE_CHUNK, model_inputs, resolve_device
+    from stvr_model.data import PairDataset, collate
+    from stvr_model.inference import inference_data, load_for_inference, model_inputs
 
-    torch_device = resolve_device(device)
-    model, state = model_from_checkpoint(checkpoint, map_location=torch_device)
-    model.config = dataclasses.replace(model.config, backbone_chunk_size=BACKBONE_CHUNK)
-    model.to(torch_device)
-    if feature_cache is not None:
-        model.feature_cache = FeatureCache(feature_cache, model.backbone)
-    spec = ModelSpec.from_dict(state["spec"])
+    model, state, spec, torch_device = load_for_inference(checkpoint, device, feature_cache=feature_cache)
     if spec.cell != "warp":
         raise ValueError(f"{checkpoint}: offsets are measured for the warp cell, not {spec.cell!r}")
-    data = DataConfig(**{**state.get("data", {}), "reference_seconds": None, "hflip": False})
+    data = inference_data(state)
     dataset = PairDataset(benchmark, split, data, training=False)
     recorder = _OffsetRecorder()
     handle = model.cell.register_forward_hook(recorder)

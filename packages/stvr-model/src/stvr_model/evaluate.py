@@ -14,7 +14,6 @@ the first and scores clearly lower on the second.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -26,15 +25,14 @@ from tqdm import tqdm
 from stvr_data import chance, manifest
 from stvr_data.evaluation import frame_map
 from stvr_data.tubelets import describe_label
-from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
-from stvr_model.data import DataConfig, PairDataset, collate
-from stvr_model.feature_cache import FeatureCache
+from stvr_model.checkpoint import ModelSpec
+from stvr_model.data import PairDataset, collate
 from stvr_model.inference import (
-    BACKBONE_CHUNK,
     DETECTION_COLUMNS,
     detection_rows,
+    inference_data,
+    load_for_inference,
     model_inputs,
-    resolve_device,
 )
 from stvr_model.visualize import draw_pair
 
@@ -92,19 +90,12 @@ def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str
     backbone (staged training): each clip's features are computed once."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch_device = resolve_device(device)
-    model, state = model_from_checkpoint(checkpoint, map_location=torch_device)
-    # references run whole (up to minutes of clips): bound the backbone's batch
-    model.config = dataclasses.replace(model.config, backbone_chunk_size=BACKBONE_CHUNK)
-    model.to(torch_device)
-    if feature_cache is not None:
-        model.feature_cache = FeatureCache(feature_cache, model.backbone)
-    spec = ModelSpec.from_dict(state["spec"])
+    model, state, spec, torch_device = load_for_inference(checkpoint, device, feature_cache=feature_cache)
     seen = labels_seen_in_training(state, benchmark, split)
     if seen:
         log.warning("the model was trained on pairs of %d of the %s labels (%s): this score does not "
                     "measure re-localization of unseen actions", len(seen), split, ", ".join(seen[:5]))
-    data = DataConfig(**{**state.get("data", {}), "reference_seconds": None, "hflip": False})
+    data = inference_data(state)
     dataset = PairDataset(benchmark, split, data, training=False)
     detections, kept = predict(model, dataset, spec, torch_device, max_pairs=max_pairs,
                                keep=pictures, progress=progress)

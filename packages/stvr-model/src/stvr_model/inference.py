@@ -6,13 +6,18 @@ Nothing here trains: `evaluate.py` and `predict.py` import this module, not `tra
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 
 from stvr_data.errors import StvrDataError
 from stvr_model import boxes
-from stvr_model.checkpoint import ModelSpec
+from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
+from stvr_model.data import DataConfig
+from stvr_model.feature_cache import FeatureCache
 
 BACKBONE_CHUNK = 24  # clips per backbone call at evaluation (8 s of video)
 DETECTION_COLUMNS = ["pair_id", "timestamp", "x1", "y1", "x2", "y2", "score"]
@@ -43,3 +48,24 @@ def model_inputs(batch: dict, spec: ModelSpec) -> dict:
     return {"query_clips": batch["query"], "query_boxes": batch["query_boxes"],
             "ref_clips": batch["reference"], "query_valid": batch["query_valid"],
             "ref_valid": batch["ref_valid"], "flows": flows}
+
+
+def load_for_inference(checkpoint: str | Path, device: str = "auto", *,
+                       feature_cache: str | Path | None = None):
+    """(model in eval mode on the device, checkpoint dict, its ModelSpec, the device).
+
+    References run whole (up to minutes of clips), so the backbone takes them in chunks
+    of `BACKBONE_CHUNK` clips; with `feature_cache` (a `FeatureCache` folder) the frozen
+    backbone's features are read from, and added to, that cache."""
+    torch_device = resolve_device(device)
+    model, state = model_from_checkpoint(checkpoint, map_location=torch_device)
+    model.config = dataclasses.replace(model.config, backbone_chunk_size=BACKBONE_CHUNK)
+    model.to(torch_device)
+    if feature_cache is not None:
+        model.feature_cache = FeatureCache(feature_cache, model.backbone)
+    return model, state, ModelSpec.from_dict(state["spec"]), torch_device
+
+
+def inference_data(state: dict) -> DataConfig:
+    """The checkpoint's data settings for inference: whole references, no flips."""
+    return DataConfig(**{**state.get("data", {}), "reference_seconds": None, "hflip": False})

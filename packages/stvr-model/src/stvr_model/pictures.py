@@ -158,19 +158,12 @@ def draw_pair_warps(checkpoint, benchmark, pair_id: str, out, *, steps: int = 4,
     """Figure 7 for one benchmark pair: the grid of the checkpoint's cell warped by the
     flow of `steps` reference steps (evenly spaced), each over its reference clip's middle
     frame, written to ``out/<pair_id>_step<NN>.png``. Returns the paths."""
-    from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
-    from stvr_model.data import DataConfig, PairDataset, collate
-    from stvr_model.inference import (
-        model_inputs,
-        resolve_device,
-    )
+    from stvr_model.data import PairDataset, collate
+    from stvr_model.inference import inference_data, load_for_inference, model_inputs
 
     split = pair_id.split("-")[0]
-    torch_device = resolve_device(device)
-    model, state = model_from_checkpoint(checkpoint, map_location=torch_device)
-    model.to(torch_device)
-    spec = ModelSpec.from_dict(state["spec"])
-    data = DataConfig(**{**state.get("data", {}), "reference_seconds": None, "hflip": False})
+    model, state, spec, torch_device = load_for_inference(checkpoint, device)
+    data = inference_data(state)
     dataset = PairDataset(benchmark, split, data, training=False)
     found = dataset.fixed.index[dataset.fixed.pair_id == pair_id]
     if not len(found):

@@ -23,7 +23,6 @@ query box and the detections only, at the source videos' aspect ratios.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +35,15 @@ from stvr_data import manifest
 from stvr_data.atomic import atomic_write
 from stvr_data.errors import MediaError
 from stvr_data.media import cut_clip, probe_video, read_frames
-from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
+from stvr_model.checkpoint import ModelSpec
 from stvr_model.data import DataConfig, clips_to_tensor, collate
 from stvr_model.errors import ModelError
 from stvr_model.inference import (
-    BACKBONE_CHUNK,
     DETECTION_COLUMNS,
     detection_rows,
+    inference_data,
+    load_for_inference,
     model_inputs,
-    resolve_device,
 )
 from stvr_model.visualize import draw_pair
 
@@ -174,13 +173,8 @@ def predict_pair(checkpoint: str | Path, query: Span, box, reference: Span, out:
     r_start, r_end = resolve_span(reference, "reference")
     info = probe_video(query.video)
     box = check_box(box, pixels=pixels, width=info.width, height=info.height)
-    torch_device = resolve_device(device)
-    model, state = model_from_checkpoint(checkpoint, map_location=torch_device)
-    model.to(torch_device)
-    # a user reference can be minutes long: bound the backbone's batch, as evaluation does
-    model.config = dataclasses.replace(model.config, backbone_chunk_size=BACKBONE_CHUNK)
-    spec = ModelSpec.from_dict(state["spec"])
-    data = DataConfig(**{**state.get("data", {}), "reference_seconds": None, "hflip": False})
+    model, state, spec, torch_device = load_for_inference(checkpoint, device)
+    data = inference_data(state)
     height, width = spec.image_size
     work = out / "work"
     cut_clip(query.video, work / "query.mp4", start=q_start, end=q_end, size=(width, height))

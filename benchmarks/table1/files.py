@@ -12,6 +12,7 @@ from pathlib import Path
 
 from benchmarks.table1 import report
 from benchmarks.table1.plan import MOTIONS, Budget
+from stvr_data.atomic import write_text
 
 
 def machine_info() -> dict:
@@ -75,9 +76,9 @@ def write_results(
     results.mkdir(parents=True, exist_ok=True)
     levels = [(m, budget.speed(m)) for m in MOTIONS]
     common = {"done": len(records), "planned": planned, "setting": setting_line(budget)}
-    replace_text(results / "table1.json", _raw(budget, records, planned, machine, wall_seconds))
-    replace_text(results / "table1.md", report.table1_markdown(records, levels, **common))
-    replace_text(results / "table1_motion.md", report.motion_markdown(records, levels, **common))
+    write_text(results / "table1.json", _raw(budget, records, planned, machine, wall_seconds))
+    write_text(results / "table1.md", report.table1_markdown(records, levels, **common))
+    write_text(results / "table1_motion.md", report.motion_markdown(records, levels, **common))
     report.draw_chart(
         records,
         levels,
@@ -98,23 +99,16 @@ def write_sweep(
     """motion_sweep.json, motion_sweep.md and motion_sweep.png; rewritten after every run."""
     results.mkdir(parents=True, exist_ok=True)
     common = {"done": len(records), "planned": planned, "setting": setting_line(budget)}
-    replace_text(
+    write_text(
         results / "motion_sweep.json", _raw(budget, records, planned, machine, wall_seconds)
     )
-    replace_text(results / "motion_sweep.md", report.sweep_markdown(records, **common))
+    write_text(results / "motion_sweep.md", report.sweep_markdown(records, **common))
     report.draw_sweep(
         records,
         results / "motion_sweep.png",
         title=f"synthetic STVR, frame-mAP@0.5 against actor speed "
         f"({len(records)}/{planned} runs, budget {budget.name})",
     )
-
-
-def replace_text(path: Path, text: str) -> None:
-    """Write `text` to `path` whole: beside it first, then renamed over it."""
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 def plain(value):

@@ -24,7 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
-from benchmarks.table1.files import machine_info, plain, replace_text, write_results, write_sweep
+from benchmarks.table1.files import machine_info, plain, write_results, write_sweep
 from benchmarks.table1.offsets import measure_offsets
 from benchmarks.table1.plan import (
     CELL_NAMES,
@@ -39,6 +39,7 @@ from benchmarks.table1.plan import (
     speed_tag,
     total_iterations,
 )
+from stvr_data.atomic import write_text
 
 DATA_SEED = 0  # the synthetic content and the label split; training seeds vary per run
 READY = "READY.json"
@@ -79,7 +80,7 @@ def ensure_benchmark(data_dir: Path, budget: Budget, speed: float) -> Path:
     )
     seconds = time.perf_counter() - start
     summary = {"settings": settings, "seconds": round(seconds, 1), "counts": card.get("counts")}
-    replace_text(ready, json.dumps(summary, indent=1, default=str) + "\n")
+    write_text(ready, json.dumps(summary, indent=1, default=str) + "\n")
     print(
         f"[table1] built the {speed:g}-cell benchmark in {seconds:.0f} s: {card.get('counts')}",
         flush=True,
@@ -168,7 +169,7 @@ def ensure_stage1(work: Path, bench: Path, budget: Budget, run: Run, weights: st
     if not done.exists():
         spec = model_spec(budget, STAGE1_CELL)
         seconds = _train(bench, folder, spec, train_config(budget, run.seed), budget, weights)
-        replace_text(done, json.dumps({"train_seconds": seconds}) + "\n")
+        write_text(done, json.dumps({"train_seconds": seconds}) + "\n")
         print(f"[table1] stage 1 {run.stage1_key}: {seconds} s", flush=True)
     return folder / "train" / LAST
 
@@ -220,7 +221,7 @@ def run_one(
         eval_seconds=round(time.perf_counter() - start, 1),
         stage1_seconds=stage1_seconds["train_seconds"],
     )
-    replace_text(record_path, json.dumps(record, indent=1) + "\n")
+    write_text(record_path, json.dumps(record, indent=1) + "\n")
     return record
 
 

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from stvr_data import chance, manifest
+from stvr_data.atomic import write_text
 from stvr_data.evaluation import frame_map
 from stvr_data.tubelets import describe_label
 from stvr_model.checkpoint import ModelSpec
@@ -113,7 +114,7 @@ def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str
         shuffled = PairDataset(benchmark, split, data, training=False, shuffle_queries=shuffle_seed)
         wrong, _ = predict(model, shuffled, spec, torch_device, max_pairs=max_pairs, progress=progress)
         results["shuffled_query_mAP"] = {"seed": shuffle_seed, "frame_map": score(groundtruth, wrong)}
-    (out / f"metrics_{split}.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text(out / f"metrics_{split}.json", json.dumps(results, indent=2) + "\n")
     labels = dict(zip(dataset.fixed.pair_id, dataset.fixed.label, strict=True))
     names = manifest.read_dataset_card(benchmark).get("action_names", {})
     for i, (sample, dets) in enumerate(kept):

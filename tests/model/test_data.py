@@ -89,3 +89,33 @@ def test_a_fixed_split_can_be_trained_on_its_first_pairs(tiny_benchmark):
     assert len(fitting) == 2
     ids = {fitting[i]["pair_id"] for i in range(6)}  # indices past one epoch wrap round
     assert ids == set(fitting.fixed.pair_id) and len(fitting[5]["reference"]) == 3  # 1 s windows
+
+
+def test_action_targets_are_the_multi_hot_atoms_of_each_actors_label(tiny_benchmark):
+    from stvr_data.tubelets import atom_vocabulary, label_atoms
+
+    card = manifest.read_dataset_card(tiny_benchmark)
+    atoms = atom_vocabulary(card["labels"]["train"])
+    data = PairDataset(tiny_benchmark, "train", DataConfig(query_clips_per_second=1, max_query_seconds=3,
+                                                           hflip=False), seed=1, action_atoms=atoms)
+    pair = data._epoch(0)[0].iloc[0]
+    actors = data._epoch(0)[1][pair.pair_id]
+    sample = data[0]
+    seen = 0
+    for target, time in zip(sample["targets"], sample["times"].numpy(), strict=True):
+        at_keyframe = actors[np.isclose(actors.timestamp, np.floor(time + 1e-6))]
+        assert target["actions"].shape == (len(target["boxes"]), len(atoms))
+        for box, hot in zip(target["boxes"].numpy() / 64, target["actions"].numpy(), strict=True):
+            row = at_keyframe[np.isclose(at_keyframe[["x1", "y1", "x2", "y2"]].to_numpy(float), box, atol=1e-4).all(1)]
+            expected = {atom for atom in label_atoms(row.label.iloc[0]) if atom in atoms}
+            assert {atoms[i] for i in np.flatnonzero(hot)} == expected
+            seen += 1
+    assert seen > 0
+    # Without atoms the targets hold boxes and labels only.
+    assert set(PairDataset(tiny_benchmark, "train", DataConfig(), seed=1)[0]["targets"][0]) == {"boxes", "labels"}
+
+
+def test_atom_vocabulary_orders_ids_numerically_and_names_after():
+    from stvr_data.tubelets import atom_vocabulary
+
+    assert atom_vocabulary(["5+17+80", "12+17", "Basketball"]) == ("5", "12", "17", "80", "Basketball")

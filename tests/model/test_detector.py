@@ -332,3 +332,41 @@ def test_feature_maps_too_small_for_the_warp_cell_are_reported_at_construction()
     with pytest.raises(DetectorInputError, match="4x4 feature maps, too small for the warp"):
         ReLocalizationDetector(TinyBackbone(), cell, config)
     ReLocalizationDetector(TinyBackbone(), cell, tiny_config(image_size=(96, 96)))  # 6x6
+
+
+def _with_actions(targets, classes: int = 3):
+    """targets with multi-hot actions: the matching actor does action 0, others 1 and 2."""
+    for row in targets:
+        for target in row:
+            hot = torch.zeros(len(target["labels"]), classes)
+            hot[target["labels"] == 2, 0] = 1.0
+            hot[target["labels"] == 1, 1:] = 1.0
+            target["actions"] = hot
+    return targets
+
+
+def test_action_head_adds_its_weighted_loss_and_trains_the_backbone():
+    model = make_detector(action_classes=3, action_weight=0.5).train()
+    query, query_boxes, reference, targets = make_batch()
+    _, losses = model(query, query_boxes, reference, _with_actions(targets))
+    assert "loss_action" in losses and torch.isfinite(losses["loss_action"])
+    model.zero_grad()
+    losses["loss_action"].backward()
+    assert model.backbone.conv.weight.grad.abs().sum() > 0
+    assert model.action_head.classify.weight.grad.abs().sum() > 0
+    # Its weight scales it: the same model at weight 1 gives twice the loss.
+    full = make_detector(action_classes=3, action_weight=1.0).train()
+    _, unweighted = full(query, query_boxes, reference, _with_actions(make_batch()[3]))
+    assert float(losses["loss_action"]) == pytest.approx(0.5 * float(unweighted["loss_action"]), rel=1e-5)
+
+
+def test_action_head_without_action_targets_is_named():
+    model = make_detector(action_classes=3).train()
+    query, query_boxes, reference, targets = make_batch()
+    with pytest.raises(DetectorInputError, match="carry no 'actions'"):
+        model(query, query_boxes, reference, targets)
+
+
+def test_no_action_head_by_default():
+    model = make_detector()
+    assert model.action_head is None and "loss_action" not in model.config.loss_weights

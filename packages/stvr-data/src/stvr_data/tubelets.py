@@ -43,10 +43,22 @@ def label_ids(label: str) -> tuple[int, ...]:
     return tuple(int(part) for part in label.split("+"))
 
 
+def label_atoms(label: str) -> tuple[str, ...]:
+    """The atomic actions of a combined label as strings: ``'11+17'`` -> ``('11', '17')``;
+    a label without '+' (a UCF101-24 class) is its own one atom."""
+    return tuple(str(label).split("+"))
+
+
+def atom_vocabulary(labels: Iterable[str]) -> tuple[str, ...]:
+    """Every atomic action of `labels`, once, numbers in numeric order before names."""
+    atoms = {atom for label in labels for atom in label_atoms(label)}
+    return tuple(sorted(atoms, key=lambda a: (not a.isdigit(), int(a) if a.isdigit() else 0, a)))
+
+
 def describe_label(label: str, action_names: dict) -> str:
     """A combined label with its action names, ``'11+79'`` -> ``'11+79 (sit + talk to)'``;
     `action_names` maps id strings to names. The label alone when a name is unknown."""
-    names = [action_names.get(part) for part in str(label).split("+")]
+    names = [action_names.get(part) for part in label_atoms(label)]
     return f"{label} ({' + '.join(names)})" if all(names) else str(label)
 
 

@@ -45,19 +45,25 @@ class ModelSpec:
     anchor_aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     add_gt_to_proposals: bool = False  # the authors did not; speeds up short trainings
     max_offset: float | None = 4.0  # warp cell: offset bound in feature cells (None: unbounded)
+    # Auxiliary action loss on annotated actors (`heads.ActorActionHead`, not the authors'):
+    # its weight (0: none) and its classes, the atomic actions of the benchmark's training
+    # labels, which `train` fills in from the benchmark.
+    action_loss: float = 0.0
+    action_atoms: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["image_size"] = list(self.image_size)
         out["anchor_sizes"] = list(self.anchor_sizes)
         out["anchor_aspect_ratios"] = list(self.anchor_aspect_ratios)
+        out["action_atoms"] = list(self.action_atoms)
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelSpec:
         data = dict(data)
         data["image_size"] = tuple(data["image_size"])
-        for name in ("anchor_sizes", "anchor_aspect_ratios"):
+        for name in ("anchor_sizes", "anchor_aspect_ratios", "action_atoms"):
             if name in data:
                 data[name] = tuple(data[name])
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -86,7 +92,9 @@ def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torc
                             anchor_sizes=spec.anchor_sizes,
                             anchor_aspect_ratios=spec.anchor_aspect_ratios,
                             add_gt_to_proposals=spec.add_gt_to_proposals,
-                            match_product=spec.match_product)
+                            match_product=spec.match_product,
+                            action_classes=len(spec.action_atoms) if spec.action_loss else 0,
+                            action_weight=spec.action_loss)
     return ReLocalizationDetector(backbone, cell, config)
 
 

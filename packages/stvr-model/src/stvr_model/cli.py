@@ -92,6 +92,9 @@ def main() -> None:
               help="With --train-split val/test: fit only the first N pairs.")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Staged training: start from this checkpoint's weights (a new cell starts fresh).")
+@click.option("--action-loss", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of an auxiliary loss classifying each annotated actor's atomic actions "
+                   "(the training labels'); 0: none, the authors'. For backbones without action pretraining.")
 @click.option("--freeze-backbone", is_flag=True, help="Staged training: keep the backbone's weights fixed.")
 @click.option("--feature-cache", type=click.Path(file_okay=False), default=None,
               help="Staged training: keep the frozen backbone's features in this folder and reuse them.")
@@ -102,7 +105,7 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
                   optimizer, device,
                   seed, workers, checkpoint_every, reference_seconds, max_query_seconds,
                   query_swap, query_clips_per_second, box_head_blocks, box_head_width, box_head_fc, match_product, anchor_ratios,
-                  add_gt_to_proposals, max_offset, anchor_sizes, train_split, train_pairs, init_from, freeze_backbone, feature_cache, resume, allow_lr_change,
+                  add_gt_to_proposals, max_offset, anchor_sizes, train_split, train_pairs, init_from, action_loss, freeze_backbone, feature_cache, resume, allow_lr_change,
                   no_amp):
     """Train the detector with one recurrent cell (paper §6.2 schedule by default)."""
     from stvr_data.manifest import read_dataset_card
@@ -114,7 +117,8 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
     spec = ModelSpec(cell=cell, backbone=backbone, image_size=(height, width),
                      hidden_channels=feature_channels, box_head_blocks=box_head_blocks, box_head_width=box_head_width,
                      box_head_fc=box_head_fc, match_product=match_product, anchor_sizes=anchor_sizes, anchor_aspect_ratios=anchor_ratios,
-                     add_gt_to_proposals=add_gt_to_proposals, max_offset=max_offset if max_offset > 0 else None)
+                     add_gt_to_proposals=add_gt_to_proposals, max_offset=max_offset if max_offset > 0 else None,
+                     action_loss=action_loss)
     config = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr, milestones=milestones, optimizer=optimizer,
                          seed=seed, num_workers=workers, device=device, amp=not no_amp,
                          checkpoint_every=checkpoint_every, split=train_split, max_pairs=train_pairs,
@@ -177,6 +181,34 @@ def _reading(score: float, floor: float, wrong: float | None, margin: float) -> 
         line += (f"; with wrong queries {wrong:.4f} "
                  f"({'clearly lower: the model uses the query' if uses else 'not clearly lower: the query is not used'})")
     return line
+
+
+@main.command("pretrain")
+@click.option("--manifest", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--backbone", type=click.Choice(["small", "i3d"]), default="small", show_default=True)
+@click.option("--feature-channels", type=click.IntRange(min=16), default=128, show_default=True,
+              help="Backbone output channels (the small backbone; give train the same value).")
+@click.option("--iterations", type=click.IntRange(min=1), default=400, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def pretrain_command(manifest, out, backbone, feature_channels, iterations, batch_size, lr, seed, device):
+    """Pretrain a backbone to classify the training actors' actions (what Kinetics does
+    for I3D); load the result with `train --weights OUT/backbone.pt`."""
+    import logging
+
+    from stvr_model.pretrain import RECORD, WEIGHTS, PretrainConfig, pretrain
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = PretrainConfig(backbone=backbone, channels=feature_channels, iterations=iterations,
+                            batch_size=batch_size, lr=lr, seed=seed, device=device)
+    record = pretrain(manifest, out, config)
+    first, last = record["loss"][0]["loss"], record["loss"][-1]["loss"]
+    click.echo(f"pretrained {backbone} on {record['actor_clips']} actor clips, {len(record['atoms'])} "
+               f"actions: loss {first:.3f} -> {last:.3f} in {record['seconds']:.0f} s")
+    click.echo(f"weights: {out / WEIGHTS}  record: {out / RECORD}")
 
 
 @main.command("convert-i3d")

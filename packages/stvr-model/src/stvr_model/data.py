@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from stvr_data import manifest, pairs
 from stvr_data.errors import ManifestError
 from stvr_data.media import read_frames
+from stvr_data.tubelets import label_atoms
 
 OTHER_ACTOR, MATCHING_ACTOR = 1, 2
 CLIP_SECONDS = 1.0 / manifest.CLIPS_PER_SECOND
@@ -106,8 +107,11 @@ class PairDataset(Dataset):
 
     def __init__(self, benchmark: str | Path, split: str, config: DataConfig = DataConfig(),
                  *, seed: int = 0, training: bool | None = None, shuffle_queries: int | None = None,
-                 max_pairs: int | None = None):
+                 max_pairs: int | None = None, action_atoms: tuple[str, ...] = ()):
         self.root = Path(benchmark)
+        # With atoms, targets also carry "actions" [K, len(atoms)]: the multi-hot atomic
+        # actions of each actor's combined label (the detector's auxiliary action head).
+        self.action_atoms = {atom: i for i, atom in enumerate(action_atoms)}
         self.split = split
         self.config = config
         self.seed = seed
@@ -218,8 +222,8 @@ class PairDataset(Dataset):
             "reference": clips_to_tensor(reference),
             "ref_valid": torch.from_numpy(valid),
             "times": torch.from_numpy(times),
-            "targets": [{"boxes": torch.from_numpy(np.ascontiguousarray(t["boxes"], np.float32)),
-                         "labels": torch.from_numpy(t["labels"])} for t in targets],
+            "targets": [{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in t.items()}
+                        for t in targets],
         }
 
     def _query(self, pair, rng):
@@ -255,18 +259,32 @@ class PairDataset(Dataset):
         return clip if valid else np.zeros_like(clip)
 
     def _targets(self, pair, actors, times, valid) -> list[dict]:
-        empty = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}
-        if actors is None or not len(actors):
-            return [dict(empty) for _ in times]
-        kf = _keyframe_index(actors.timestamp.to_numpy(), pair.ref_start, self.interval)
-        boxes = actors[["x1", "y1", "x2", "y2"]].to_numpy(np.float32)
-        labels = np.where(actors.matching.to_numpy(bool), MATCHING_ACTOR, OTHER_ACTOR).astype(np.int64)
+        if actors is None:
+            actors = pd.DataFrame({"timestamp": [], "x1": [], "y1": [], "x2": [], "y2": [],
+                                   "matching": [], "label": []})
+        kf = _keyframe_index(actors.timestamp.to_numpy(float), pair.ref_start, self.interval)
+        fields = {
+            "boxes": actors[["x1", "y1", "x2", "y2"]].to_numpy(np.float32).reshape(-1, 4),
+            "labels": np.where(actors.matching.to_numpy(bool), MATCHING_ACTOR, OTHER_ACTOR).astype(np.int64),
+        }
+        if self.action_atoms:
+            fields["actions"] = self._multi_hot(actors.label)
         clip_kf = _keyframe_index(times, pair.ref_start, self.interval)
         out = []
         for index, ok in zip(clip_kf, valid, strict=True):
             chosen = (kf == index) if ok else np.zeros(len(kf), bool)
-            out.append({"boxes": boxes[chosen], "labels": labels[chosen]})
+            out.append({name: value[chosen] for name, value in fields.items()})
         return out
+
+    def _multi_hot(self, labels: pd.Series) -> np.ndarray:
+        """float32 [K, atoms]: 1 where the actor's combined label holds the atom; atoms
+        outside the vocabulary (held-out labels' own) are left out."""
+        hot = np.zeros((len(labels), len(self.action_atoms)), np.float32)
+        for row, label in enumerate(labels):
+            for atom in label_atoms(label):
+                if atom in self.action_atoms:
+                    hot[row, self.action_atoms[atom]] = 1.0
+        return hot
 
 
 def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:

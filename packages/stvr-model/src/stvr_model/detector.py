@@ -30,6 +30,7 @@ from stvr_model.cells import CellError, WarpLSTMCell, control_points
 from stvr_model.heads import (
     MATCHING_ACTOR,
     OTHER_ACTOR,
+    ActorActionHead,
     ActorProposalNetwork,
     CropAndPool,
     QueryAttention,
@@ -84,6 +85,9 @@ class DetectorConfig:
     detection_nms_thresh: float = 0.6
     detections_per_clip: int = 15
     backbone_chunk_size: int | None = None  # clips per backbone call; None = all at once
+    # Auxiliary action classes of annotated actors (0: none, the authors'; see ActorActionHead)
+    action_classes: int = 0
+    action_weight: float = 1.0
 
     @property
     def feature_size(self) -> tuple[int, int]:
@@ -116,17 +120,24 @@ class DetectorConfig:
             )
         if self.box_head_width is not None and (self.box_head_width < 4 or self.box_head_width % 4):
             raise DetectorInputError(f"box_head_width {self.box_head_width} is not a positive multiple of 4")
+        if self.action_classes < 0 or self.action_weight < 0:
+            raise DetectorInputError(
+                f"action_classes {self.action_classes} and action_weight {self.action_weight} "
+                "must be >= 0")
         if self.backbone_chunk_size is not None and self.backbone_chunk_size < 1:
             raise DetectorInputError(f"backbone_chunk_size {self.backbone_chunk_size} < 1")
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        return {
+        weights = {
             "loss_rpn_objectness": self.rpn_objectness_weight,
             "loss_rpn_box": self.rpn_box_weight,
             "loss_classifier": self.classifier_weight,
             "loss_box": self.box_weight,
         }
+        if self.action_classes:
+            weights["loss_action"] = self.action_weight
+        return weights
 
 
 def build_rpn(config: DetectorConfig) -> ActorProposalNetwork:
@@ -218,6 +229,8 @@ class ReLocalizationDetector(nn.Module):
         )
         self.rpn = build_rpn(config)
         self.second_stage = build_second_stage(config, roi_pool)
+        self.action_head = (ActorActionHead(config.feature_channels, config.action_classes)
+                            if config.action_classes else None)
         self.feature_cache = None
 
     def forward(
@@ -253,9 +266,22 @@ class ReLocalizationDetector(nn.Module):
         found, head_losses = self.second_stage(
             features, proposals, queries, query_valid, owner, size, clip_targets
         )
+        if self.action_head is not None and clip_targets is not None:
+            head_losses["loss_action"] = self.action_loss(features, clip_targets)
         weights = self.config.loss_weights
         losses = {k: weights[k] * v for k, v in {**rpn_losses, **head_losses}.items()}
         return _unflatten(found, clip_valid), losses
+
+    def action_loss(self, features: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:
+        """The auxiliary action loss (`ActorActionHead`) over every annotated actor of the
+        clips: each target dict needs "actions" [K, action_classes], multi-hot."""
+        missing = [i for i, t in enumerate(targets) if "actions" not in t]
+        if missing:
+            raise DetectorInputError(
+                f"the detector has an action head ({self.config.action_classes} classes) but "
+                f"the targets of clip {missing[0]} carry no 'actions'")
+        crops = self.second_stage.roi_pool(features, [t["boxes"].to(features.dtype) for t in targets])
+        return self.action_head.loss(crops, torch.cat([t["actions"] for t in targets]))
 
     def extract(self, clips: Tensor) -> Tensor:
         """Backbone over N clips [N, 3, 8, H, W] -> [N, C, H/stride, W/stride], in chunks

@@ -151,6 +151,36 @@ class ResidualBoxHead(nn.Module):
         return x.mean(dim=(-2, -1)) if self.fc is None else self.fc(x)
 
 
+class ActorActionHead(nn.Module):
+    """An auxiliary classifier of what each annotated actor does (not the authors').
+
+    The paper's I3D arrives pretrained on Kinetics actions, so its features already tell
+    actions apart and the second stage only has to compare them. A backbone trained from
+    scratch (the small one) gets no such start: the detection losses only teach it to
+    find actors, and matching a query needs features that differ between actions. This
+    head gives it that signal during training: a linear layer on the spatial mean of each
+    ground-truth actor's crop of the features the second stage sees, scored with binary
+    cross-entropy against the atomic actions of the actor's combined label (multi-label,
+    as AVA's actions are). Only the training labels' actions are classes, so held-out
+    labels stay unseen as labels; their actions recur in training labels by design.
+
+    forward(crops [K, C, S, S]) -> logits [K, classes].
+    """
+
+    def __init__(self, channels: int, classes: int) -> None:
+        super().__init__()
+        self.classify = nn.Linear(channels, classes)
+
+    def forward(self, crops: Tensor) -> Tensor:
+        return self.classify(crops.mean(dim=(-2, -1)))
+
+    def loss(self, crops: Tensor, actions: Tensor) -> Tensor:
+        """Mean binary cross-entropy of the crops' logits against multi-hot `actions` [K, classes]."""
+        if len(crops) == 0:
+            return self.classify.weight.sum() * 0.0
+        return F.binary_cross_entropy_with_logits(self(crops), actions.to(crops.dtype))
+
+
 class ActorProposalNetwork(RegionProposalNetwork):
     """torchvision's RPN on one feature level, with losses whenever targets are given.
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from stvr_data.errors import StvrDataError
 from stvr_data.manifest import read_dataset_card
+from stvr_data.tubelets import atom_vocabulary
 from stvr_model.checkpoint import (
     CheckpointError,
     ModelSpec,
@@ -149,6 +150,7 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)
     torch.manual_seed(config.seed + rank)
+    spec = with_action_atoms(spec, manifest, config.split)
     model = build_model(spec, backbone_weights=backbone_weights).to(device)
     _stage(model, config)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -162,7 +164,8 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
     dataset = PairDataset(manifest, config.split, data, seed=config.seed, training=True,
-                          max_pairs=config.max_pairs if config.split != "train" else None)
+                          max_pairs=config.max_pairs if config.split != "train" else None,
+                          action_atoms=spec.action_atoms if spec.action_loss else ())
     loader = DataLoader(dataset, batch_sampler=BatchWindow(start, config.iterations, config.batch_size, rank, world),
                         collate_fn=collate, num_workers=config.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=False,
@@ -289,6 +292,17 @@ def resume_differences(state: dict, expected: dict, allowed: set[str]) -> list[s
         out.append(f"benchmark: {stored['path']} ({stored['fingerprint'][:12]}) -> "
                    f"{expected['benchmark']['path']} ({expected['benchmark']['fingerprint'][:12]})")
     return out
+
+
+def with_action_atoms(spec: ModelSpec, benchmark: str | Path, split: str) -> ModelSpec:
+    """`spec` with the auxiliary action head's classes: the atomic actions of the labels of
+    the split trained on (unchanged without the action loss or when already set)."""
+    if not spec.action_loss or spec.action_atoms:
+        return spec
+    labels = read_dataset_card(benchmark).get("labels", {}).get(split, [])
+    if not labels:
+        raise StvrDataError(f"{benchmark}: dataset.json lists no {split} labels for the action loss")
+    return dataclasses.replace(spec, action_atoms=atom_vocabulary(labels))
 
 
 def benchmark_record(benchmark: str | Path, split: str) -> dict:

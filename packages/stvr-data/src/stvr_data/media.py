@@ -296,6 +296,13 @@ def prepare_media(videos: pd.DataFrame, source: str, out_dir, *, workers: int = 
     finally:
         # On Ctrl-C, start no further video; running ffmpegs got the same SIGINT.
         pool.shutdown(wait=True, cancel_futures=True)
+    return media_table(videos, rows)
+
+
+def media_table(videos: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+    """`videos` with the `MEDIA_COLUMNS` of `rows` (one dict per video, in the same order):
+    the one place the media step's result is assembled, so a table made from rows read
+    back (a merge of media shards) is the table `prepare_media` makes."""
     result = videos.reset_index(drop=True).copy()
     for column in MEDIA_COLUMNS:
         result[column] = [row[column] for row in rows]

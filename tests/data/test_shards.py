@@ -4,11 +4,12 @@ a running shard blocks the merge, and bad values or a missing shard are one-line
 
 from __future__ import annotations
 
+import errno
 import json
 
 import pytest
 from click.testing import CliRunner
-from test_build_safety import _last_line
+from test_build_safety import MKV, _last_line
 
 from stvr_data import manifest, media, sample_ucf
 from stvr_data.cli.main import main
@@ -173,3 +174,36 @@ def test_build_ucf_shards_and_merges_to_the_unsharded_benchmark(tmp_path):
         result = CliRunner().invoke(main, [*args, str(tmp_path / "sharded"), *extra])
         assert result.exit_code == 0, result.output
     assert _files(tmp_path / "sharded") == _files(tmp_path / "plain")
+
+
+def test_a_build_without_media_leaves_the_shards_alone(sample, plain, tmp_path):
+    out = tmp_path / "b"
+    for shard in ("1/2", "2/2"):
+        assert _build(sample, out, "--shard", shard).exit_code == 0
+    before = _files(out / SHARDS_DIR)
+    assert _build(sample, out, "--skip-media").exit_code == 0
+    assert _files(out / SHARDS_DIR) == before
+    assert _build(sample, out, "--merge").exit_code == 0
+    assert _files(out) == _files(plain)
+
+
+def test_a_shard_with_videos_to_retry_fails_and_its_rerun_retries_them(sample, tmp_path, monkeypatch):
+    real = media.cut_clip
+
+    def full_disk(src, dest, **kwargs):
+        if MKV in str(src):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dest, **kwargs)
+
+    monkeypatch.setattr(media, "cut_clip", full_disk)
+    out = tmp_path / "b"
+    shard = next(s for s in ("1/2", "2/2") if _build(sample, out, "--shard", s).exit_code != 0)
+    folder = Shard(*map(int, shard.split("/"))).folder
+    assert {r["status"] for r in _status(out, folder)["videos"]} == {"ok", "retryable"}
+    result = _build(sample, out, "--shard", shard)
+    assert result.exit_code == 2
+    assert _last_line(result).startswith(f"error: {out}: shard {shard}: 1 videos failed for a reason that "
+                                         "may pass")
+    monkeypatch.setattr(media, "cut_clip", real)
+    assert _build(sample, out, "--shard", shard).exit_code == 0
+    assert {r["status"] for r in _status(out, folder)["videos"]} == {"ok"}

@@ -108,10 +108,17 @@ def build_benchmark(corpus: Corpus, videos_source: str | None, out: str | Path,
                    "schema_version": manifest.SCHEMA_VERSION}  # a newer format rebuilds
     command = f"build {corpus.name}" + (" --merge" if options.merge else "")
     if options.shard is not None:
-        return shards.run_shard(
+        status = shards.run_shard(
             corpus.videos, out, options.shard, fingerprint, command=f"{command} --shard {options.shard}",
             cut=lambda videos, stage: _cut(videos, videos_source, out, stage, options, corpus.media_span))
-    with outdir.open_output(out, command=command) as output, shards.claim(out, command=command) as claimed:
+        retry = sum(row["status"] == RETRYABLE for row in status["videos"])
+        if retry:
+            raise IncompleteBuildError(f"{out}: shard {options.shard}: {retry} videos failed for a reason "
+                                       "that may pass: run the same command again to retry them, then --merge")
+        return status
+    media_built = not options.skip_media and videos_source is not None  # else shards are left alone
+    with (outdir.open_output(out, command=command) as output,
+          shards.claim(out, command=command, media=media_built) as claimed):
         if _up_to_date(output, fingerprint, options) and not (claimed.statuses or options.merge):
             log.info("%s is already built with these inputs and options", out)
             output.drop_stage()

@@ -208,15 +208,16 @@ class Claimed:
 
 
 @contextmanager
-def claim(root, *, command: str) -> Iterator[Claimed]:
-    """Hold the lock of every shard folder under `root` and yield them with their statuses.
+def claim(root, *, command: str, media: bool = True) -> Iterator[Claimed]:
+    """Hold the lock of every shard folder under `root` and yield them with their statuses
+    (none, and nothing locked, for a build without media: it leaves the shards alone).
 
     Raises `OutputLockedError` naming the shard that is still running.
     """
     base = Path(root) / SHARDS_DIR
     found = sorted(Shard(int(m.group(1)), int(m.group(2)))
                    for m in (_FOLDER.fullmatch(p.name) for p in (base.iterdir() if base.is_dir() else ()))
-                   if m and int(m.group(1)) <= int(m.group(2)))
+                   if m and media and int(m.group(1)) <= int(m.group(2)))
     with ExitStack() as locks:
         for shard in found:
             locks.enter_context(OutputLock(base / shard.folder, command=command))

@@ -249,6 +249,7 @@ def test_prepare_media_youtube_fallback_is_opt_in(tmp_path, library, monkeypatch
         return library / "a.mp4"
 
     monkeypatch.setattr(media, "download_youtube", fake_download)
+    monkeypatch.setattr(media, "check_youtube_tool", lambda: "deno 2.5.0")  # no runtime needed here
     rows = _videos(("gone", "gone.mkv", "val"))
     assert media.prepare_media(rows, str(library), tmp_path / "b1", **OPTIONS)["status"][0] == "missing"
     assert fetched == []
@@ -286,6 +287,7 @@ def test_download_youtube_passes_video_only_options(tmp_path, monkeypatch):
     assert seen["url"] == "https://www.youtube.com/watch?v=abcdefghijk" and seen["download"]
     assert seen["format"].startswith("bestvideo[height<=720]") and seen["noplaylist"]
     assert "download_ranges" not in seen  # the whole video, so AVA's timeline is kept
+    assert seen["js_runtimes"] == {name: {} for name in ("deno", "node", "quickjs", "bun")}  # not deno only
 
 
 @pytest.fixture

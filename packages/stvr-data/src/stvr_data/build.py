@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 REPORTS_DIR = "reports"
 FIGURE_FILE = "samples_per_label.png"
 MEDIA_REPORT = f"{REPORTS_DIR}/media.txt"
-RETRYABLE = "retryable"  # the media status of a video the same command tries again
 
 
 class IncompleteBuildError(StvrDataError):
@@ -111,10 +111,10 @@ def build_benchmark(corpus: Corpus, videos_source: str | None, out: str | Path,
         status = shards.run_shard(
             corpus.videos, out, options.shard, fingerprint, command=f"{command} --shard {options.shard}",
             cut=lambda videos, stage: _cut(videos, videos_source, out, stage, options, corpus.media_span))
-        retry = sum(row["status"] == RETRYABLE for row in status["videos"])
+        retry = _retry_reason(Counter(row["status"] for row in status["videos"]))
         if retry:
-            raise IncompleteBuildError(f"{out}: shard {options.shard}: {retry} videos failed for a reason "
-                                       "that may pass: run the same command again to retry them, then --merge")
+            raise IncompleteBuildError(f"{out}: shard {options.shard}: {retry}: run the same command "
+                                       "again to retry them, then --merge")
         return status
     media_built = not options.skip_media and videos_source is not None  # else shards are left alone
     with (outdir.open_output(out, command=command) as output,
@@ -127,13 +127,22 @@ def build_benchmark(corpus: Corpus, videos_source: str | None, out: str | Path,
                                     fingerprint, claimed)
         card = output.commit(card, files)
         claimed.remove()
-    retry = card["counts"]["videos"].get(RETRYABLE, 0)
+    retry = _retry_reason(card["counts"]["videos"])
     if retry:
         again = "the shards and --merge again" if options.merge else "the same command again"
         raise IncompleteBuildError(
-            f"{out}: {retry} videos failed for a reason that may pass (see {out / MEDIA_REPORT}); the "
-            f"benchmark was written without their pairs: run {again} to retry them")
+            f"{out}: {retry} (see {out / MEDIA_REPORT}); the benchmark was written without their "
+            f"pairs: run {again} to retry them")
     return card
+
+
+def _retry_reason(counts: dict) -> str:
+    """What the same command tries again, given media status -> videos (`media.RETRY_STATUSES`);
+    empty when nothing."""
+    reasons = {"retryable": "failed for a reason that may pass",
+               "tool_unusable": "failed because the download tool (yt-dlp) could not be used"}
+    return " and ".join(f"{counts[status]} videos {why}" for status, why in reasons.items()
+                        if counts.get(status))
 
 
 def _up_to_date(output: outdir.Output, fingerprint: dict, options: BuildOptions) -> bool:
@@ -150,9 +159,9 @@ def _up_to_date(output: outdir.Output, fingerprint: dict, options: BuildOptions)
     if not same:
         log.warning("%s: replacing the benchmark there, which differs in %s", output.root,
                     describe_changes(previous.get("fingerprint") or {}, fingerprint))
-    retry = previous.get("counts", {}).get("videos", {}).get(RETRYABLE, 0)
+    retry = _retry_reason(previous.get("counts", {}).get("videos", {}))
     if same and retry:
-        log.warning("%s: retrying %d videos that failed for a reason that may pass", output.root, retry)
+        log.warning("%s: retrying what failed before: %s", output.root, retry)
     return same and not problems and not retry and not options.force
 
 

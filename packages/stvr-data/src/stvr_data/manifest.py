@@ -90,7 +90,7 @@ VIDEOS_SCHEMA = _schema(
     _field("fps", pa.float64(), "Frame rate of the clip file."),
     _field("width", pa.int32(), "Frame width of the clip file in pixels."),
     _field("height", pa.int32(), "Frame height of the clip file in pixels."),
-    _field("status", pa.string(), "ok | missing | corrupt | retryable (may pass: the same command retries it) | skipped (no media step)."),
+    _field("status", pa.string(), "ok | missing | corrupt | retryable (may pass: the same command retries it) | tool_unusable (the download tool could not be used: the same command retries it) | skipped (no media step)."),
     _field("sha256", pa.string(), "SHA-256 of the clip file (hex); null without media.", True),
 )
 

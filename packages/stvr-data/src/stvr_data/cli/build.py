@@ -43,7 +43,9 @@ def common_build_options(func):
                      help="Rebuild even if the directory holds this exact build; re-cut clips. "
                           "Replaces only files its dataset.json lists."),
         click.option("--youtube-fallback", is_flag=True,
-                     help="Try YouTube (yt-dlp) for videos the source does not have."),
+                     help="Try YouTube (yt-dlp) for videos the source does not have. Needs a "
+                          "JavaScript runtime yt-dlp supports (deno, node >= 22, quickjs or bun): "
+                          "checked before any video."),
         click.option("--shard", default=None, metavar="K/N", callback=parse_shard_option,
                      help="Do the media of shard K of N only (1-based: K = 1..N): every N-th video "
                           "by sorted id, from the K-th. Shards run at once into one --out; "

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stvr_data import fetch, media
+from stvr_data import media, youtube
 from stvr_data.errors import MediaError
 from stvr_data.manifest import atomic_path
 
@@ -282,7 +282,7 @@ def test_download_youtube_passes_video_only_options(tmp_path, monkeypatch):
             return seen["outtmpl"].replace("%(ext)s", info["ext"])
 
     monkeypatch.setattr(yt_dlp, "YoutubeDL", FakeYoutubeDL)
-    path = fetch.download_youtube("abcdefghijk", tmp_path)
+    path = youtube.download_youtube("abcdefghijk", tmp_path)
     assert path == tmp_path / "abcdefghijk.mp4" and path.is_file()
     assert seen["url"] == "https://www.youtube.com/watch?v=abcdefghijk" and seen["download"]
     assert seen["format"].startswith("bestvideo[height<=720]") and seen["noplaylist"]

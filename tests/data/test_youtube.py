@@ -15,10 +15,11 @@ from test_build_safety import MKV, _build, _last_line
 from yt_dlp.networking.exceptions import TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, GeoRestrictedError
 
-from stvr_data import fetch, manifest, media
+from stvr_data import manifest, media, youtube
 from stvr_data.errors import TransientMediaError
-from stvr_data.fetch import ToolUnusableError, VideoMissingError
+from stvr_data.fetch import VideoMissingError
 from stvr_data.sample import SampleConfig, make_sample
+from stvr_data.youtube import ToolUnusableError
 
 NO_RUNTIME = ("--youtube-fallback: yt-dlp finds no JavaScript runtime for YouTube{found}: install one of "
               "deno >= 2.3.0, node >= 22.0.0, quickjs >= 2023.12.9, bun >= 1.2.11 (e.g. pip install deno) "
@@ -33,24 +34,24 @@ class Info:  # the fields of yt-dlp's JsRuntimeInfo that are read
 
 
 def _runtimes(monkeypatch, **installed: Info) -> None:
-    monkeypatch.setattr(fetch, "_runtime_info", lambda name: installed.get(name))
+    monkeypatch.setattr(youtube, "_runtime_info", lambda name: installed.get(name))
 
 
 def test_the_first_supported_runtime_in_yt_dlp_order_is_used(monkeypatch):
     _runtimes(monkeypatch, node=Info("node", "22.3.0"), bun=Info("bun", "1.2.20"))
-    assert fetch.check_youtube_tool() == "node 22.3.0"
+    assert youtube.check_youtube_tool() == "node 22.3.0"
     _runtimes(monkeypatch, node=Info("node", "22.3.0"), deno=Info("deno", "2.5.1"))
-    assert fetch.check_youtube_tool() == "deno 2.5.1"
+    assert youtube.check_youtube_tool() == "deno 2.5.1"
 
 
 def test_no_runtime_is_refused_saying_what_to_install(monkeypatch):
     _runtimes(monkeypatch)
     with pytest.raises(ToolUnusableError) as err:
-        fetch.check_youtube_tool()
+        youtube.check_youtube_tool()
     assert str(err.value) == NO_RUNTIME.format(found="")
     _runtimes(monkeypatch, node=Info("node", "20.20.2", supported=False))
     with pytest.raises(ToolUnusableError) as err:
-        fetch.check_youtube_tool()
+        youtube.check_youtube_tool()
     assert str(err.value) == NO_RUNTIME.format(found=" (node 20.20.2 too old)")
 
 
@@ -59,14 +60,14 @@ def test_yt_dlp_without_its_challenge_scripts_is_refused(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "yt_dlp_ejs" else real(name, *a))
     with pytest.raises(ToolUnusableError, match=r"install yt-dlp\[default\]$"):
-        fetch.check_youtube_tool()
+        youtube.check_youtube_tool()
 
 
 def test_the_runtime_lookup_is_yt_dlps_own():
     """Without stand-ins: whatever this machine has, the answer is a runtime yt-dlp
     supports or the one-line refusal (never a traceback)."""
     try:
-        found = fetch.check_youtube_tool()
+        found = youtube.check_youtube_tool()
     except ToolUnusableError as err:
         assert str(err).startswith("--youtube-fallback: ") and "\n" not in str(err)
     else:
@@ -94,7 +95,7 @@ def _download_error(message: str, original: Exception | None = None) -> Download
     ("n challenge solving failed: Some formats may be missing.", None, ToolUnusableError),
 ])
 def test_a_failed_download_is_told_apart_by_its_cause(message, original, kind):
-    err = fetch.youtube_failure("abcdefghijk", _download_error(message, original))
+    err = youtube.youtube_failure("abcdefghijk", _download_error(message, original))
     assert type(err) is kind
     assert str(err).startswith(f"youtube:abcdefghijk: [youtube] abcdefghijk: {message}")
     if kind is ToolUnusableError:
@@ -117,7 +118,7 @@ def test_download_youtube_raises_what_the_failure_was(tmp_path, monkeypatch):
 
     monkeypatch.setattr(yt_dlp, "YoutubeDL", Failing)
     with pytest.raises(ToolUnusableError):
-        fetch.download_youtube("abcdefghijk", tmp_path)
+        youtube.download_youtube("abcdefghijk", tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +154,7 @@ def test_a_tool_failure_is_reported_apart_from_a_gone_video_and_retried(sample, 
     _runtimes(monkeypatch, deno=Info("deno", "2.5.1"))
 
     def broken_tool(video_id, dest):
-        raise fetch.youtube_failure(video_id, _download_error("Requested format is not available"))
+        raise youtube.youtube_failure(video_id, _download_error("Requested format is not available"))
 
     monkeypatch.setattr(media, "download_youtube", broken_tool)
     out = tmp_path / "b"
@@ -170,7 +171,7 @@ def test_a_tool_failure_is_reported_apart_from_a_gone_video_and_retried(sample, 
     assert "Requested format is not available" in line and "not a verdict on the video" in line
 
     def gone(video_id, dest):
-        raise fetch.youtube_failure(video_id, _download_error("Video unavailable"))
+        raise youtube.youtube_failure(video_id, _download_error("Video unavailable"))
 
     monkeypatch.setattr(media, "download_youtube", gone)
     again = _build(sample, out, "--youtube-fallback", "--resolution", "32x32", videos=one_gone)

@@ -35,16 +35,11 @@ from tqdm import tqdm
 from stvr_data import atomic
 from stvr_data.atomic import atomic_write
 from stvr_data.errors import MediaError, OutputWriteError, TransientMediaError
-from stvr_data.fetch import (
-    ToolUnusableError,
-    VideoMissingError,
-    check_youtube_tool,
-    download_youtube,
-    fetch_video,
-)
+from stvr_data.fetch import VideoMissingError, fetch_video
 from stvr_data.manifest import sha256_file
 from stvr_data.outdir import within
 from stvr_data.process import is_transient_os_error, run_child
+from stvr_data.youtube import ToolUnusableError, check_youtube_tool, download_youtube
 
 CLIP_START = 900.0
 CLIP_END = 1800.0
@@ -282,7 +277,7 @@ def prepare_media(videos: pd.DataFrame, source: str, out_dir, *, workers: int = 
     in `out_dir`; ``clip_path`` is always relative. Videos run in `workers`
     threads, each driving its own ffmpeg; rows and clip bytes do not depend on `workers`.
     HTTP downloads are kept in `download_dir` (default `default_download_dir()`).
-    With `youtube_fallback`, yt-dlp's setup is checked first (`fetch.check_youtube_tool`:
+    With `youtube_fallback`, yt-dlp's setup is checked first (`youtube.check_youtube_tool`:
     `ToolUnusableError` before any video when it cannot work).
     """
     for column in ("video_id", "source_file"):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import json
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -71,6 +73,21 @@ def test_two_shards_and_a_merge_give_the_unsharded_benchmark_byte_for_byte(sampl
     assert _files(out) == _files(plain)  # tables, clips, reports, card and the files it generates
 
 
+def test_shards_running_at_once_in_separate_processes_merge_to_the_same_benchmark(sample, plain, tmp_path):
+    out = tmp_path / "b"
+    runs = [subprocess.Popen([sys.executable, "-c", "from stvr_data.cli.main import main; main()",
+                              "build-ava", "--annotations", str(sample / "annotations"), "--videos",
+                              str(sample / "videos"), "--out", str(out), *SMALL, "--shard", shard],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for shard in ("1/3", "2/3", "3/3")]
+    for run in runs:
+        output, _ = run.communicate(timeout=600)
+        assert run.returncode == 0, output
+    merged = _build(sample, out, "--merge")
+    assert merged.exit_code == 0, merged.output
+    assert _files(out) == _files(plain)
+
+
 def test_merge_cuts_nothing_and_a_plain_run_takes_the_shards_clips_over(sample, plain, tmp_path, monkeypatch):
     out = tmp_path / "b"
     for shard in ("1/2", "2/2"):
@@ -97,6 +114,9 @@ def test_a_shard_reuses_its_own_clips_and_those_of_the_benchmark(sample, tmp_pat
     cuts.clear()
     assert _build(sample, out, "--shard", "1/3").exit_code == 0  # clips committed in the benchmark
     assert cuts == [] and {r["status"] for r in _status(out, "1-of-3")["videos"]} == {"ok"}
+    verify = CliRunner().invoke(main, ["verify", str(out)])
+    assert verify.exit_code == 0  # the benchmark in place is whole; the shard is noted, not counted
+    assert f"note: {SHARDS_DIR}: clips of media shards not merged yet (run the build with --merge)" in verify.output
 
 
 @pytest.mark.parametrize("value", ["0/2", "3/2", "2", "a/b", "1/0", "-1/2"])

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -90,6 +91,8 @@ def run_shard(videos: pd.DataFrame, out, shard: Shard, fingerprint: dict, *, com
     step is done; a shard stopped before that has none, and a merge calls it unfinished.
     Raises `OutputLockedError` when the same shard runs already (or a merge holds it).
     """
+    from stvr_data.media import MEDIA_COLUMNS
+
     root = Path(out)
     _check_root(root)
     folder = root / SHARDS_DIR / shard.folder
@@ -97,8 +100,6 @@ def run_shard(videos: pd.DataFrame, out, shard: Shard, fingerprint: dict, *, com
         (folder / STATUS_FILE).unlink(missing_ok=True)  # true again only once this run is done
         outdir.remove_partials(folder)
         done = cut(shard.take(videos), folder)
-        from stvr_data.media import MEDIA_COLUMNS
-
         status = {"shard": str(shard), "fingerprint": fingerprint,
                   "videos": done[["video_id", *MEDIA_COLUMNS]].to_dict("records")}
         atomic.write_text(folder / STATUS_FILE, json.dumps(status, indent=1) + "\n")
@@ -115,8 +116,8 @@ def _check_root(root: Path) -> None:
 
 def summary(status: dict) -> str:
     """One line about a finished shard (printed by the CLI)."""
-    counts = pd.Series([row["status"] for row in status["videos"]]).value_counts().sort_index()
-    done = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none"
+    counts = Counter(row["status"] for row in status["videos"])
+    done = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
     count = status["shard"].split("/")[1]
     return (f"shard {status['shard']}: {len(status['videos'])} videos ({done}); when all {count} "
             "shards are done, run the same command with --merge instead of --shard")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stvr_data import fetch, media
+from stvr_data import media, youtube
 from stvr_data.errors import MediaError
 from stvr_data.manifest import atomic_path
 
@@ -249,6 +249,7 @@ def test_prepare_media_youtube_fallback_is_opt_in(tmp_path, library, monkeypatch
         return library / "a.mp4"
 
     monkeypatch.setattr(media, "download_youtube", fake_download)
+    monkeypatch.setattr(media, "check_youtube_tool", lambda: "deno 2.5.0")  # no runtime needed here
     rows = _videos(("gone", "gone.mkv", "val"))
     assert media.prepare_media(rows, str(library), tmp_path / "b1", **OPTIONS)["status"][0] == "missing"
     assert fetched == []
@@ -281,11 +282,12 @@ def test_download_youtube_passes_video_only_options(tmp_path, monkeypatch):
             return seen["outtmpl"].replace("%(ext)s", info["ext"])
 
     monkeypatch.setattr(yt_dlp, "YoutubeDL", FakeYoutubeDL)
-    path = fetch.download_youtube("abcdefghijk", tmp_path)
+    path = youtube.download_youtube("abcdefghijk", tmp_path)
     assert path == tmp_path / "abcdefghijk.mp4" and path.is_file()
     assert seen["url"] == "https://www.youtube.com/watch?v=abcdefghijk" and seen["download"]
     assert seen["format"].startswith("bestvideo[height<=720]") and seen["noplaylist"]
     assert "download_ranges" not in seen  # the whole video, so AVA's timeline is kept
+    assert seen["js_runtimes"] == {name: {} for name in ("deno", "node", "quickjs", "bun")}  # not deno only
 
 
 @pytest.fixture

@@ -19,22 +19,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from stvr_data import atomic, chance, manifest, outdir, pairs
+from stvr_data import atomic, chance, manifest, outdir, pairs, shards
 from stvr_data.atomic import atomic_write
 from stvr_data.errors import StvrDataError
+from stvr_data.shards import Shard
 
 log = logging.getLogger(__name__)
 
 REPORTS_DIR = "reports"
 FIGURE_FILE = "samples_per_label.png"
 MEDIA_REPORT = f"{REPORTS_DIR}/media.txt"
-RETRYABLE = "retryable"  # the media status of a video the same command tries again
 
 
 class IncompleteBuildError(StvrDataError):
@@ -53,11 +54,19 @@ class BuildOptions:
     pad_below: int = 10  # targets shorter than this many keyframes get background padding
     force: bool = False
     youtube_fallback: bool = False
+    shard: Shard | None = None  # do the media of this shard only (`stvr_data.shards`)
+    merge: bool = False  # assemble the benchmark from the finished shards
+
+    def __post_init__(self):
+        if self.shard is not None and self.merge:
+            raise shards.ShardError("--shard and --merge exclude each other: run the shards, then --merge")
+        if (self.shard is not None or self.merge) and self.skip_media:
+            raise shards.ShardError("--shard and --merge share out the media step: drop --skip-media")
 
     def card(self) -> dict:
         out = dataclasses.asdict(self)
-        out.pop("workers")  # does not change the result
-        out.pop("force")
+        for name in ("workers", "force", "shard", "merge"):  # they do not change the result
+            out.pop(name)
         out["resolution"] = list(self.resolution)
         return out
 
@@ -85,8 +94,11 @@ def build_benchmark(corpus: Corpus, videos_source: str | None, out: str | Path,
                     options: BuildOptions, *, extra_options: dict | None = None) -> dict:
     """Write the benchmark for `corpus` into `out` and return its dataset card.
 
-    Raises `OutputLockedError` when another build holds `out`, `OutputDirectoryError` for a
-    directory that is not a benchmark, and `IncompleteBuildError` when a split has no
+    With `options.shard`, only that shard's media is done and its status returned
+    (`stvr_data.shards.run_shard`); with `options.merge`, the media rows come from the
+    shards' statuses. Raises `OutputLockedError` when another build (or a shard) holds
+    `out`, `OutputDirectoryError` for a directory that is not a benchmark, `ShardError`
+    for shards that cannot be merged, and `IncompleteBuildError` when a split has no
     pairs (nothing committed) or videos are left to retry (committed without them).
     """
     out = Path(out)
@@ -94,20 +106,43 @@ def build_benchmark(corpus: Corpus, videos_source: str | None, out: str | Path,
                    "corpus_options": extra_options or {},
                    "videos": None if videos_source is None else str(videos_source),
                    "schema_version": manifest.SCHEMA_VERSION}  # a newer format rebuilds
-    with outdir.open_output(out, command=f"build {corpus.name}") as output:
-        if _up_to_date(output, fingerprint, options):
+    command = f"build {corpus.name}" + (" --merge" if options.merge else "")
+    if options.shard is not None:
+        status = shards.run_shard(
+            corpus.videos, out, options.shard, fingerprint, command=f"{command} --shard {options.shard}",
+            cut=lambda videos, stage: _cut(videos, videos_source, out, stage, options, corpus.media_span))
+        retry = _retry_reason(Counter(row["status"] for row in status["videos"]))
+        if retry:
+            raise IncompleteBuildError(f"{out}: shard {options.shard}: {retry}: run the same command "
+                                       "again to retry them, then --merge")
+        return status
+    media_built = not options.skip_media and videos_source is not None  # else shards are left alone
+    with (outdir.open_output(out, command=command) as output,
+          shards.claim(out, command=command, media=media_built) as claimed):
+        if _up_to_date(output, fingerprint, options) and not (claimed.statuses or options.merge):
             log.info("%s is already built with these inputs and options", out)
             output.drop_stage()
             return output.previous
         card, files = _build_staged(corpus, videos_source, output, options, extra_options or {},
-                                    fingerprint)
+                                    fingerprint, claimed)
         card = output.commit(card, files)
-    retry = card["counts"]["videos"].get(RETRYABLE, 0)
+        claimed.remove()
+    retry = _retry_reason(card["counts"]["videos"])
     if retry:
+        again = "the shards and --merge again" if options.merge else "the same command again"
         raise IncompleteBuildError(
-            f"{out}: {retry} videos failed for a reason that may pass (see {out / MEDIA_REPORT}); the "
-            "benchmark was written without their pairs: run the same command again to retry them")
+            f"{out}: {retry} (see {out / MEDIA_REPORT}); the benchmark was written without their "
+            f"pairs: run {again} to retry them")
     return card
+
+
+def _retry_reason(counts: dict) -> str:
+    """What the same command tries again, given media status -> videos (`media.RETRY_STATUSES`);
+    empty when nothing."""
+    reasons = {"retryable": "failed for a reason that may pass",
+               "tool_unusable": "failed because the download tool (yt-dlp) could not be used"}
+    return " and ".join(f"{counts[status]} videos {why}" for status, why in reasons.items()
+                        if counts.get(status))
 
 
 def _up_to_date(output: outdir.Output, fingerprint: dict, options: BuildOptions) -> bool:
@@ -124,9 +159,9 @@ def _up_to_date(output: outdir.Output, fingerprint: dict, options: BuildOptions)
     if not same:
         log.warning("%s: replacing the benchmark there, which differs in %s", output.root,
                     describe_changes(previous.get("fingerprint") or {}, fingerprint))
-    retry = previous.get("counts", {}).get("videos", {}).get(RETRYABLE, 0)
+    retry = _retry_reason(previous.get("counts", {}).get("videos", {}))
     if same and retry:
-        log.warning("%s: retrying %d videos that failed for a reason that may pass", output.root, retry)
+        log.warning("%s: retrying what failed before: %s", output.root, retry)
     return same and not problems and not retry and not options.force
 
 
@@ -154,9 +189,10 @@ def _flatten(value, prefix: str = "") -> dict:
 
 
 def _build_staged(corpus: Corpus, videos_source, output: outdir.Output, options: BuildOptions,
-                  extra_options: dict, fingerprint: dict) -> tuple[dict, list[str]]:
+                  extra_options: dict, fingerprint: dict,
+                  claimed: shards.Claimed) -> tuple[dict, list[str]]:
     """Write every file of the new benchmark into the staging folder; its card and files."""
-    videos = _media(corpus, videos_source, output, options)
+    videos = _media(corpus, videos_source, output, options, claimed, fingerprint)
     tubelets, cut = trim_training_tubelets(_with_ids(corpus.tubelets), _decoded_ends(videos),
                                            corpus.keyframe_interval)
     tables, dropped, short = _pair_tables(tubelets, videos, corpus, options)
@@ -198,8 +234,10 @@ def _with_ids(tubelets: pd.DataFrame) -> pd.DataFrame:
     return ordered
 
 
-def _media(corpus: Corpus, source: str | None, output: outdir.Output, options: BuildOptions) -> pd.DataFrame:
-    """The videos table: clips cut when media is built, status 'skipped' otherwise."""
+def _media(corpus: Corpus, source: str | None, output: outdir.Output, options: BuildOptions,
+           claimed: shards.Claimed, fingerprint: dict) -> pd.DataFrame:
+    """The videos table: clips cut (or taken over from finished shards) when media is
+    built, status 'skipped' otherwise."""
     videos = corpus.videos.sort_values("video_id", kind="stable").reset_index(drop=True)
     width, height = options.resolution
     if options.skip_media or source is None:
@@ -207,15 +245,27 @@ def _media(corpus: Corpus, source: str | None, output: outdir.Output, options: B
                              status="skipped", sha256=None)
     from stvr_data import media  # ffmpeg is only needed when clips are made
 
-    done = media.prepare_media(
-        videos, source, output.root, workers=options.workers, fps=options.fps, size=options.resolution,
-        force=options.force, youtube_fallback=options.youtube_fallback,
-        start=corpus.media_span[0], end=corpus.media_span[1], stage_dir=output.stage)
+    claimed.adopt(output.stage)
+    if options.merge:
+        done = media.media_table(videos, claimed.merged_rows(videos, fingerprint, output.stage))
+    else:
+        done = _cut(videos, source, output.root, output.stage, options, corpus.media_span)
     failed = done[done.status != "ok"]
     if len(failed):
         log.warning("%d of %d videos could not be had; their pairs are dropped (see %s)",
                     len(failed), len(done), output.root / MEDIA_REPORT)
     return done
+
+
+def _cut(videos: pd.DataFrame, source: str, root, stage, options: BuildOptions,
+         span: tuple[float, float]) -> pd.DataFrame:
+    """The media step proper (`media.prepare_media`): new clips under `stage`."""
+    from stvr_data import media
+
+    return media.prepare_media(
+        videos, source, root, workers=options.workers, fps=options.fps, size=options.resolution,
+        force=options.force, youtube_fallback=options.youtube_fallback, start=span[0], end=span[1],
+        stage_dir=stage)
 
 
 def _pair_tables(tubelets, videos, corpus, options):
@@ -375,7 +425,9 @@ def _draw_samples_per_label(tubelets: pd.DataFrame, path: Path, *, title: str) -
 
 
 def summary(card: dict) -> str:
-    """A few human lines about a built benchmark (printed by the CLI)."""
+    """A few human lines about a built benchmark, or a shard's one line (printed by the CLI)."""
+    if "shard" in card:
+        return shards.summary(card)
     counts = card.get("counts", {})
     lines = [f"{card.get('name')}: {json.dumps(counts.get('tubelets'))} tubelets, "
              f"labels {json.dumps(counts.get('labels'))}",

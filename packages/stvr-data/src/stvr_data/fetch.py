@@ -8,7 +8,8 @@ tens to hundreds of MB each). Downloads there are long and get interrupted, so
 checks the size against what the server announced and that the whole file demuxes to
 its announced end, and only then renames it into place: a file under its final name is
 always complete, and a file that failed a check is deleted.
-YouTube (through yt-dlp) is an opt-in fallback for videos the mirror lacks.
+YouTube (through yt-dlp, `stvr_data.youtube`) is an opt-in fallback for videos the
+mirror lacks.
 """
 
 from __future__ import annotations
@@ -301,41 +302,3 @@ def _last_packet_end(container, stream) -> float | None:
             end = max(end or 0.0, float((packet.pts + (packet.duration or 0)) * packet.time_base))
     start = stream.start_time * stream.time_base if stream.start_time is not None else 0
     return None if end is None else end - float(start)
-
-
-def youtube_options(video_id: str, dest_dir) -> dict:
-    """yt-dlp options: video only (the benchmark never uses audio), at most 720p (clips
-    are 320x320), the whole video so that AVA's 900-1800 s timeline is kept."""
-    import imageio_ffmpeg
-
-    return {
-        "format": "bestvideo[height<=720][ext=mp4]/bestvideo[height<=720]/best[height<=720]/best",
-        "outtmpl": str(Path(dest_dir) / f"{video_id}.%(ext)s"),
-        "quiet": True,
-        "noprogress": True,
-        "noplaylist": True,
-        "retries": 3,
-        "ffmpeg_location": imageio_ffmpeg.get_ffmpeg_exe(),
-    }
-
-
-def download_youtube(video_id: str, dest_dir) -> Path:
-    """Download YouTube video `video_id` into `dest_dir` with yt-dlp; return its path.
-
-    An opt-in fallback for AVA videos the mirror lacks: many AVA videos have since
-    been taken down, and re-encodes may differ from the mirror's copy. Raises
-    `VideoMissingError` when yt-dlp cannot get it.
-    """
-    import yt_dlp
-
-    Path(dest_dir).mkdir(parents=True, exist_ok=True)
-    url = f"https://www.youtube.com/watch?v={video_id}"
-    try:
-        with yt_dlp.YoutubeDL(youtube_options(video_id, dest_dir)) as ydl:
-            info = ydl.extract_info(url, download=True)
-            path = Path(ydl.prepare_filename(info))
-    except yt_dlp.utils.DownloadError as err:
-        raise VideoMissingError(f"youtube:{video_id}: {err}") from None
-    if not path.is_file():
-        raise VideoMissingError(f"youtube:{video_id}: yt-dlp reported {path}, which is not there")
-    return path

@@ -90,7 +90,7 @@ VIDEOS_SCHEMA = _schema(
     _field("fps", pa.float64(), "Frame rate of the clip file."),
     _field("width", pa.int32(), "Frame width of the clip file in pixels."),
     _field("height", pa.int32(), "Frame height of the clip file in pixels."),
-    _field("status", pa.string(), "ok | missing | corrupt | retryable (may pass: the same command retries it) | skipped (no media step)."),
+    _field("status", pa.string(), "ok | missing | corrupt | retryable (may pass: the same command retries it) | tool_unusable (the download tool could not be used: the same command retries it) | skipped (no media step)."),
     _field("sha256", pa.string(), "SHA-256 of the clip file (hex); null without media.", True),
 )
 
@@ -162,6 +162,7 @@ TABLE_FILES = {name: f"{name}.parquet" for name in TABLES}
 DATASET_CARD = "dataset.json"
 CARD_FORMAT = "stvr-benchmark"  # the card's "format": marks a directory stvr-data wrote
 STAGING_DIR = ".stvr-staging"  # a build's files before its commit (see `stvr_data.outdir`)
+SHARDS_DIR = ".stvr-shards"  # clips and statuses of media shards before their merge (`stvr_data.shards`)
 # Generated from dataset.json after it is written (`stvr_data.card`), so not hashed in it;
 # the card lists them under "generated".
 HF_CARD = "README.md"
@@ -247,7 +248,7 @@ def write_dataset_card(out: str | os.PathLike, card: dict, files: dict | None = 
         files = {p.relative_to(out).as_posix(): p for p in out.rglob("*")
                  if p.is_file() and p.relative_to(out).as_posix() not in derived
                  and not p.name.endswith(".partial")
-                 and p.relative_to(out).parts[0] not in (STAGING_DIR, LOCK_FILE)}
+                 and p.relative_to(out).parts[0] not in (STAGING_DIR, SHARDS_DIR, LOCK_FILE)}
     ordered = sorted(files.items())
     card = dict(card, format=CARD_FORMAT, schema_version=SCHEMA_VERSION, tools=tool_versions(),
                 files={rel: sha256_file(path) for rel, path in ordered},

@@ -35,10 +35,11 @@ from tqdm import tqdm
 from stvr_data import atomic
 from stvr_data.atomic import atomic_write
 from stvr_data.errors import MediaError, OutputWriteError, TransientMediaError
-from stvr_data.fetch import VideoMissingError, download_youtube, fetch_video
+from stvr_data.fetch import VideoMissingError, fetch_video
 from stvr_data.manifest import sha256_file
 from stvr_data.outdir import within
 from stvr_data.process import is_transient_os_error, run_child
+from stvr_data.youtube import ToolUnusableError, check_youtube_tool, download_youtube
 
 CLIP_START = 900.0
 CLIP_END = 1800.0
@@ -226,8 +227,11 @@ def _decode_into(container, stream, out: np.ndarray, first: int, fps: int) -> No
 
 CLIP_DIR = "clips"
 # retryable: failed for a reason that may pass (mirror outage, full disk, ffmpeg killed);
-# the build exits non-zero and the same command tries these videos again.
-STATUSES = ("ok", "missing", "corrupt", "retryable")
+# tool_unusable: the download tool could not be used (yt-dlp without a JavaScript runtime,
+# a yt-dlp failure unrelated to the video). For both the build exits non-zero and the same
+# command tries these videos again.
+STATUSES = ("ok", "missing", "corrupt", "retryable", "tool_unusable")
+RETRY_STATUSES = ("retryable", "tool_unusable")
 MEDIA_COLUMNS = ("clip_path", "clip_start", "clip_end", "fps", "width", "height", "status", "error",
                  "sha256")
 
@@ -273,10 +277,14 @@ def prepare_media(videos: pd.DataFrame, source: str, out_dir, *, workers: int = 
     in `out_dir`; ``clip_path`` is always relative. Videos run in `workers`
     threads, each driving its own ffmpeg; rows and clip bytes do not depend on `workers`.
     HTTP downloads are kept in `download_dir` (default `default_download_dir()`).
+    With `youtube_fallback`, yt-dlp's setup is checked first (`youtube.check_youtube_tool`:
+    `ToolUnusableError` before any video when it cannot work).
     """
     for column in ("video_id", "source_file"):
         if column not in videos.columns:
             raise MediaError(f"videos table: missing column '{column}'")
+    if youtube_fallback:
+        check_youtube_tool()
     options = MediaOptions(start=start, end=end, fps=fps, size=tuple(size),
                            threads=_decoder_threads(workers), force=force,
                            youtube_fallback=youtube_fallback)
@@ -296,6 +304,13 @@ def prepare_media(videos: pd.DataFrame, source: str, out_dir, *, workers: int = 
     finally:
         # On Ctrl-C, start no further video; running ffmpegs got the same SIGINT.
         pool.shutdown(wait=True, cancel_futures=True)
+    return media_table(videos, rows)
+
+
+def media_table(videos: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+    """`videos` with the `MEDIA_COLUMNS` of `rows` (one dict per video, in the same order):
+    the one place the media step's result is assembled, so a table made from rows read
+    back (a merge of media shards) is the table `prepare_media` makes."""
     result = videos.reset_index(drop=True).copy()
     for column in MEDIA_COLUMNS:
         result[column] = [row[column] for row in rows]
@@ -325,6 +340,8 @@ def _media_row(video_id: str, source_file, source: str, dirs: tuple[Path, Path],
         return _row(None, options, None, "missing", str(err))
     except TransientMediaError as err:
         return _row(None, options, None, "retryable", str(err))
+    except ToolUnusableError as err:
+        return _row(None, options, None, "tool_unusable", str(err))
     except MediaError as err:
         return _row(None, options, None, "corrupt", str(err))
     except OutputWriteError as err:  # a full disk while downloading or cutting
@@ -389,8 +406,9 @@ def _obtain(video_id: str, source_file, source: str, download_dir: Path,
             raise
         try:
             return download_youtube(video_id, download_dir / "youtube")
-        except VideoMissingError as fallback:
-            raise VideoMissingError(f"{err}; YouTube fallback: {fallback}") from None
+        except (VideoMissingError, TransientMediaError, ToolUnusableError) as fallback:
+            # The fallback's verdict decides the status; the message keeps both.
+            raise type(fallback)(f"{err}; YouTube fallback: {fallback}") from None
 
 
 def write_media_report(frame: pd.DataFrame, path, extra: list[str] = ()) -> Path:
@@ -404,7 +422,7 @@ def write_media_report(frame: pd.DataFrame, path, extra: list[str] = ()) -> Path
     bad = frame[frame["status"] != "ok"]
     counts = bad["status"].value_counts()
     detail = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES[1:]
-                       if s != "retryable" or counts.get(s, 0))
+                       if s not in RETRY_STATUSES or counts.get(s, 0))
     lines = [f"Videos that could not be had: {len(bad)} ({detail}); their pairs are left out."]
     if len(bad) < len(frame):
         lines.append(f"Videos with clips: {len(frame) - len(bad)}.")

@@ -35,6 +35,7 @@ from stvr_data.errors import StvrDataError
 from stvr_data.lock import LOCK_FILE, OutputLock
 
 STAGING_DIR = manifest.STAGING_DIR
+SHARDS_DIR = manifest.SHARDS_DIR
 REPLACES_FILE = "replaces.json"  # in the staging folder: the files the old card listed
 PARTIAL_SUFFIX = ".partial"
 
@@ -121,7 +122,7 @@ def _relative_files(root: Path) -> list[str]:
     out = []
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
-        if relative.parts[0] in (STAGING_DIR, LOCK_FILE) or not path.is_file():
+        if relative.parts[0] in (STAGING_DIR, SHARDS_DIR, LOCK_FILE) or not path.is_file():
             continue
         out.append(relative.as_posix())
     return out
@@ -165,6 +166,8 @@ def verify(benchmark) -> VerifyResult:
     if (root / STAGING_DIR).is_dir():
         result.notes.append(f"{STAGING_DIR}: files of a build that stopped before its commit "
                             "(kept to resume it; run the build again)")
+    if (root / SHARDS_DIR).is_dir():
+        result.notes.append(f"{SHARDS_DIR}: clips of media shards not merged yet (run the build with --merge)")
     if (root / LOCK_FILE).exists():
         result.notes.append(f"{LOCK_FILE}: a build is running here or was stopped uncleanly")
     return result
@@ -281,9 +284,14 @@ def _remove_empty_dirs(root: Path, relatives: list[str]) -> None:
 
 
 def remove_partials(root) -> int:
-    """Delete the ``*.partial`` files of dead runs below `root` (call with the lock held)."""
-    count = 0
-    for path in Path(root).rglob(f"*{PARTIAL_SUFFIX}"):
+    """Delete the ``*.partial`` files of dead runs below `root` (call with the lock held).
+
+    The shards folder is left alone: running shards write there, each under its own lock.
+    """
+    root, count = Path(root), 0
+    for path in root.rglob(f"*{PARTIAL_SUFFIX}"):
+        if path.relative_to(root).parts[0] == SHARDS_DIR:
+            continue
         if path.is_file() and path.name.startswith("."):
             path.unlink()
             count += 1
@@ -303,14 +311,16 @@ def open_output(root, *, command: str):
         raise OutputDirectoryError(f"{root}: exists and is not a directory")
     with OutputLock(root, command) as lock:
         stage = root / STAGING_DIR
-        _check_ownership(root, stage_exists=stage.is_dir(), unclean=lock.unclean)
+        check_ownership(root, stage_exists=stage.is_dir(), unclean=lock.unclean)
         finish_commit(root)
         remove_partials(root)
         previous = manifest.read_dataset_card(root) if (root / manifest.DATASET_CARD).is_file() else None
         yield Output(root=root, stage=stage, previous=previous, unclean=lock.unclean or stage.is_dir())
 
 
-def _check_ownership(root: Path, *, stage_exists: bool, unclean: bool) -> None:
+def check_ownership(root: Path, *, stage_exists: bool, unclean: bool) -> None:
+    """Refuse a `root` that is neither empty (bar the lock, staging and shards folders, or
+    any file after an unclean stop) nor a benchmark stvr-data wrote."""
     card_path = root / manifest.DATASET_CARD
     if card_path.is_file():
         try:
@@ -321,7 +331,7 @@ def _check_ownership(root: Path, *, stage_exists: bool, unclean: bool) -> None:
             raise OutputDirectoryError(f"{card_path}: not a benchmark card written by stvr-data; "
                                        "build into an empty or new directory")
         return
-    others = [p.name for p in root.iterdir() if p.name not in (LOCK_FILE, STAGING_DIR)]
+    others = [p.name for p in root.iterdir() if p.name not in (LOCK_FILE, STAGING_DIR, SHARDS_DIR)]
     if others and not (stage_exists or unclean):
         raise OutputDirectoryError(f"{root}: not empty ({', '.join(sorted(others)[:3])}"
                                    f"{', ...' if len(others) > 3 else ''}) and not a benchmark built by "

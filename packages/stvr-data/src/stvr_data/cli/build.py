@@ -22,6 +22,12 @@ def parse_resolution(ctx, param, value: str) -> tuple[int, int]:
     return width, height
 
 
+def parse_shard_option(ctx, param, value):
+    from stvr_data.shards import parse_shard
+
+    return None if value is None else parse_shard(value)
+
+
 def common_build_options(func):
     """Flags shared by every corpus build command."""
     options = [
@@ -37,7 +43,15 @@ def common_build_options(func):
                      help="Rebuild even if the directory holds this exact build; re-cut clips. "
                           "Replaces only files its dataset.json lists."),
         click.option("--youtube-fallback", is_flag=True,
-                     help="Try YouTube (yt-dlp) for videos the source does not have."),
+                     help="Try YouTube (yt-dlp) for videos the source does not have. Needs a "
+                          "JavaScript runtime yt-dlp supports (deno, node >= 22, quickjs or bun): "
+                          "checked before any video."),
+        click.option("--shard", default=None, metavar="K/N", callback=parse_shard_option,
+                     help="Do the media of shard K of N only (1-based: K = 1..N): every N-th video "
+                          "by sorted id, from the K-th. Shards run at once into one --out; "
+                          "then --merge."),
+        click.option("--merge", is_flag=True,
+                     help="Assemble the benchmark from the N finished --shard runs (cuts nothing)."),
         click.option("-v", "--verbose", is_flag=True, help="Log each step."),
     ]
     for option in reversed(options):
@@ -45,9 +59,10 @@ def common_build_options(func):
     return func
 
 
-def build_options(seed, workers, skip_media, resolution, force, youtube_fallback) -> BuildOptions:
+def build_options(seed, workers, skip_media, resolution, force, youtube_fallback, shard=None,
+                  merge=False) -> BuildOptions:
     return BuildOptions(seed=seed, workers=workers, skip_media=skip_media, resolution=resolution,
-                        force=force, youtube_fallback=youtube_fallback)
+                        force=force, youtube_fallback=youtube_fallback, shard=shard, merge=merge)
 
 
 def setup_logging(verbose: bool) -> None:
@@ -72,7 +87,7 @@ def setup_logging(verbose: bool) -> None:
 @click.option("--ava-version", default=None, metavar="X.Y",
               help="AVA release to read (2.1 or 2.2) when the folder holds several; default: the newest found.")
 def build_ava(annotations, videos, out, seed, workers, skip_media, resolution, force, youtube_fallback,
-              verbose, min_tubelets, num_val_labels, num_test_labels, split_file, skip_bad_rows,
+              shard, merge, verbose, min_tubelets, num_val_labels, num_test_labels, split_file, skip_bad_rows,
               ava_version):
     """Build the STVR benchmark from AVA (paper §5).
 
@@ -87,12 +102,14 @@ def build_ava(annotations, videos, out, seed, workers, skip_media, resolution, f
     if videos is None and not skip_media:
         raise click.UsageError("--videos is required unless --skip-media")
     card = prepare_ava(annotations, videos, out,
-                       options=build_options(seed, workers, skip_media, resolution, force, youtube_fallback),
+                       options=build_options(seed, workers, skip_media, resolution, force, youtube_fallback,
+                                             shard, merge),
                        min_tubelets=min_tubelets, num_val_labels=num_val_labels,
                        num_test_labels=num_test_labels, split_file=split_file,
                        skip_bad_rows=skip_bad_rows, ava_version=ava_version)
     click.echo(summary(card))
-    click.echo(f"wrote {out}")
+    if shard is None:
+        click.echo(f"wrote {out}")
 
 
 @click.command("download-ava")

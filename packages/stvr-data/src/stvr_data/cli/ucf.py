@@ -27,7 +27,7 @@ from stvr_data.cli.build import build_options, common_build_options, setup_loggi
 @click.option("--all-videos", is_flag=True,
               help="Use every tube of a class whatever its video's subset (ignore the video split).")
 def build_ucf(annotations, videos, out, seed, workers, skip_media, resolution, force, youtube_fallback,
-              verbose, split_list, class_split, all_videos):
+              shard, merge, verbose, split_list, class_split, all_videos):
     """Build the STVR benchmark from UCF101-24 (paper §5, 14/5/5 classes).
 
     Every annotated tube becomes a tubelet labelled with its class, resampled to one
@@ -45,10 +45,12 @@ def build_ucf(annotations, videos, out, seed, workers, skip_media, resolution, f
         raise click.UsageError("--youtube-fallback does not apply: UCF101 videos are not YouTube ids")
     check_videos_source(videos)
     card = prepare_ucf(annotations, videos, out,
-                       options=build_options(seed, workers, skip_media, resolution, force, youtube_fallback),
+                       options=build_options(seed, workers, skip_media, resolution, force, youtube_fallback,
+                                             shard, merge),
                        split_list=split_list, class_split=class_split, use_video_split=not all_videos)
     click.echo(summary(card))
-    click.echo(f"wrote {out}")
+    if shard is None:
+        click.echo(f"wrote {out}")
 
 
 def write_ucf_sample(out: Path, *, seed: int, force: bool, videos: bool, workers: int) -> None:

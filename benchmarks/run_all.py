@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["annotations.py", "ucf24.py", "scorer.py", "media.py", "backbones.py", "cells.py", "train.py"]
+SCRIPTS = ["annotations.py", "ucf24.py", "scorer.py", "media.py", "backbones.py", "cells.py", "train.py",
+           "loader.py"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,9 @@ FIGURES = {
     + [rf"^{kind} +{NUMBER} +{NUMBER} +{NUMBER} " for kind in ("convlstm", "warp", "traj", "flow")],
     "train.py": [rf"^\| {name} \| cpu \| 1 \| 1 \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER} \|"
                  for name in ("loader alone 128x128", r"small 128x128 \([^)]*\)")],
+    "loader.py": [rf"^{kind} samples: {NUMBER} clips/s per worker, decoding {NUMBER}% of the loading time$"
+                  for kind in ("training", "evaluation")]
+    + [rf"^\| {kind} samples \| 1 \| {NUMBER} \| {NUMBER} \| {NUMBER} \|" for kind in ("training", "evaluation")],
 }
 
 

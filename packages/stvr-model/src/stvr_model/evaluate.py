@@ -120,9 +120,10 @@ def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str
     (byte-identical detections) and returns the metrics, the other ranks return None."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ranks = init_distributed(resolve_device(device))
-    device = str(process_device(resolve_device(device), ranks))
-    model, state, spec, torch_device = load_for_inference(checkpoint, device, feature_cache=feature_cache)
+    requested = resolve_device(device)
+    ranks = init_distributed(requested)
+    model, state, spec, torch_device = load_for_inference(checkpoint, str(process_device(requested, ranks)),
+                                                          feature_cache=feature_cache)
     seen = labels_seen_in_training(state, benchmark, split)
     if seen and ranks.main:
         log.warning("the model was trained on pairs of %d of the %s labels (%s): this score does not "

@@ -1,6 +1,7 @@
 """Annotation stages at AVA scale: parse + link + split + pairs, against a per-row loop.
 
     .venv/bin/python benchmarks/annotations.py [--workdir DIR] [--rows 1600000] [--repeat N] [--no-loop]
+    .venv/bin/python benchmarks/annotations.py --smoke   # ~20k rows, 2+2 labels: a check that it runs
 
 Generates (once, in a child process so the timed run's peak memory is its own) a
 synthetic AVA v2.2 release with ~1.6M box rows over 300 videos (236 train, 64 val):
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import random
 import re
 import resource
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from machine import describe  # benchmarks/machine.py (the script's folder is on sys.path)
 
 POSES = ([12, 11, 14, 8, 1], [0.45, 0.33, 0.12, 0.05, 0.05])
 EXTRAS = ([80, 79, 74, 17, 59, 49, 64, 15, 9, 10], [0.5, 0.35, 0.3, 0.15, 0.1, 0.08, 0.06, 0.05, 0.04, 0.03])
@@ -90,7 +91,7 @@ def generate(directory: Path, rows: int, seed: int = 0) -> None:
 # ---------------------------------------------------------------------------- vectorised
 
 
-def run_library(directory: Path, seed: int = 0):
+def run_library(directory: Path, seed: int = 0, min_tubelets: int = 100, per_split: int = 27):
     from stvr_data import ava, pairs, splits, tubelets
 
     times, start = {}, time.perf_counter()
@@ -99,7 +100,8 @@ def run_library(directory: Path, seed: int = 0):
     train = tubelets.link_tubelets(release.train)
     val = tubelets.link_tubelets(release.val)
     times["link"] = time.perf_counter() - start - sum(times.values())
-    val_labels, test_labels = splits.choose_heldout_labels(val, seed=seed)
+    val_labels, test_labels = splits.choose_heldout_labels(
+        val, seed=seed, min_tubelets=min_tubelets, num_val=per_split, num_test=per_split)
     table = tubelets.assign_ids(splits.assign_splits(train, val, val_labels, test_labels))
     times["split"] = time.perf_counter() - start - sum(times.values())
     counts = {}
@@ -157,11 +159,13 @@ def loop_link(people: dict) -> list:
     return tubes
 
 
-def loop_split_and_pairs(train, val, seed: int) -> dict:
+def loop_split_and_pairs(train, val, seed: int, min_tubelets: int, per_split: int) -> dict:
     counts = Counter(t[2] for t in val)
-    eligible = sorted((lab for lab, n in counts.items() if n > 100), key=lambda s: [int(x) for x in s.split("+")])
+    eligible = sorted((lab for lab, n in counts.items() if n > min_tubelets),
+                      key=lambda s: [int(x) for x in s.split("+")])
     # The same draw as the library, so that both hold out the same labels.
-    chosen = [eligible[i] for i in np.random.default_rng(seed).choice(len(eligible), 54, replace=False)]
+    draw = np.random.default_rng(seed).choice(len(eligible), 2 * per_split, replace=False)
+    chosen = [eligible[i] for i in draw]
     held = set(chosen)
     removed = {(t[0], s) for t in train if t[2] in held for s in t[3]}
     kept = []
@@ -182,7 +186,7 @@ def loop_split_and_pairs(train, val, seed: int) -> dict:
     kept = [t for t in kept if sizes[t[2]] > 1]
     result = {"train tubelets": len(kept)}
     rng = random.Random(seed)
-    for split, labels in (("val", chosen[:27]), ("test", chosen[27:])):
+    for split, labels in (("val", chosen[:per_split]), ("test", chosen[per_split:])):
         pool = [t for t in val if t[2] in labels]
         result[f"{split} pairs"], result[f"{split} groundtruth rows"] = _loop_pairs(pool, rng)
     result["train pairs (one epoch)"] = _loop_train_pairs(kept, rng)
@@ -232,7 +236,7 @@ def _loop_pairs(pool: list, rng: random.Random) -> tuple[int, int]:
     return made, rows
 
 
-def run_loop(directory: Path, seed: int = 0):
+def run_loop(directory: Path, seed: int = 0, min_tubelets: int = 100, per_split: int = 27):
     from stvr_data import ava
 
     times, start = {}, time.perf_counter()
@@ -245,7 +249,7 @@ def run_loop(directory: Path, seed: int = 0):
     times["parse"] = time.perf_counter() - start
     train, val = loop_link(parsed["train"]), loop_link(parsed["val"])
     times["link"] = time.perf_counter() - start - sum(times.values())
-    counts, kept = loop_split_and_pairs(train, val, seed)
+    counts, kept = loop_split_and_pairs(train, val, seed, min_tubelets, per_split)
     times["split + pairs"] = time.perf_counter() - start - sum(times.values())
     return times, counts, (train, val, kept)
 
@@ -254,10 +258,8 @@ def run_loop(directory: Path, seed: int = 0):
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return (f"{model}, {os.cpu_count()} logical CPUs ({len(os.sched_getaffinity(0))} usable), "
-            f"Python {platform.python_version()}, pandas {pd.__version__}, numpy {np.__version__}")
+    usable = len(os.sched_getaffinity(0))
+    return describe(f"{usable} usable", f"pandas {pd.__version__}", f"numpy {np.__version__}")
 
 
 def same_tubelets(library, loop) -> bool:
@@ -268,12 +270,20 @@ def same_tubelets(library, loop) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/stvr-annotation-bench"))
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the generated release is kept (default /tmp/stvr-annotation-bench-<rows>)")
     parser.add_argument("--rows", type=int, default=1_600_000)
+    parser.add_argument("--min-tubelets", type=int, default=100, help="held-out labels need more val tubelets")
+    parser.add_argument("--labels", type=int, default=27, help="held-out labels per split (val, test)")
     parser.add_argument("--no-loop", action="store_true", help="skip the per-row loop comparison")
     parser.add_argument("--repeat", type=int, default=1, help="runs of the vectorised steps")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a check that it runs: 20k rows, 2 labels per split with > 5 tubelets")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.min_tubelets, args.labels = 20_000, 5, 2
+    args.workdir = args.workdir or Path(f"/tmp/stvr-annotation-bench-{args.rows}")
     if args.generate_only:
         generate(args.workdir, args.rows)
         return
@@ -285,7 +295,7 @@ def main() -> None:
     runs, cpus = [], []
     for _ in range(args.repeat):
         cpu = time.process_time()
-        times, counts, library = run_library(args.workdir)
+        times, counts, library = run_library(args.workdir, min_tubelets=args.min_tubelets, per_split=args.labels)
         cpus.append(time.process_time() - cpu)
         runs.append(times)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
@@ -299,7 +309,7 @@ def main() -> None:
     if args.no_loop:
         return
     loop_cpu = time.process_time()
-    loop_times, loop_counts, loop = run_loop(args.workdir)
+    loop_times, loop_counts, loop = run_loop(args.workdir, min_tubelets=args.min_tubelets, per_split=args.labels)
     loop_cpu = time.process_time() - loop_cpu
     loop_total = sum(loop_times.values())
     print("per-row loop:", ", ".join(f"{k} {v:.2f} s" for k, v in loop_times.items()),

@@ -5,6 +5,7 @@ batch (median and minimum after one warm-up), CPU seconds, clips per second and 
 Each configuration runs in its own process so that peak memory is its own.
 
     .venv/bin/python benchmarks/backbones.py [--repeat 5] [--device cpu|cuda]
+    .venv/bin/python benchmarks/backbones.py --smoke   # 64x64, batch 1, one run, one process: a check
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 
 CONFIGS = [("small", 160, 8, "eval"), ("small", 160, 8, "train"), ("small", 320, 8, "eval"),
            ("small", 320, 8, "train"), ("i3d", 320, 1, "eval"), ("i3d", 320, 1, "train")]
+SMOKE_CONFIGS = [("small", 64, 1, "eval"), ("small", 64, 1, "train"), ("i3d", 64, 1, "eval")]
 
 
 def measure(name: str, size: int, batch: int, mode: str, repeat: int, device: str) -> str:
@@ -62,19 +64,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--smoke", action="store_true", help="tiny clips, one run: a check that it runs")
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.smoke:
+        args.repeat = 1
     if args.one:
         name, size, batch, mode = args.one
         print(measure(name, int(size), int(batch), mode, args.repeat, args.device), flush=True)
         return
 
-    from machine import describe  # benchmarks/machine.py (the script's folder is on sys.path)
+    import torch  # noqa: F401  (the machine line reports its version, threads and GPU)
+    from machine import print_machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
-    print(f"# {describe()}, device {args.device}")
+    print_machine(f"device {args.device}")
     print("| backbone | S | B | mode | params M | GFLOP / clip | wall s median | wall s min | CPU s "
           "| clips/s (min) | peak GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    if args.smoke:  # in this process: a check that it runs (the peaks are then cumulative)
+        for config in SMOKE_CONFIGS:
+            print(measure(*config, repeat=args.repeat, device=args.device), flush=True)
+        return
     for config in CONFIGS:
         subprocess.run([sys.executable, __file__, "--repeat", str(args.repeat), "--device", args.device,
                         "--one", *map(str, config)], check=True)

@@ -16,6 +16,7 @@
 
     .venv/bin/python benchmarks/cells.py [--repeat 5] [--device cpu|cuda|all] [--threads N]
         [--memory-format nchw|channels_last] [--skip-cells] [--tensorflow PYTHON_WITH_TFA]
+    .venv/bin/python benchmarks/cells.py --smoke   # tiny shapes, one round, one process: a check
 
 Wall times suffer on a shared machine; CPU time (process time, all threads) is printed
 beside them as the steadier figure.
@@ -32,7 +33,7 @@ import subprocess
 import time
 
 import torch
-from machine import describe  # benchmarks/machine.py (the script's folder is on sys.path)
+from machine import print_machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
 from stvr_model.cells import build_cell, control_points
 from stvr_model.flow import clip_flows
@@ -40,10 +41,6 @@ from stvr_model.warp import sparse_image_warp
 
 KINDS = ["none", "convlstm", "warp", "traj", "flow"]
 MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-
-
-def machine() -> str:
-    return describe()
 
 
 def _sync(device: torch.device) -> None:
@@ -126,10 +123,9 @@ def bench_cells(device_name: str, args: argparse.Namespace) -> None:
         f"{args.repeat} rounds, {args.memory_format} maps"
     )
     device = torch.device(device_name)
+    in_child = device_name == "cpu" and not args.smoke  # smoke: one process, cumulative peaks
     peaks = {
-        kind: _peak_in_child(kind, device_name, args)
-        if device_name == "cpu"
-        else peak_memory(kind, device_name, args)
+        kind: _peak_in_child(kind, device_name, args) if in_child else peak_memory(kind, device_name, args)
         for kind in KINDS
     }
     runs = {kind: CellRun(kind, device, args) for kind in KINDS}
@@ -263,17 +259,17 @@ def bench_tensorflow(python: str, args: argparse.Namespace) -> None:
     print("\n".join(lines) if done.returncode == 0 else f"failed: {done.stderr[-500:]}")
 
 
-def bench_optical_flow(device_name: str) -> None:
+def bench_optical_flow(device_name: str, batch: int = 8, clips: int = 6, size: int = 320) -> None:
     device = torch.device(device_name)
-    clips = torch.rand(8, 6, 3, 8, 320, 320, device=device) * 2 - 1
+    references = torch.rand(batch, clips, 3, 8, size, size, device=device) * 2 - 1
     _sync(device)
     start = time.perf_counter()
-    clip_flows(clips)
+    clip_flows(references)
     _sync(device)
     elapsed = time.perf_counter() - start
     print(
-        f"\nclip_flows on {device_name}: 8 references x 6 clips x 8 frames at 320x320, "
-        f"one run: {elapsed:.2f} s"
+        f"\nclip_flows on {device_name}: {batch} references x {clips} clips x 8 frames at "
+        f"{size}x{size}, one run: {elapsed:.2f} s"
     )
 
 
@@ -300,10 +296,17 @@ def main() -> None:
         metavar="PYTHON",
         help="an interpreter with tensorflow and tensorflow-addons, to time tfa's warp too",
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="batch 1, 32 channels, 2 steps, one round, 2 warp calls, a tiny flow: a check that it runs",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.batch, args.channels, args.steps, args.repeat, args.warp_calls = 1, 32, 2, 1, 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(machine())
+    print_machine()
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     if args.tensorflow:
@@ -313,7 +316,7 @@ def main() -> None:
         if not args.skip_cells:
             bench_cells(device, args)
         if not args.skip_optical_flow:
-            bench_optical_flow(device)
+            bench_optical_flow(device, *((1, 2, 64) if args.smoke else ()))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
-"""One line describing the machine a benchmark ran on (imported by the scripts beside it)."""
+"""One line describing the machine a benchmark ran on (imported by the scripts beside it).
+
+Every script prints it first as ``machine: ...`` so that a figure is never read without
+the machine, the load and the versions it was measured with.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 
 
 def cpu_model() -> str:
@@ -14,11 +19,18 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-def describe() -> str:
-    """Python, torch, CPU model, logical CPUs, torch threads, load average and the GPU."""
-    import torch
+def describe(*extras: str) -> str:
+    """Python, CPU model, logical CPUs, load average, `extras` (library versions), and,
+    when the script has imported torch, its version, threads and GPU. Torch is never
+    imported here: the torch-free benchmarks stay torch-free."""
+    parts = [f"Python {platform.python_version()}", cpu_model(), f"{os.cpu_count()} logical CPUs",
+             "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()), *extras]
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+        parts += [f"torch {torch.__version__}", f"torch threads {torch.get_num_threads()}", f"CUDA: {cuda}"]
+    return ", ".join(parts)
 
-    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"Python {platform.python_version()}, torch {torch.__version__}, {cpu_model()}, "
-            f"{os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
-            f"load average {os.getloadavg()[0]:.1f}, CUDA: {cuda}")
+
+def print_machine(*extras: str) -> None:
+    print(f"machine: {describe(*extras)}", flush=True)

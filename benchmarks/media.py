@@ -11,13 +11,12 @@ the work done. The tool's overhead goal is < 20%.
 
     .venv/bin/python benchmarks/media.py                 # 60 s 1280x720 30 fps source
     .venv/bin/python benchmarks/media.py --seconds 20 --videos 2 --repeat 1   # quick
+    .venv/bin/python benchmarks/media.py --smoke     # 6 s 320x240 source: a check that it runs
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import shutil
 import statistics
@@ -30,6 +29,7 @@ from pathlib import Path
 import av
 import imageio_ffmpeg
 import pandas as pd
+from machine import describe  # benchmarks/machine.py (the script's folder is on sys.path)
 
 from stvr_data import media
 
@@ -71,12 +71,8 @@ def timed(fn) -> tuple[float, float]:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
     version = subprocess.run([FFMPEG, "-version"], capture_output=True, text=True).stdout.split("\n")[0]
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} cores, load average {load}\n"
-            f"Python {platform.python_version()}, PyAV {av.__version__}, {version}")
+    return describe(f"PyAV {av.__version__}", version)
 
 
 Timings = dict[str, list[tuple[float, float]]]
@@ -176,11 +172,16 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=30, help="source frame rate")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--videos", type=int, default=4, help="videos in the parallel comparison")
+    parser.add_argument("--reads", type=int, default=200, help="random reads of a cut clip")
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here (default: temp)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a 6 s 320x240 source, 2 videos, one round, 10 reads: a check that it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.start, args.size, args.videos, args.repeat, args.reads = 6.0, 1.0, "320x240", 2, 1, 10
     work = args.workdir or Path(tempfile.mkdtemp(prefix="stvr-media-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(machine())
+    print(f"machine: {machine()}")
     try:
         src = make_source(work / f"source_{args.size}_{args.rate}_{args.seconds:g}.mp4",
                           args.seconds, args.size, args.rate)
@@ -193,7 +194,7 @@ def main() -> int:
         many = bench_many(src, work, args.start, args.seconds, args.videos, args.repeat)
         report(many, span * args.videos, next(iter(many)))
         print("reading a 320x320 clip back:")
-        bench_read(work / "cut.mp4", args.start)
+        bench_read(work / "cut.mp4", args.start, args.reads)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

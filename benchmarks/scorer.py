@@ -12,6 +12,9 @@ combined label the class, and its 50-detections-per-image cap is off. Two names 
 were removed in numpy 2 (`np.float`, `np.NAN`); they are put back while it runs.
 
     python benchmarks/scorer.py --activitynet /path/to/ActivityNet [--detections 1000000]
+    python benchmarks/scorer.py --smoke    # 20k detections, ours only: a check that it runs
+
+Without `--activitynet` (or $ACTIVITYNET_DIR) only this project's scorer is timed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from machine import describe  # benchmarks/machine.py (the script's folder is on sys.path)
 
 from stvr_data import evaluation, manifest, official
 
@@ -127,7 +131,8 @@ def activitynet_frame_map(groundtruth: pd.DataFrame, detections: pd.DataFrame,
 
 def synthetic_detections(groundtruth: pd.DataFrame, total: int, seed: int = 0) -> pd.DataFrame:
     """`total` detections: 8 jittered copies of each ground-truth box (noise ~ 10% of its
-    size, so some fall below the IoU threshold and copies compete for one box), the rest
+    size, so some fall below the IoU threshold and copies compete for one box; clipped to
+    the frame), the rest
     random false positives on random images, scored lower on average."""
     rng = np.random.default_rng(seed)
     boxes = groundtruth[groundtruth.x1.notna()]
@@ -135,7 +140,7 @@ def synthetic_detections(groundtruth: pd.DataFrame, total: int, seed: int = 0) -
     copies = copies.iloc[: total // 2].reset_index(drop=True)
     xyxy = copies[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64)
     size = np.repeat(xyxy[:, 2:] - xyxy[:, :2], 2, axis=0).reshape(-1, 4)
-    xyxy = xyxy + rng.normal(0.0, 0.1, xyxy.shape) * size
+    xyxy = np.clip(xyxy + rng.normal(0.0, 0.1, xyxy.shape) * size, 0.0, 1.0)  # the scorer takes [0, 1]
     copies[["x1", "y1", "x2", "y2"]] = np.c_[np.minimum(xyxy[:, :2], xyxy[:, 2:]),
                                              np.maximum(xyxy[:, :2], xyxy[:, 2:])]
     copies["score"] = rng.uniform(0.2, 1.0, len(copies))
@@ -150,14 +155,7 @@ def synthetic_detections(groundtruth: pd.DataFrame, total: int, seed: int = 0) -
 
 
 def machine() -> str:
-    cpu = platform.processor() or "?"
-    with contextlib.suppress(OSError):
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (f"{platform.platform()}; {cpu}; {os.cpu_count()} logical CPUs; load {load}; "
-            f"python {platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}")
+    return describe(platform.platform(), f"numpy {np.__version__}", f"pandas {pd.__version__}")
 
 
 def best_of(repeat: int, fn):
@@ -180,9 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iou", type=float, default=0.5)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true",
+                        help="20k detections, one run, no reference: a check that it runs")
     args = parser.parse_args(argv)
-    if not args.activitynet:
-        parser.error("pass --activitynet DIR (a checkout of github.com/activitynet/ActivityNet)")
+    if args.smoke:
+        args.detections, args.repeat, args.activitynet = 20_000, 1, None
     print("machine:", machine())
     with tempfile.TemporaryDirectory() as bench:
         official.import_official(args.release, bench)
@@ -196,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
           f"mAP@{args.iou} = {ours['mAP']:.6f}")
     print(f"frame_map_at:   {at_s:.2f} s wall, {at_cpu:.2f} s CPU for IoU "
           f"{', '.join(str(t) for t in summary)}: " + ", ".join(f"{r['mAP']:.4f}" for r in summary.values()))
+    if not args.activitynet:
+        print("ActivityNet:    not run (pass --activitynet DIR, a checkout of "
+              "github.com/activitynet/ActivityNet, to compare)")
+        return 0
     ref = activitynet_frame_map(gt, dets, args.iou, args.activitynet)
     ref_s, ref_cpu = ref["seconds_evaluate"], ref["cpu_seconds_evaluate"]
     diff = max(abs(ref["per_label"][k] - v) for k, v in ours["per_label"].items())

@@ -11,17 +11,18 @@ Stages, each timed separately on the real ``pyannot.pkl`` (3194 videos, 4458 tub
     pairs      tubelet ids + `pairs.make_pairs` + `pairs.groundtruth` for val and test,
                with the same options `prepare_ucf` gives `build_benchmark`
 
-    .venv/bin/python benchmarks/ucf24.py [--repeat 5] [--data DIR]
+    .venv/bin/python benchmarks/ucf24.py [--repeat 5] [--data DIR] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
 import pickle
-import platform
 import statistics
 import time
 from pathlib import Path
+
+from machine import print_machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
 from stvr_data import pairs, pickles, tubelets, ucf24
 from stvr_data.manifest import images_per_keyframe
@@ -79,10 +80,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--smoke", action="store_true", help="one run: a check that it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeat = 1
+    print_machine()
     runs = [run_once(args.data) for _ in range(args.repeat)]
     counts = runs[0][1]
-    print(f"python {platform.python_version()}, {platform.machine()}, {args.repeat} runs, medians")
+    print(f"{args.repeat} runs, medians")
     print("| stage | median s | min s |")
     print("|---|---|---|")
     stages = list(runs[0][0])

@@ -144,13 +144,19 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
 @click.option("--pictures", default=4, show_default=True, type=click.IntRange(0), help="Pairs drawn as PNG (Figure 8 style).")
 @click.option("--min-score", default=0.3, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Detections drawn in the pictures.")
-def evaluate_command(checkpoint, manifest, split, out, device, max_pairs, pictures, min_score):
-    """Detect on the fixed pairs of a split, score frame-mAP at IoU 0.3/0.5/0.7, draw pairs."""
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(0),
+              help="Data loader processes (per process under torchrun).")
+def evaluate_command(checkpoint, manifest, split, out, device, max_pairs, pictures, min_score, workers):
+    """Detect on the fixed pairs of a split, score frame-mAP at IoU 0.3/0.5/0.7, draw pairs.
+
+    Under torchrun the pairs are split between the processes; rank 0 writes and prints."""
     from stvr_model.evaluate import evaluate
 
     out = out or checkpoint.parent / f"eval_{split}"
     results = evaluate(checkpoint, manifest, split, out, device=device, max_pairs=max_pairs, pictures=pictures,
-                       min_score=min_score)
+                       min_score=min_score, workers=workers)
+    if results is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
     head = results["frame_map"]
     labels = sorted(head["0.5"]["per_label"])
     click.echo(f"{'label':<24}" + "".join(f"  AP@{t}" for t in head))

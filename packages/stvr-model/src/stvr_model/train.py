@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from stvr_model.checkpoint import (
     save_checkpoint,
 )
 from stvr_model.data import DataConfig, PairDataset, collate
+from stvr_model.distributed import init_distributed, process_device
 from stvr_model.errors import ModelError, NonFiniteError
 from stvr_model.feature_cache import FeatureCache
 from stvr_model.inference import model_inputs, resolve_device
@@ -119,20 +119,6 @@ class BatchWindow(Sampler):
         return self.last - self.first
 
 
-def _distributed(device: torch.device) -> tuple[int, int, int]:
-    """(rank, world size, local rank), initialising the process group under torchrun:
-    NCCL with one GPU per process (`LOCAL_RANK`) on CUDA, gloo on the CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, 0
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        torch.cuda.set_device(local_rank)  # before NCCL starts, or every process uses GPU 0
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return torch.distributed.get_rank(), world, local_rank
-
-
 def _to_device(batch: dict, device: torch.device) -> dict:
     moved = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
     moved["targets"] = [[{k: v.to(device) for k, v in t.items()} for t in clips] for clips in batch["targets"]]
@@ -146,9 +132,9 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
     config, data = config or TrainConfig(), data or DataConfig()
     out = Path(out)
     device = resolve_device(config.device)
-    rank, world, local_rank = _distributed(device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", local_rank)
+    ranks = init_distributed(device)
+    rank, world, local_rank = ranks.rank, ranks.world, ranks.local_rank
+    device = process_device(device, ranks)
     torch.manual_seed(config.seed + rank)
     spec = with_action_atoms(spec, manifest, config.split)
     model = build_model(spec, backbone_weights=backbone_weights).to(device)

@@ -1,0 +1,165 @@
+"""Data loader throughput: clips per second per DataLoader worker, for training samples
+and for evaluation samples, at the paper's setting (§6.2: 320x320, references of 2 s =
+6 clips for training and whole references for evaluation, queries up to 10 s at 3 clips
+per second: `stvr_model.data.DataConfig`'s defaults).
+
+Builds its benchmark itself from the synthetic sample (`stvr-data make-sample` +
+`build-ava --resolution 320x320`, into a temporary folder unless `--workdir` keeps it),
+then runs `stvr_model.data.PairDataset` through a `DataLoader` exactly as training
+(`BatchWindow` batches, `collate`) and evaluation (the val and test pairs, one per batch)
+do, with `--workers` processes and no model:
+
+- clips/s = real reference + query clips (padding not counted) per wall second, over the
+  batches after the first `--workers` (worker start-up left out); per worker = that / workers;
+- in this process (no workers) over the same samples: clips/s, and the shares of the
+  loading time spent in `read_frames` (decoding the clip files) and in `clips_to_tensor`
+  (uint8 [T, 8, H, W, 3] -> float32 [T, 3, 8, H, W] in [-1, 1]); the rest is cropping,
+  flipping, targets and `collate`. The gap between this rate and a worker's is the cost
+  of handing float32 clips from the worker to the training process.
+
+Each worker keeps `--cache-seconds` decoded seconds (default 16, about one training
+sample's seconds): on AVA, 235 videos of 900 s, a worker's cache almost never serves
+another sample, while on this small sample the default 512 s would hold every video and
+measure the cache instead of the decoder.
+
+    .venv/bin/python benchmarks/loader.py [--size 320] [--workers 1] [--train-samples 60]
+        [--eval-samples 20] [--cache-seconds 16] [--workdir DIR]
+    .venv/bin/python benchmarks/loader.py --smoke   # a tiny sample at 128x128: a check that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from machine import print_machine  # benchmarks/machine.py (the script's folder is on sys.path)
+from sample_data import build_benchmarks  # benchmarks/sample_data.py
+from torch.utils.data import ConcatDataset, DataLoader, Subset
+
+from stvr_model import data as data_module
+from stvr_model.data import DataConfig, PairDataset, collate
+from stvr_model.inference import inference_data
+from stvr_model.train import BatchWindow
+
+
+def training_loader(bench: Path, samples: int, workers: int, batch: int, cache: int) -> DataLoader:
+    """The training loader of `stvr_model.train` (paper data settings) for `samples` samples."""
+    dataset = PairDataset(bench, "train", DataConfig(cache_seconds=cache), seed=0, training=True)
+    return DataLoader(dataset, batch_sampler=BatchWindow(0, max(1, samples // batch), batch),
+                      collate_fn=collate, num_workers=workers)
+
+
+def evaluation_loader(bench: Path, samples: int, workers: int, cache: int) -> DataLoader:
+    """Whole references of the val and test pairs, one pair per batch, as `evaluate` reads them."""
+    config = inference_data({"data": {"cache_seconds": cache}})
+    splits = ConcatDataset([PairDataset(bench, split, config, training=False) for split in ("val", "test")])
+    return DataLoader(Subset(splits, range(min(samples, len(splits)))), batch_size=1, collate_fn=collate,
+                      num_workers=workers)
+
+
+def clip_rate(loader: DataLoader, skip: int) -> dict:
+    """Samples, real clips and clips per wall second over the batches after the first `skip`."""
+    samples = clips = 0
+    start = time.perf_counter()
+    for done, batch in enumerate(loader):
+        if done == skip:
+            start, samples, clips = time.perf_counter(), 0, 0
+        samples += len(batch["ref_valid"])
+        clips += int(batch["ref_valid"].sum()) + int(batch["query_valid"].sum())
+    wall = time.perf_counter() - start
+    return {"samples": samples, "clips": clips, "wall_s": wall, "clips_per_s": clips / wall if wall else 0.0}
+
+
+TIMED = ("read_frames", "clips_to_tensor")  # decoding; uint8 -> float32 [-1, 1] and layout
+
+
+@contextlib.contextmanager
+def timed_steps():
+    """Seconds spent in each of `TIMED` (functions the dataset calls) in this process."""
+    spent = dict.fromkeys(TIMED, 0.0)
+    originals = {name: getattr(data_module, name) for name in TIMED}
+
+    def wrap(name, function):
+        def timed(*args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - begin
+        return timed
+
+    for name, function in originals.items():
+        setattr(data_module, name, wrap(name, function))
+    try:
+        yield spent
+    finally:
+        for name, function in originals.items():
+            setattr(data_module, name, function)
+
+
+def in_process(make_loader) -> dict:
+    """The same samples in this process (a loader without workers): clips/s and the share
+    of the loading time spent decoding and converting to float."""
+    with timed_steps() as spent:
+        rate = clip_rate(make_loader(), skip=0)
+    wall = rate["wall_s"] or 1.0
+    return {**rate, "decode": spent["read_frames"] / wall, "convert": spent["clips_to_tensor"] / wall}
+
+
+def report(name: str, rate: dict, workers: int, alone: dict) -> None:
+    per_worker = rate["clips_per_s"] / max(1, workers)
+    print(f"| {name} | {workers} | {rate['samples']} | {rate['clips']} | {rate['clips'] / max(1, rate['samples']):.1f} "
+          f"| {rate['wall_s']:.2f} | {rate['clips_per_s']:.1f} | {per_worker:.1f} | {alone['clips_per_s']:.1f} "
+          f"| {100 * alone['decode']:.0f} | {100 * alone['convert']:.0f} |")
+    print(f"{name}: {per_worker:.1f} clips/s per worker, decoding {100 * alone['decode']:.0f}% of the loading time",
+          flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=320, help="square clip size of the built benchmark")
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader processes")
+    parser.add_argument("--batch-size", type=int, default=1, help="training samples per batch")
+    parser.add_argument("--train-samples", type=int, default=60)
+    parser.add_argument("--eval-samples", type=int, default=20)
+    parser.add_argument("--cache-seconds", type=int, default=16, help="decoded seconds kept per worker")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the sample and benchmark here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a 2 + 2 video sample at 128x128, a few samples: a check that it runs")
+    args = parser.parse_args()
+    if args.smoke:
+        args.size, args.train_samples, args.eval_samples, args.workers = 128, 4, 2, 1
+    print_machine()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="stvr-loader-bench-"))
+    try:
+        bench = build_benchmarks(work, [args.size], tiny=args.smoke)[args.size]
+        config = DataConfig()
+        print(f"benchmark {bench} ({args.size}x{args.size}); training: {config.reference_seconds:g} s "
+              f"references, queries up to {config.max_query_seconds:g} s at {config.query_clips_per_second} "
+              f"clips/s, batch {args.batch_size}; evaluation: whole references; cache {args.cache_seconds} s "
+              f"per worker; torch threads {torch.get_num_threads()}")
+        print("| samples | workers | samples timed | clips | clips / sample | wall s | clips/s | clips/s per worker "
+              "| clips/s without workers | decode % | to float % |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        skip = args.workers
+        train = clip_rate(training_loader(bench, args.train_samples + skip * args.batch_size, args.workers,
+                                          args.batch_size, args.cache_seconds), skip)
+        alone = in_process(lambda: training_loader(bench, args.train_samples, 0, args.batch_size,
+                                                   args.cache_seconds))
+        report("training samples", train, args.workers, alone)
+        evaluation = clip_rate(evaluation_loader(bench, args.eval_samples + skip, args.workers,
+                                                 args.cache_seconds), skip)
+        alone = in_process(lambda: evaluation_loader(bench, args.eval_samples, 0, args.cache_seconds))
+        report("evaluation samples", evaluation, args.workers, alone)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ speed in feature cells per clip (``m0``, ``m1.5``)::
     data/m<speed>/sample/        make-sample output (AVA layout, video files)
     data/m<speed>/benchmark/     build-ava output; READY.json when complete
     features/                    the frozen backbones' features (one folder per backbone)
+    runs/m<speed>-pretrain-s<seed>/      stage 0: the small backbone's action pretraining
     runs/m<speed>-stage1-s<seed>/train/   stage 1: Clip trained end to end
     runs/m<speed>-<cell>-s<seed>/train/   stage 2: the cell on the frozen stage 1
     runs/m<speed>-<cell>-s<seed>/eval/    detections + metrics_test.json
@@ -44,6 +45,7 @@ from stvr_data.atomic import write_text
 DATA_SEED = 0  # the synthetic content and the label split; training seeds vary per run
 READY = "READY.json"
 FEATURES = "features"  # the frozen backbones' features, shared by training and evaluation
+QUERY_SWAP = 0.5  # the CPU recipe's share of training samples with a swapped query (README)
 
 
 def ensure_benchmark(data_dir: Path, budget: Budget, speed: float) -> Path:
@@ -105,6 +107,7 @@ def model_spec(budget: Budget, cell: str):
         anchor_sizes=budget.anchor_sizes,
         anchor_aspect_ratios=budget.anchor_aspect_ratios,
         add_gt_to_proposals=budget.cpu_options,
+        action_loss=budget.training.action_loss,
     )
 
 
@@ -139,6 +142,7 @@ def data_config(budget: Budget):
         reference_seconds=budget.reference_seconds,
         max_query_seconds=budget.max_query_seconds,
         query_clips_per_second=budget.query_clips_per_second,
+        query_swap=QUERY_SWAP if budget.cpu_options else 0.0,
     )
 
 
@@ -160,13 +164,32 @@ def _train(bench: Path, folder: Path, spec, config, budget: Budget, weights: str
     return round(time.perf_counter() - start, 1)
 
 
+def ensure_pretrained(work: Path, bench: Path, budget: Budget, run: Run) -> str:
+    """Stage 0: the backbone pretrained on the training actors' actions for `run`'s speed
+    and stage-1 seed (`stvr_model.pretrain`); trained once, its weights file."""
+    from stvr_model.pretrain import RECORD, WEIGHTS, PretrainConfig, pretrain
+
+    folder = work / "runs" / run.pretrain_key
+    if not (folder / RECORD).exists():
+        config = PretrainConfig(backbone=budget.backbone, channels=budget.hidden_channels,
+                                iterations=budget.training.pretrain_iterations, seed=run.stage1_seed,
+                                device=budget.device)
+        record = pretrain(bench, folder, config, progress=False)
+        print(f"[table1] stage 0 {run.pretrain_key}: {record['seconds']} s, action loss "
+              f"{record['loss'][0]['loss']:.3f} -> {record['loss'][-1]['loss']:.3f}", flush=True)
+    return str(folder / WEIGHTS)
+
+
 def ensure_stage1(work: Path, bench: Path, budget: Budget, run: Run, weights: str | None) -> Path:
-    """The stage-1 checkpoint (Clip, end to end) of `run`'s speed and seed; trained once."""
+    """The stage-1 checkpoint (Clip, end to end) of `run`'s speed and seed; trained once,
+    from the given backbone weights or else from stage 0 when the budget has one."""
     from stvr_model.train import LAST
 
     folder = work / "runs" / run.stage1_key
     done = folder / "stage1.json"
     if not done.exists():
+        if weights is None and budget.training.pretrain_iterations:
+            weights = ensure_pretrained(work, bench, budget, run)
         spec = model_spec(budget, STAGE1_CELL)
         seconds = _train(bench, folder, spec, train_config(budget, run.seed), budget, weights)
         write_text(done, json.dumps({"train_seconds": seconds}) + "\n")
@@ -215,11 +238,13 @@ def run_one(
             feature_cache=cache,
         )
     stage1_seconds = json.loads((work / "runs" / run.stage1_key / "stage1.json").read_text())
+    pretrained = work / "runs" / run.pretrain_key / "pretrain.json"
     record = make_record(run, results, measured, metrics=folder / "train" / "metrics.jsonl")
     record.update(
         train_seconds=train_seconds,
         eval_seconds=round(time.perf_counter() - start, 1),
         stage1_seconds=stage1_seconds["train_seconds"],
+        pretrain_seconds=json.loads(pretrained.read_text())["seconds"] if pretrained.exists() else None,
     )
     write_text(record_path, json.dumps(record, indent=1) + "\n")
     return record

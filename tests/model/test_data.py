@@ -119,3 +119,20 @@ def test_atom_vocabulary_orders_ids_numerically_and_names_after():
     from stvr_data.tubelets import atom_vocabulary
 
     assert atom_vocabulary(["5+17+80", "12+17", "Basketball"]) == ("5", "12", "17", "80", "Basketball")
+
+
+def test_query_swap_takes_another_labels_query_and_moves_the_matching_targets(tiny_benchmark):
+    config = DataConfig(query_clips_per_second=1, max_query_seconds=3, hflip=False)
+    plain = PairDataset(tiny_benchmark, "train", config, seed=2)
+    swapped = PairDataset(tiny_benchmark, "train", DataConfig(**{**config.__dict__, "query_swap": 1.0}), seed=2)
+    changed = 0
+    for index in range(min(len(plain), 6)):
+        a, b = plain[index], swapped[index]
+        assert torch.equal(a["reference"], b["reference"])  # the reference stays
+        if a["query"].shape == b["query"].shape and torch.equal(a["query"], b["query"]):
+            continue  # the reference shows no other label with a donor: the pair's own query
+        changed += 1
+        matching_a = [t["boxes"][t["labels"] == MATCHING_ACTOR] for t in a["targets"]]
+        matching_b = [t["boxes"][t["labels"] == MATCHING_ACTOR] for t in b["targets"]]
+        assert any(not torch.equal(x, y) for x, y in zip(matching_a, matching_b, strict=True))
+    assert changed > 0

@@ -44,8 +44,9 @@ class DataConfig:
     max_query_seconds: float = 10.0
     query_clips_per_second: int = 3  # 3 = every clip of the query, as the authors; 1 is cheaper
     hflip: bool = True
-    # Training only: the share of samples whose query is swapped for a query of another
-    # label present in the reference (targets follow the new label), so that one
+    # Training only (also when fitting a fixed split): the share of samples whose query is
+    # swapped for a query of another label present in the reference, taken from the same
+    # split (targets follow the new label), so that one
     # reference is seen with several queries and only the query tells which actor
     # matches. 0 is the authors' sampling.
     query_swap: float = 0.0
@@ -135,6 +136,9 @@ class PairDataset(Dataset):
             self.fixed = fixed[usable].reset_index(drop=True).iloc[:max_pairs]
             self.actors = self._actors(self.fixed)
             self.length = len(self.fixed)
+            # Fitting a fixed split swaps queries among that split's own tubelets.
+            self.pool = self.tubelets[(self.tubelets.split == split)
+                                      & self.tubelets.video_id.map(self.reader.has)].reset_index(drop=True)
             # Diagnostics: each pair keeps its reference and targets but takes the query of
             # a pair with another combined label (seeded by `shuffle_queries`).
             self.query_source = None if shuffle_queries is None or not self.length else \
@@ -180,7 +184,7 @@ class PairDataset(Dataset):
         query_pair, pair_actors = pair, actors.get(pair.pair_id)
         if self.split != "train" and self.query_source is not None:
             query_pair = table.iloc[self.query_source[position]]
-        if self.split == "train" and pair_actors is not None and rng.random() < self.config.query_swap:
+        if self.training and pair_actors is not None and rng.random() < self.config.query_swap:
             query_pair, pair_actors = self._swapped_query(pair, pair_actors, rng)
         return self._sample(pair, pair_actors, rng, query_pair)
 

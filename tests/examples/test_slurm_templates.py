@@ -95,7 +95,7 @@ def _check_torchrun(argv: list[str]) -> dict:
     ("media_shards.sbatch", [("stvr-data", "build-ava")]),
     ("merge.sbatch", [("stvr-data", "build-ava"), ("stvr-data", "verify")]),
     ("train.sbatch", [("torchrun",), ("stvr-model", "train")]),
-    ("evaluate.sbatch", [("stvr-model", "evaluate")]),
+    ("evaluate.sbatch", [("torchrun",), ("stvr-model", "evaluate")]),
 ])
 def test_template_command_lines_parse_with_the_real_tools(name, commands, tmp_path):
     calls = _run(name, tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -86,6 +87,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="I3D weights for stage 1 of --budget full (see `stvr-model convert-i3d`); "
         "without them the I3D backbone starts from random weights",
     )
+    parser.add_argument(
+        "--shared-stage1",
+        action="store_true",
+        help="one stage 0 and stage 1 per speed (the first seed's) under every seed's stage 2: "
+        "cheaper, but the seed spread then leaves out the backbone's and heads' variation",
+    )
     parser.add_argument("--fresh", action="store_true", help="delete the work folder first")
     return parser.parse_args(argv)
 
@@ -95,6 +102,9 @@ def main(argv=None) -> None:
     from benchmarks.table1 import runner
 
     budget = BUDGETS[args.budget]
+    if args.shared_stage1:
+        budget = dataclasses.replace(
+            budget, training=dataclasses.replace(budget.training, shared_stage1=True))
     work = args.out or Path(f"runs/table1-{budget.name}")
     if args.fresh:
         runner.clean(work)

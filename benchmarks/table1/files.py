@@ -55,12 +55,17 @@ def _raw(budget: Budget, records: list[dict], planned: int, machine: dict, wall:
 
 def setting_line(budget: Budget) -> str:
     plan = budget.training
+    stage0 = (f"stage 0 (action pretraining of the backbone) {plan.pretrain_iterations} steps of "
+              f"16 actor clips, action loss weight {plan.action_loss:g} after it; "
+              if plan.pretrain_iterations else "")
+    shared = ("; one stage 0 and 1 per speed (seed 0's) under every seed's stage 2, so the "
+              "spread leaves out the backbone's and heads' variation" if plan.shared_stage1 else "")
     return (
-        f"`--budget {budget.name}`: stage 1 (Clip, end to end) {plan.stage1_iterations} and "
+        f"`--budget {budget.name}`: {stage0}stage 1 (Clip, end to end) {plan.stage1_iterations} and "
         f"stage 2 (each cell, frozen backbone) {plan.stage2_iterations} iterations of batch "
         f"{plan.batch_size}, {plan.optimizer} lr {plan.lr:g}; {budget.resolution[0]}x"
         f"{budget.resolution[1]}, backbone `{budget.backbone}`; "
-        f"{budget.eval_pairs or 'every'} test pair{'s' if budget.eval_pairs != 1 else ''} per run"
+        f"{budget.eval_pairs or 'every'} test pair{'s' if budget.eval_pairs != 1 else ''} per run{shared}"
     )
 
 

@@ -26,17 +26,18 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 
 from stvr_data.errors import StvrDataError
+from stvr_model.boxes import AUTHORS_BOX_WEIGHTS
 from stvr_model.cells import CellError, WarpLSTMCell, control_points
 from stvr_model.heads import (
     MATCHING_ACTOR,
     OTHER_ACTOR,
     ActorActionHead,
-    ActorProposalNetwork,
     CropAndPool,
     QueryAttention,
     RelocalizationHead,
     ResidualBoxHead,
 )
+from stvr_model.rpn import ActorProposalNetwork
 
 Detections = list[list[dict[str, Tensor]]]
 
@@ -62,6 +63,10 @@ class DetectorConfig:
     rpn_pre_nms_top_n: int = 6000  # the authors ran NMS over every anchor (20*20*12 = 4800)
     rpn_nms_thresh: float = 0.7
     rpn_post_nms_top_n: int = 32  # proposals per clip, training and test
+    # RPN box coding (wx, wy, ww, wh) and its loss's smooth-L1 beta: the authors' (10, 10,
+    # 5, 5) and Huber delta 1; torchvision's RPN uses (1, 1, 1, 1) and 1/9
+    rpn_box_weights: tuple[float, float, float, float] = AUTHORS_BOX_WEIGHTS
+    rpn_smooth_l1_beta: float = 1.0
     roi_crop_size: int = 14  # TF crop_and_resize size, then max-pooled
     roi_pool_kernel: int = 2  # -> 7x7 proposal and query features
     roi_sampling_ratio: int = 1
@@ -76,7 +81,7 @@ class DetectorConfig:
     roi_batch_size_per_clip: int = 16
     roi_positive_fraction: float = 0.25
     add_gt_to_proposals: bool = False  # the authors did not; torchvision does
-    bbox_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    bbox_reg_weights: tuple[float, float, float, float] = AUTHORS_BOX_WEIGHTS  # both stages
     rpn_objectness_weight: float = 1.0
     rpn_box_weight: float = 2.0
     classifier_weight: float = 1.0
@@ -156,6 +161,8 @@ def build_rpn(config: DetectorConfig) -> ActorProposalNetwork:
             "testing": config.rpn_post_nms_top_n,
         },
         nms_thresh=config.rpn_nms_thresh,
+        box_weights=config.rpn_box_weights,
+        smooth_l1_beta=config.rpn_smooth_l1_beta,
     )
 
 

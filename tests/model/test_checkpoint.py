@@ -33,9 +33,11 @@ def _old_checkpoint(path, **settings):
 def test_new_specs_record_the_authors_rpn_settings():
     spec = ModelSpec(**SMALL)
     assert spec.rpn_box_weights == (10.0, 10.0, 5.0, 5.0) and spec.rpn_smooth_l1_beta == 1.0
+    assert spec.rpn_border_anchors == "remove"
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     rpn = build_model(spec).rpn
     assert rpn.box_coder.weights == (10.0, 10.0, 5.0, 5.0) and rpn.smooth_l1_beta == 1.0
+    assert rpn.border_anchors == "remove"
 
 
 def test_old_checkpoints_load_as_they_were_trained(tmp_path):
@@ -43,6 +45,6 @@ def test_old_checkpoints_load_as_they_were_trained(tmp_path):
     model, state = model_from_checkpoint(tmp_path / "old.pt")
     spec = ModelSpec.from_dict(state["spec"])
     assert spec.rpn_box_weights == (1.0, 1.0, 1.0, 1.0) and spec.rpn_smooth_l1_beta == pytest.approx(1 / 9)
-    assert model.rpn.box_coder.weights == (1.0, 1.0, 1.0, 1.0)
+    assert model.rpn.box_coder.weights == (1.0, 1.0, 1.0, 1.0) and model.rpn.border_anchors == "keep"
     for name, tensor in old.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name

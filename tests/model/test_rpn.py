@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from stvr_model.detector import DetectorConfig, build_rpn
+from stvr_model.detector import DetectorConfig, DetectorInputError, build_rpn
+from stvr_model.rpn import inside_frame
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,3 +83,59 @@ def test_clips_without_sampled_anchors_give_a_connected_zero():
     objectness, box = rpn.compute_loss(torch.zeros(4, 1), deltas, labels, [torch.zeros(4, 4)])
     (objectness + box).backward()
     assert objectness.item() == 0.0 and box.item() == 0.0 and deltas.grad is not None
+
+
+def test_inside_frame_counts_edges_on_the_border_as_inside():
+    anchors = torch.tensor([[0.0, 0, 64, 64], [-1, 0, 30, 30], [10, 10, 65, 20], [0, 0, 10, 64.5]])
+    assert inside_frame(anchors, (64, 64)).tolist() == [True, False, False, False]
+    assert inside_frame(anchors, (65, 64)).tolist() == [True, False, False, True]
+
+
+def _one_anchor_rpn(mode: str):
+    """32 px square anchors on a 4x4 map of a 64 px frame: centres 0, 16, 32, 48 per axis,
+    so only the 3x3 centred at 16..48 lie inside. The head predicts zeros (proposals are
+    the anchors themselves, all equally likely); assignment is recorded."""
+    rpn = build_rpn(small_config(anchor_sizes=(32.0,), anchor_aspect_ratios=(1.0,), rpn_border_anchors=mode))
+    for parameter in rpn.head.parameters():
+        torch.nn.init.zeros_(parameter)
+    seen = []
+
+    def assign(anchors, targets):
+        seen.append(anchors[0])  # the one clip's
+        return assign_targets(anchors, targets)
+
+    assign_targets = rpn.assign_targets_to_anchors
+    rpn.assign_targets_to_anchors = assign
+    return rpn, seen
+
+
+def test_training_removes_anchors_crossing_the_border():
+    rpn, seen = _one_anchor_rpn("remove")
+    corner = [{"boxes": torch.tensor([[0.0, 0, 16, 16]])}]  # best matched by the crossing corner anchor
+    proposals, losses = rpn.train()(torch.randn(1, 8, 4, 4), (64, 64), corner)
+    (anchors,) = seen
+    assert len(anchors) == 9 and bool(inside_frame(anchors, (64, 64)).all())
+    assert all(torch.isfinite(v) for v in losses.values())
+    # Proposals come from the kept anchors only (zero deltas: the anchors themselves).
+    assert all((anchors == box).all(dim=1).any() for box in proposals[0])
+    # At inference every anchor is used, clipped to the frame.
+    rpn.eval()(torch.randn(1, 8, 4, 4), (64, 64), corner)
+    assert len(seen[1]) == 16 and bool(inside_frame(seen[1], (64, 64)).all())
+    assert (seen[1] == torch.tensor([0.0, 0, 16, 16])).all(dim=1).any()
+
+
+def test_keep_leaves_anchors_crossing_the_border_as_torchvision_does():
+    rpn, seen = _one_anchor_rpn("keep")
+    rpn.train()(torch.randn(1, 8, 4, 4), (64, 64), [{"boxes": torch.tensor([[0.0, 0, 16, 16]])}])
+    assert len(seen[0]) == 16 and not bool(inside_frame(seen[0], (64, 64)).all())
+    clip, seen = _one_anchor_rpn("clip")
+    clip.train()(torch.randn(1, 8, 4, 4), (64, 64), [{"boxes": torch.tensor([[0.0, 0, 16, 16]])}])
+    assert len(seen[0]) == 16 and bool(inside_frame(seen[0], (64, 64)).all())
+
+
+def test_anchors_that_cannot_fit_and_unknown_modes_are_named():
+    with pytest.raises(DetectorInputError, match="no anchor of sizes \\[128.0\\] fits inside the 64x64 frame"):
+        build_rpn(small_config(anchor_sizes=(128.0,)))
+    build_rpn(small_config(anchor_sizes=(128.0,), rpn_border_anchors="keep"))
+    with pytest.raises(DetectorInputError, match="rpn_border_anchors 'drop'"):
+        build_rpn(small_config(rpn_border_anchors="drop"))

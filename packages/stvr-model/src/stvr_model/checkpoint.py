@@ -32,6 +32,7 @@ class CheckpointError(ModelError):
 BEFORE_RECORDED = {
     "rpn_box_weights": (1.0, 1.0, 1.0, 1.0),
     "rpn_smooth_l1_beta": 1 / 9,
+    "rpn_border_anchors": "keep",
 }
 
 
@@ -62,6 +63,9 @@ class ModelSpec:
     # RPN box coding and box loss (`DetectorConfig.rpn_box_weights`, `rpn_smooth_l1_beta`)
     rpn_box_weights: tuple[float, float, float, float] = AUTHORS_BOX_WEIGHTS
     rpn_smooth_l1_beta: float = 1.0
+    # anchors crossing the frame's border (`DetectorConfig.rpn_border_anchors`): the
+    # authors remove them in training and clip them at inference
+    rpn_border_anchors: str = "remove"
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -109,6 +113,7 @@ def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torc
                             match_product=spec.match_product,
                             rpn_box_weights=spec.rpn_box_weights,
                             rpn_smooth_l1_beta=spec.rpn_smooth_l1_beta,
+                            rpn_border_anchors=spec.rpn_border_anchors,
                             action_classes=len(spec.action_atoms) if spec.action_loss else 0,
                             action_weight=spec.action_loss)
     return ReLocalizationDetector(backbone, cell, config)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RPNHead
 
 from stvr_data.errors import StvrDataError
@@ -37,7 +38,7 @@ from stvr_model.heads import (
     RelocalizationHead,
     ResidualBoxHead,
 )
-from stvr_model.rpn import ActorProposalNetwork
+from stvr_model.rpn import BORDER_ANCHORS, ActorProposalNetwork, inside_frame
 
 Detections = list[list[dict[str, Tensor]]]
 
@@ -67,6 +68,9 @@ class DetectorConfig:
     # 5, 5) and Huber delta 1; torchvision's RPN uses (1, 1, 1, 1) and 1/9
     rpn_box_weights: tuple[float, float, float, float] = AUTHORS_BOX_WEIGHTS
     rpn_smooth_l1_beta: float = 1.0
+    # anchors crossing the frame's border: "remove" in training and clip at inference (the
+    # authors'), "clip" always, "keep" (torchvision's); see `rpn.ActorProposalNetwork`
+    rpn_border_anchors: str = "remove"
     roi_crop_size: int = 14  # TF crop_and_resize size, then max-pooled
     roi_pool_kernel: int = 2  # -> 7x7 proposal and query features
     roi_sampling_ratio: int = 1
@@ -148,6 +152,7 @@ class DetectorConfig:
 def build_rpn(config: DetectorConfig) -> ActorProposalNetwork:
     """torchvision's anchor generator and RPN head with the authors' settings."""
     anchors = AnchorGenerator((config.anchor_sizes,), (config.anchor_aspect_ratios,))
+    _check_border_anchors(config, anchors)
     return ActorProposalNetwork(
         anchors,
         RPNHead(config.feature_channels, anchors.num_anchors_per_location()[0]),
@@ -163,7 +168,26 @@ def build_rpn(config: DetectorConfig) -> ActorProposalNetwork:
         nms_thresh=config.rpn_nms_thresh,
         box_weights=config.rpn_box_weights,
         smooth_l1_beta=config.rpn_smooth_l1_beta,
+        border_anchors=config.rpn_border_anchors,
     )
+
+
+def _check_border_anchors(config: DetectorConfig, generator: AnchorGenerator) -> None:
+    """DetectorInputError for an unknown `rpn_border_anchors`, or for anchors none of
+    which fits in the frame when training removes those crossing its border."""
+    if config.rpn_border_anchors not in BORDER_ANCHORS:
+        raise DetectorInputError(
+            f"rpn_border_anchors {config.rpn_border_anchors!r}: choose one of {list(BORDER_ANCHORS)}")
+    if config.rpn_border_anchors != "remove":
+        return
+    height, width = config.feature_size
+    images = ImageList(torch.empty(1, 0, *config.image_size), [config.image_size])
+    anchors = generator(images, [torch.empty(1, 0, height, width)])[0]
+    if not bool(inside_frame(anchors, config.image_size).any()):
+        raise DetectorInputError(
+            f"no anchor of sizes {list(config.anchor_sizes)} fits inside the "
+            f"{config.image_size[1]}x{config.image_size[0]} frame, and training removes those "
+            "crossing its border: use smaller anchor sizes")
 
 
 def build_second_stage(config: DetectorConfig, roi_pool: nn.Module) -> RelocalizationHead:

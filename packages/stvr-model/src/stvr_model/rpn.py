@@ -12,6 +12,10 @@ branch, `ava.proto` defaults and the release's pipeline config):
   sampled anchors, divided by that clip's number of sampled anchors, then averaged over
   the clips (torchvision divides by the sampled anchors of the whole batch).
 
+- Anchors crossing the frame's border: removed in training (no loss, no proposals) and
+  clipped to the frame at inference, the Faster R-CNN paper's recipe that the authors'
+  meta-architecture follows (`clip_anchors_to_image: false`); torchvision keeps them.
+
 Boxes are pixel xyxy in the clip frame; objectness is one logit per anchor (the authors'
 two-class softmax is the same function of the difference of its two logits).
 """
@@ -24,8 +28,19 @@ from torch import Tensor
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
+from torchvision.ops import boxes as box_ops
 
 from stvr_model.boxes import AUTHORS_BOX_WEIGHTS
+
+# What happens to anchors that cross the frame's border (see `ActorProposalNetwork`)
+BORDER_ANCHORS = ("remove", "clip", "keep")
+
+
+def inside_frame(anchors: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """Which anchors [A, 4] (pixel xyxy) lie wholly inside a frame of (H, W): bool [A].
+    An edge on the border counts as inside (TensorFlow's `prune_outside_window`)."""
+    height, width = image_size
+    return (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= width) & (anchors[:, 3] <= height)
 
 
 class ActorProposalNetwork(RegionProposalNetwork):
@@ -36,7 +51,11 @@ class ActorProposalNetwork(RegionProposalNetwork):
     decoding, NMS, target assignment, loss). Any actor is foreground.
 
     Beyond the parent's arguments: `box_weights` (wx, wy, ww, wh) scale the regression
-    targets, `smooth_l1_beta` is the box loss's beta.
+    targets, `smooth_l1_beta` is the box loss's beta, and `border_anchors` says what
+    happens to anchors crossing the frame's border: "remove" (the authors') drops them in
+    training mode (they get no label, no loss and give no proposal) and clips them to the
+    frame in eval mode; "clip" clips them in both (the authors' `clip_anchors_to_image`);
+    "keep" leaves them (torchvision).
 
     forward(features [N, C, h, w], image_size (H, W), targets: N dicts with "boxes"
     [K, 4] pixel xyxy, or None) -> (proposals: N tensors [P_i, 4] pixel xyxy, detached,
@@ -44,10 +63,13 @@ class ActorProposalNetwork(RegionProposalNetwork):
     """
 
     def __init__(self, *args, box_weights: tuple[float, float, float, float] = AUTHORS_BOX_WEIGHTS,
-                 smooth_l1_beta: float = 1.0, **kwargs) -> None:
+                 smooth_l1_beta: float = 1.0, border_anchors: str = "remove", **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if border_anchors not in BORDER_ANCHORS:
+            raise ValueError(f"border_anchors {border_anchors!r}: choose one of {BORDER_ANCHORS}")
         self.box_coder = det_utils.BoxCoder(box_weights)
         self.smooth_l1_beta = smooth_l1_beta
+        self.border_anchors = border_anchors
 
     def forward(  # type: ignore[override]
         self,
@@ -60,8 +82,9 @@ class ActorProposalNetwork(RegionProposalNetwork):
         images = ImageList(features.new_empty((n, 0, *image_size)), [tuple(image_size)] * n)
         objectness, deltas = self.head([features])
         anchors = self.anchor_generator(images, [features])
-        num_anchors = [objectness[0][0].numel()]  # A * h * w
         objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+        anchors, objectness, deltas = self.fit_anchors(anchors, objectness, deltas, image_size)
+        num_anchors = [len(anchors[0])]
         decoded = self.box_coder.decode(deltas.detach(), anchors).view(n, -1, 4)
         proposals, _ = self.filter_proposals(decoded, objectness, images.image_sizes, num_anchors)
         if targets is None:
@@ -72,6 +95,23 @@ class ActorProposalNetwork(RegionProposalNetwork):
             objectness, deltas, labels, regression_targets
         )
         return proposals, {"loss_rpn_objectness": loss_objectness, "loss_rpn_box": loss_box}
+
+    def fit_anchors(
+        self, anchors: list[Tensor], objectness: Tensor, deltas: Tensor, image_size: tuple[int, int]
+    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Anchors crossing the border removed or clipped as `border_anchors` says, with the
+        predictions of the removed ones. anchors: N tensors [A, 4], the same for every
+        clip (one frame size); objectness [N*A, 1]; deltas [N*A, 4]. Returns the same with
+        A' <= A anchors per clip."""
+        if self.border_anchors == "keep":
+            return anchors, objectness, deltas
+        if self.border_anchors == "clip" or not self.training:
+            return [box_ops.clip_boxes_to_image(a, image_size) for a in anchors], objectness, deltas
+        keep = inside_frame(anchors[0], image_size)
+        n = len(anchors)
+        objectness = objectness.view(n, -1)[:, keep].reshape(-1, 1)
+        deltas = deltas.view(n, -1, 4)[:, keep].reshape(-1, 4)
+        return [a[keep] for a in anchors], objectness, deltas
 
     def compute_loss(  # type: ignore[override]
         self,

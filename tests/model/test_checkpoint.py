@@ -38,6 +38,7 @@ def test_new_specs_record_the_authors_rpn_settings():
     rpn = build_model(spec).rpn
     assert rpn.box_coder.weights == (10.0, 10.0, 5.0, 5.0) and rpn.smooth_l1_beta == 1.0
     assert rpn.border_anchors == "remove"
+    assert spec.rpn_conv_width == 512 and rpn.head.cls_logits.in_channels == 512
 
 
 def test_old_checkpoints_load_as_they_were_trained(tmp_path):
@@ -46,5 +47,7 @@ def test_old_checkpoints_load_as_they_were_trained(tmp_path):
     spec = ModelSpec.from_dict(state["spec"])
     assert spec.rpn_box_weights == (1.0, 1.0, 1.0, 1.0) and spec.rpn_smooth_l1_beta == pytest.approx(1 / 9)
     assert model.rpn.box_coder.weights == (1.0, 1.0, 1.0, 1.0) and model.rpn.border_anchors == "keep"
+    # torchvision's RPN head at the features' width: the stored weights' shapes
+    assert spec.rpn_conv_width is None and model.rpn.head.cls_logits.in_channels == 16
     for name, tensor in old.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name

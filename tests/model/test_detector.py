@@ -125,7 +125,7 @@ def test_overfitting_one_tiny_batch_lowers_the_loss():
     query, query_boxes, reference, targets = make_batch(seed=3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     totals = []
-    for _ in range(30):
+    for _ in range(40):
         _, losses = model(query, query_boxes, reference, targets)
         total = sum(losses.values())
         optimizer.zero_grad()

@@ -139,3 +139,23 @@ def test_anchors_that_cannot_fit_and_unknown_modes_are_named():
     build_rpn(small_config(anchor_sizes=(128.0,), rpn_border_anchors="keep"))
     with pytest.raises(DetectorInputError, match="rpn_border_anchors 'drop'"):
         build_rpn(small_config(rpn_border_anchors="drop"))
+
+
+def test_rpn_conv_has_the_configured_width_and_the_authors_init():
+    assert DetectorConfig().rpn_conv_width == 512
+    head = build_rpn(small_config()).head  # 8 feature channels, 12 anchors
+    conv = head.conv[0]
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (8, 512, (3, 3))
+    assert isinstance(head.conv[1], torch.nn.ReLU6)
+    assert head.cls_logits.in_channels == 512 and head.bbox_pred.out_channels == 48
+    # a normal of std 0.01 truncated at 2 std: nothing beyond 0.02, std about 0.0088
+    assert conv.weight.abs().max() <= 0.02 and 0.008 < conv.weight.std() < 0.0096
+    assert not conv.bias.any()
+    logits, deltas = head([torch.randn(2, 8, 4, 4)])
+    assert logits[0].shape == (2, 12, 4, 4) and deltas[0].shape == (2, 48, 4, 4)
+    narrow = build_rpn(small_config(rpn_conv_width=24)).head
+    assert narrow.conv[0].out_channels == 24 and narrow.cls_logits.in_channels == 24
+    torchvision_head = build_rpn(small_config(rpn_conv_width=None)).head
+    assert torchvision_head.cls_logits.in_channels == 8  # the features' width
+    with pytest.raises(DetectorInputError, match="rpn_conv_width 0"):
+        small_config(rpn_conv_width=0)

@@ -33,6 +33,7 @@ BEFORE_RECORDED = {
     "rpn_box_weights": (1.0, 1.0, 1.0, 1.0),
     "rpn_smooth_l1_beta": 1 / 9,
     "rpn_border_anchors": "keep",
+    "rpn_conv_width": None,
 }
 
 
@@ -66,6 +67,7 @@ class ModelSpec:
     # anchors crossing the frame's border (`DetectorConfig.rpn_border_anchors`): the
     # authors remove them in training and clip them at inference
     rpn_border_anchors: str = "remove"
+    rpn_conv_width: int | None = 512  # RPN conv width (the authors'); None: the features' width
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -114,6 +116,7 @@ def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torc
                             rpn_box_weights=spec.rpn_box_weights,
                             rpn_smooth_l1_beta=spec.rpn_smooth_l1_beta,
                             rpn_border_anchors=spec.rpn_border_anchors,
+                            rpn_conv_width=spec.rpn_conv_width,
                             action_classes=len(spec.action_atoms) if spec.action_loss else 0,
                             action_weight=spec.action_loss)
     return ReLocalizationDetector(backbone, cell, config)

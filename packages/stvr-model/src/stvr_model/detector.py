@@ -38,7 +38,7 @@ from stvr_model.heads import (
     RelocalizationHead,
     ResidualBoxHead,
 )
-from stvr_model.rpn import BORDER_ANCHORS, ActorProposalNetwork, inside_frame
+from stvr_model.rpn import BORDER_ANCHORS, ActorProposalNetwork, ProposalHead, inside_frame
 
 Detections = list[list[dict[str, Tensor]]]
 
@@ -71,6 +71,9 @@ class DetectorConfig:
     # anchors crossing the frame's border: "remove" in training and clip at inference (the
     # authors'), "clip" always, "keep" (torchvision's); see `rpn.ActorProposalNetwork`
     rpn_border_anchors: str = "remove"
+    # RPN 3x3 conv width: the authors' 512 (`rpn.ProposalHead`); None: torchvision's
+    # RPNHead at the features' width
+    rpn_conv_width: int | None = 512
     roi_crop_size: int = 14  # TF crop_and_resize size, then max-pooled
     roi_pool_kernel: int = 2  # -> 7x7 proposal and query features
     roi_sampling_ratio: int = 1
@@ -133,6 +136,8 @@ class DetectorConfig:
             raise DetectorInputError(
                 f"action_classes {self.action_classes} and action_weight {self.action_weight} "
                 "must be >= 0")
+        if self.rpn_conv_width is not None and self.rpn_conv_width < 1:
+            raise DetectorInputError(f"rpn_conv_width {self.rpn_conv_width} < 1")
         if self.backbone_chunk_size is not None and self.backbone_chunk_size < 1:
             raise DetectorInputError(f"backbone_chunk_size {self.backbone_chunk_size} < 1")
 
@@ -155,7 +160,7 @@ def build_rpn(config: DetectorConfig) -> ActorProposalNetwork:
     _check_border_anchors(config, anchors)
     return ActorProposalNetwork(
         anchors,
-        RPNHead(config.feature_channels, anchors.num_anchors_per_location()[0]),
+        _rpn_head(config, anchors.num_anchors_per_location()[0]),
         fg_iou_thresh=config.rpn_fg_iou_thresh,
         bg_iou_thresh=config.rpn_bg_iou_thresh,
         batch_size_per_image=config.rpn_batch_size_per_clip,
@@ -170,6 +175,12 @@ def build_rpn(config: DetectorConfig) -> ActorProposalNetwork:
         smooth_l1_beta=config.rpn_smooth_l1_beta,
         border_anchors=config.rpn_border_anchors,
     )
+
+
+def _rpn_head(config: DetectorConfig, num_anchors: int) -> nn.Module:
+    if config.rpn_conv_width is None:
+        return RPNHead(config.feature_channels, num_anchors)
+    return ProposalHead(config.feature_channels, num_anchors, config.rpn_conv_width)
 
 
 def _check_border_anchors(config: DetectorConfig, generator: AnchorGenerator) -> None:

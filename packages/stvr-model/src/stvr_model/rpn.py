@@ -12,6 +12,10 @@ branch, `ava.proto` defaults and the release's pipeline config):
   sampled anchors, divided by that clip's number of sampled anchors, then averaged over
   the clips (torchvision divides by the sampled anchors of the whole batch).
 
+- Head (`ProposalHead`): a 3x3 conv to 512 channels with ReLU6, then 1x1 convs, weights
+  from a normal of std 0.01 truncated at two std (`first_stage_box_predictor_depth`,
+  `_kernel_size` defaults, the config's initializer); torchvision's RPNHead keeps the
+  input's width (1024) with ReLU.
 - Anchors crossing the frame's border: removed in training (no loss, no proposals) and
   clipped to the frame at inference, the Faster R-CNN paper's recipe that the authors'
   meta-architecture follows (`clip_anchors_to_image: false`); torchvision keeps them.
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
@@ -41,6 +45,31 @@ def inside_frame(anchors: Tensor, image_size: tuple[int, int]) -> Tensor:
     An edge on the border counts as inside (TensorFlow's `prune_outside_window`)."""
     height, width = image_size
     return (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= width) & (anchors[:, 3] <= height)
+
+
+class ProposalHead(nn.Module):
+    """The authors' first-stage box predictor: a `kernel_size` conv from `in_channels` to
+    `width` channels with ReLU6, then 1x1 convs to one objectness logit and 4 box deltas
+    per anchor; weights from a normal of std 0.01 truncated at 2 std, biases zero.
+
+    forward(maps: list of [N, in_channels, h, w]) -> (logits: list of [N, A, h, w],
+    deltas: list of [N, 4A, h, w]), as torchvision's RPNHead.
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int, width: int = 512, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, width, kernel_size, padding=kernel_size // 2), nn.ReLU6(inplace=True))
+        self.cls_logits = nn.Conv2d(width, num_anchors, 1)
+        self.bbox_pred = nn.Conv2d(width, 4 * num_anchors, 1)
+        for layer in self.modules():
+            if isinstance(layer, nn.Conv2d):
+                nn.init.trunc_normal_(layer.weight, std=0.01, a=-0.02, b=0.02)
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, maps: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        hidden = [self.conv(x) for x in maps]
+        return [self.cls_logits(t) for t in hidden], [self.bbox_pred(t) for t in hidden]
 
 
 class ActorProposalNetwork(RegionProposalNetwork):

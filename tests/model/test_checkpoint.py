@@ -39,6 +39,7 @@ def test_new_specs_record_the_authors_rpn_settings():
     assert rpn.box_coder.weights == (10.0, 10.0, 5.0, 5.0) and rpn.smooth_l1_beta == 1.0
     assert rpn.border_anchors == "remove"
     assert spec.rpn_conv_width == 512 and rpn.head.cls_logits.in_channels == 512
+    assert spec.separable_offset and build_model(spec).cell.offset[0].groups == 32  # 2C
 
 
 def test_old_checkpoints_load_as_they_were_trained(tmp_path):
@@ -49,5 +50,7 @@ def test_old_checkpoints_load_as_they_were_trained(tmp_path):
     assert model.rpn.box_coder.weights == (1.0, 1.0, 1.0, 1.0) and model.rpn.border_anchors == "keep"
     # torchvision's RPN head at the features' width: the stored weights' shapes
     assert spec.rpn_conv_width is None and model.rpn.head.cls_logits.in_channels == 16
+    # the warp cell's plain zero-initialised offset conv
+    assert not spec.separable_offset and model.cell.offset.weight.shape == (2, 32, 1, 1)
     for name, tensor in old.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name

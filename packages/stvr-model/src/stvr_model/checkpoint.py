@@ -34,6 +34,7 @@ BEFORE_RECORDED = {
     "rpn_smooth_l1_beta": 1 / 9,
     "rpn_border_anchors": "keep",
     "rpn_conv_width": None,
+    "separable_offset": False,
 }
 
 
@@ -68,6 +69,7 @@ class ModelSpec:
     # authors remove them in training and clip them at inference
     rpn_border_anchors: str = "remove"
     rpn_conv_width: int | None = 512  # RPN conv width (the authors'); None: the features' width
+    separable_offset: bool = True  # warp cell: the authors' offset conv (`cells.CellConfig`)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -105,7 +107,8 @@ def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torc
         backbone = make_backbone(spec.backbone, spec.hidden_channels)
     else:
         backbone = build_backbone(spec.backbone, weights=backbone_weights, channels=spec.hidden_channels)
-    cell = build_cell(spec.cell, spec.hidden_channels, spec.hidden_channels, max_offset=spec.max_offset)
+    cell = build_cell(spec.cell, spec.hidden_channels, spec.hidden_channels, max_offset=spec.max_offset,
+                      separable_offset=spec.separable_offset)
     config = DetectorConfig(image_size=spec.image_size, feature_channels=spec.hidden_channels,
                             box_head_blocks=spec.box_head_blocks,
                             box_head_width=spec.box_head_width, box_head_fc=spec.box_head_fc,

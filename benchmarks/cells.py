@@ -81,9 +81,6 @@ class CellRun:
             for _ in range(args.steps)
         ]
         self.flows = torch.randn(args.steps, args.batch, 2, args.size, args.size, device=device)
-        if kind == "warp":  # off the identity, as after training
-            with torch.no_grad():
-                self.cell.offset.weight.normal_(std=1e-3)
 
     def sequence(self) -> None:
         state, total = None, 0

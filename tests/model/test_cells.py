@@ -75,7 +75,7 @@ def test_gradients_reach_every_parameter_and_the_input(kind):
 
 
 def test_zero_displacement_is_exactly_convlstm():
-    convlstm, warp = make("convlstm"), make("warp")
+    convlstm, warp = make("convlstm"), make("warp", separable_offset=False)
     warp.gates.load_state_dict(convlstm.gates.state_dict())
     assert not warp.offset.weight.any() and not warp.offset.bias.any()  # identity at start
     x, state, _ = inputs()
@@ -87,7 +87,7 @@ def test_zero_displacement_is_exactly_convlstm():
 
 
 def test_hand_set_offsets_align_a_shifted_state():
-    convlstm, warp = make("convlstm"), make("warp", num_boundary_points=0, max_offset=None)
+    convlstm, warp = make("convlstm"), make("warp", num_boundary_points=0, max_offset=None, separable_offset=False)
     warp.gates.load_state_dict(convlstm.gates.state_dict())
     with torch.no_grad():
         warp.offset.bias.copy_(torch.tensor([1.0, 2.0]))  # every control point moves (1, 2)
@@ -104,7 +104,8 @@ def test_hand_set_offsets_align_a_shifted_state():
 
 def test_warp_offsets_are_bounded_and_the_identity_near_zero():
     x, (h, c), _ = inputs()
-    bounded, free = make("warp", max_offset=2.0), make("warp", max_offset=None)
+    bounded = make("warp", max_offset=2.0, separable_offset=False)
+    free = make("warp", max_offset=None, separable_offset=False)
     for cell in (bounded, free):
         with torch.no_grad():
             cell.offset.bias.copy_(torch.tensor([50.0, -0.001]))
@@ -119,7 +120,7 @@ def test_warp_offsets_are_bounded_and_the_identity_near_zero():
 
 def test_warp_flow_carries_the_offsets_to_their_destinations():
     # the paper's setting: order 2, 4 boundary points per edge, unbounded offsets
-    warp = make("warp", max_offset=None)
+    warp = make("warp", max_offset=None, separable_offset=False)
     with torch.no_grad():
         warp.offset.bias.copy_(torch.tensor([1.0, -2.0]))
     x, state, _ = inputs()
@@ -157,6 +158,32 @@ def test_traj_cell_with_still_links_is_convlstm():
     assert torch.allclose(got.h, expected.h, atol=1e-5)
 
 
+def test_offset_conv_is_the_authors_strided_separable_conv():
+    # The authors: separable_conv2d(concat([x, h]), 2, [1, 1], depth_multiplier=1,
+    # stride=5, padding='SAME') on the 20x20 map, then [:, 1:, 1:] -> (5, 10, 15)^2.
+    warp = make("warp", max_offset=None)
+    depthwise, pointwise = warp.offset
+    assert depthwise.groups == 2 * C and depthwise.bias is None and pointwise.out_channels == 2
+    generator = torch.Generator().manual_seed(4)
+    x, h, c = (torch.randn(B, C, 20, 20, generator=generator) for _ in range(3))
+    warp(x, CellState(h, c))
+    strided = warp.offset(torch.cat([x, h], dim=1)[:, :, ::5, ::5])[:, :, 1:, 1:]  # (B, 2, 3, 3)
+    expected = strided.flatten(2).transpose(1, 2)  # (B, 9, 2) row-major, (dy, dx)
+    assert torch.allclose(warp.last_offsets, expected, atol=1e-6)
+    assert warp.last_offsets.abs().min() > 0  # the authors' init does not start at zero
+
+
+def test_offset_conv_starts_glorot_uniform_as_slim_does():
+    torch.manual_seed(0)
+    depthwise, pointwise = build_cell("warp", 256, 256).offset
+    # fans (TF and torch alike): depthwise 512 in / 1 out, pointwise 512 in / 2 out
+    for weight, fans in ((depthwise.weight, 513), (pointwise.weight, 514)):
+        limit = (6 / fans) ** 0.5
+        assert weight.abs().max() <= limit
+        assert weight.std().item() == pytest.approx(limit / 3**0.5, rel=0.15 if weight.numel() > 1000 else 0.35)
+    assert not pointwise.bias.any()
+
+
 def test_control_points_follow_the_paper():
     points = control_points(20, 20)
     assert points.tolist() == [[y, x] for y in (5, 10, 15) for x in (5, 10, 15)]
@@ -165,7 +192,7 @@ def test_control_points_follow_the_paper():
 
 @pytest.mark.parametrize("size", [2, 3, 4, 5])
 def test_maps_too_small_for_the_control_grid_are_reported(size):
-    cell = make("warp")  # zero-initialised offsets: control points stay where they are
+    cell = make("warp", separable_offset=False)  # zero offsets: control points stay put
     x = torch.randn(1, C, size, size)
     with pytest.raises(CellError, match="control grid needs a feature map of at least 6x6"):
         cell(x, CellState(x, x))

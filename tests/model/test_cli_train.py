@@ -4,6 +4,7 @@ import json
 
 from click.testing import CliRunner
 
+from stvr_model.checkpoint import load_checkpoint
 from stvr_model.cli import main
 
 LIGHT = ["--backbone", "small", "--box-head-blocks", "1", "--box-head-width", "16", "--batch-size", "2", "--workers", "0",
@@ -14,9 +15,12 @@ LIGHT = ["--backbone", "small", "--box-head-blocks", "1", "--box-head-width", "1
 def test_train_then_evaluate_prints_the_scores(tiny_benchmark, tmp_path):
     run = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", "--manifest", str(tiny_benchmark), "--cell", "none",
-                                       "--out", str(run), "--iterations", "2", *LIGHT])
+                                       "--out", str(run), "--iterations", "2", *LIGHT,
+                                       "--rpn-border-anchors", "clip", "--rpn-conv-width", "0"])
     assert result.exit_code == 0, result.output
     assert "trained none for 2 iterations" in result.output and (run / "last.pt").is_file()
+    spec = load_checkpoint(run / "last.pt")["spec"]
+    assert spec["rpn_border_anchors"] == "clip" and spec["rpn_conv_width"] is None
     result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(run / "last.pt"), "--manifest",
                                        str(tiny_benchmark), "--split", "val", "--max-pairs", "1",
                                        "--pictures", "0", "--device", "cpu"])

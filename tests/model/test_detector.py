@@ -125,7 +125,7 @@ def test_overfitting_one_tiny_batch_lowers_the_loss():
     query, query_boxes, reference, targets = make_batch(seed=3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     totals = []
-    for _ in range(30):
+    for _ in range(40):
         _, losses = model(query, query_boxes, reference, targets)
         total = sum(losses.values())
         optimizer.zero_grad()
@@ -269,6 +269,9 @@ def test_authors_defaults():
     assert len(config.anchor_sizes) * len(config.anchor_aspect_ratios) == 12
     assert (config.rpn_nms_thresh, config.rpn_post_nms_top_n) == (0.7, 32)
     assert config.roi_crop_size // config.roi_pool_kernel == 7
+    # the authors' first stage: box coder, Huber delta, border anchors, conv depth
+    assert config.rpn_box_weights == config.bbox_reg_weights == (10.0, 10.0, 5.0, 5.0)
+    assert (config.rpn_smooth_l1_beta, config.rpn_border_anchors, config.rpn_conv_width) == (1.0, "remove", 512)
 
 
 def test_box_conversions_and_scorer_rows():

@@ -1,4 +1,4 @@
-"""The detector's heads: RoI crops, eq. 10 attention, box head, RPN and second stage."""
+"""The detector's heads: RoI crops, eq. 10 attention, box head and second stage."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from stvr_model.detector import DetectorConfig, build_rpn, build_second_stage
+from stvr_model.detector import DetectorConfig, build_second_stage
 from stvr_model.heads import (
     IGNORED_LABEL,
     CropAndPool,
@@ -152,27 +152,6 @@ def test_light_box_head_learns_whether_proposal_and_query_match():
     linear = ResidualBoxHead(16, num_blocks=1, width=16)
     linear.blocks, linear.reduce = nn.Identity(), nn.Identity()
     assert _held_out_accuracy(linear) <= 0.65
-
-
-def test_rpn_gives_losses_in_eval_mode_and_proposals_inside_the_frame():
-    torch.manual_seed(0)
-    rpn = build_rpn(small_config()).eval()
-    features = torch.randn(3, 8, 4, 4)
-    targets = [
-        {"boxes": torch.tensor([[4.0, 4, 30, 60]])},
-        {"boxes": torch.zeros((0, 4))},
-        {"boxes": torch.tensor([[10.0, 0, 60, 50], [0, 0, 20, 20]])},
-    ]
-    proposals, losses = rpn(features, (64, 64), targets)
-    assert set(losses) == {"loss_rpn_objectness", "loss_rpn_box"}
-    assert all(torch.isfinite(v) for v in losses.values())
-    assert len(proposals) == 3
-    for boxes in proposals:
-        assert 0 < len(boxes) <= 32
-        assert (boxes >= 0).all() and (boxes <= 64).all()
-        assert (boxes[:, 2:] > boxes[:, :2]).all()
-    _, no_losses = rpn(features, (64, 64))
-    assert no_losses == {}
 
 
 def _head(**overrides) -> RelocalizationHead:

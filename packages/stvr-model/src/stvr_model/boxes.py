@@ -12,6 +12,11 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+# The authors' box coding (`FasterRcnnBoxCoder` scale factors, both stages) in torchvision
+# `BoxCoder` order (wx, wy, ww, wh); TensorFlow's (ty, tx, th, tw) = (10, 10, 5, 5) is the
+# same scaling.
+AUTHORS_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
 
 def _frame_scale(image_size: tuple[int, int], like: Tensor) -> Tensor:
     height, width = image_size

@@ -10,7 +10,7 @@ Every cell is an `nn.Module` called `cell(x, state=None, flow=None) -> CellState
   `hidden_channels == in_channels`; pass `skip=False` otherwise).
 - `warp`: ConvLSTM whose previous `h` and `c` are first warped by a polyharmonic spline
   through a 3x3 grid of control points ((5, 10, 15)^2 on a 20x20 map) whose displacements
-  a 1x1 conv reads from `[x_t, h_{t-1}]` at those points; 4 zero-flow points per border
+  a separable 1x1 conv (Glorot-initialised) reads from `[x_t, h_{t-1}]` at those points; 4 zero-flow points per border
   edge; spline order 2 (`interpolation_order=1` for the paper's other choice).
 - `traj`: TrajGRU-style links (Shi et al. 2017): a small conv net on `[x, h]` predicts L=5
   flow fields; the aligned state mixes the L warped copies per channel (a grouped 1x1 conv;
@@ -63,6 +63,10 @@ class CellConfig:
     # point never reads the state from far outside the map; None leaves them unbounded
     # (the authors). Near zero the bound is the identity, so training starts the same.
     max_offset: float | None = 4.0
+    # warp: the authors' offset conv, a separable 1x1 conv (per-channel scale, then 1x1 to
+    # (dy, dx)) with Glorot-uniform weights; False: one 1x1 conv initialised to zero, so
+    # the cell starts as a ConvLSTM (checkpoints that predate the setting)
+    separable_offset: bool = True
     num_links: int = 5  # traj: L
     link_channels: int = 32  # traj: width of the flow-predicting conv net
 
@@ -254,16 +258,33 @@ class ConvLSTMCell(nn.Module):
         return h, c
 
 
+def _offset_conv(channels: int, separable: bool) -> nn.Module:
+    """The conv that reads (dy, dx) from [x_t, h_{t-1}], evaluated only at the control
+    points. The authors' is `separable_conv2d(.., 2, [1, 1], depth_multiplier=1,
+    stride=5)` on the 20x20 map, kept at (5, 10, 15)^2, i.e. a 1x1 conv read at the
+    control points, factored into a per-channel scale and a 1x1 conv, both with slim's
+    Glorot-uniform default (torch's fans of a [C, 1, 1, 1] depthwise weight equal
+    TensorFlow's) and a zero bias. Not separable: one 1x1 conv, all zero, so the cell
+    starts as a ConvLSTM with an identity warp."""
+    if not separable:
+        conv = nn.Conv2d(channels, 2, 1)
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+        return conv
+    depthwise = nn.Conv2d(channels, channels, 1, groups=channels, bias=False)
+    pointwise = nn.Conv2d(channels, 2, 1)
+    for layer in (depthwise, pointwise):
+        nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(pointwise.bias)
+    return nn.Sequential(depthwise, pointwise)
+
+
 class WarpLSTMCell(ConvLSTMCell):
     """The warp LSTM (paper eq. 3-5): warp `h` and `c` by a spline through control points."""
 
     def __init__(self, in_channels: int, hidden_channels: int, config: CellConfig):
         super().__init__(in_channels, hidden_channels, config)
-        # A 1x1 conv, evaluated only at the control points (all the authors' strided conv
-        # kept). Zero-initialised: the cell starts as a ConvLSTM with an identity warp.
-        self.offset = nn.Conv2d(in_channels + hidden_channels, 2, 1)
-        nn.init.zeros_(self.offset.weight)
-        nn.init.zeros_(self.offset.bias)
+        self.offset = _offset_conv(in_channels + hidden_channels, config.separable_offset)
         self.last_offsets: Tensor | None = None  # (B, P, 2) (dy, dx) at the control points
         self.last_flow: Tensor | None = None  # (B, 2, H, W)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from stvr_data.atomic import atomic_write
+from stvr_model.boxes import AUTHORS_BOX_WEIGHTS
 from stvr_model.errors import ModelError
 
 _FROM_CHECKPOINT = "<from checkpoint>"
@@ -24,6 +25,17 @@ _FROM_CHECKPOINT = "<from checkpoint>"
 
 class CheckpointError(ModelError):
     """A checkpoint that is missing, unreadable or not from this tool."""
+
+
+# What a checkpoint written before a setting was recorded was built and trained with
+# (torchvision's RPN), where that differs from today's default (the authors').
+BEFORE_RECORDED = {
+    "rpn_box_weights": (1.0, 1.0, 1.0, 1.0),
+    "rpn_smooth_l1_beta": 1 / 9,
+    "rpn_border_anchors": "keep",
+    "rpn_conv_width": None,
+    "separable_offset": False,
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,14 @@ class ModelSpec:
     # labels, which `train` fills in from the benchmark.
     action_loss: float = 0.0
     action_atoms: tuple[str, ...] = ()
+    # RPN box coding and box loss (`DetectorConfig.rpn_box_weights`, `rpn_smooth_l1_beta`)
+    rpn_box_weights: tuple[float, float, float, float] = AUTHORS_BOX_WEIGHTS
+    rpn_smooth_l1_beta: float = 1.0
+    # anchors crossing the frame's border (`DetectorConfig.rpn_border_anchors`): the
+    # authors remove them in training and clip them at inference
+    rpn_border_anchors: str = "remove"
+    rpn_conv_width: int | None = 512  # RPN conv width (the authors'); None: the features' width
+    separable_offset: bool = True  # warp cell: the authors' offset conv (`cells.CellConfig`)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -57,13 +77,15 @@ class ModelSpec:
         out["anchor_sizes"] = list(self.anchor_sizes)
         out["anchor_aspect_ratios"] = list(self.anchor_aspect_ratios)
         out["action_atoms"] = list(self.action_atoms)
+        out["rpn_box_weights"] = list(self.rpn_box_weights)
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelSpec:
-        data = dict(data)
+        """The spec a checkpoint stored; settings it predates get `BEFORE_RECORDED`."""
+        data = {**BEFORE_RECORDED, **data}
         data["image_size"] = tuple(data["image_size"])
-        for name in ("anchor_sizes", "anchor_aspect_ratios", "action_atoms"):
+        for name in ("anchor_sizes", "anchor_aspect_ratios", "action_atoms", "rpn_box_weights"):
             if name in data:
                 data[name] = tuple(data[name])
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -85,7 +107,8 @@ def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torc
         backbone = make_backbone(spec.backbone, spec.hidden_channels)
     else:
         backbone = build_backbone(spec.backbone, weights=backbone_weights, channels=spec.hidden_channels)
-    cell = build_cell(spec.cell, spec.hidden_channels, spec.hidden_channels, max_offset=spec.max_offset)
+    cell = build_cell(spec.cell, spec.hidden_channels, spec.hidden_channels, max_offset=spec.max_offset,
+                      separable_offset=spec.separable_offset)
     config = DetectorConfig(image_size=spec.image_size, feature_channels=spec.hidden_channels,
                             box_head_blocks=spec.box_head_blocks,
                             box_head_width=spec.box_head_width, box_head_fc=spec.box_head_fc,
@@ -93,6 +116,10 @@ def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torc
                             anchor_aspect_ratios=spec.anchor_aspect_ratios,
                             add_gt_to_proposals=spec.add_gt_to_proposals,
                             match_product=spec.match_product,
+                            rpn_box_weights=spec.rpn_box_weights,
+                            rpn_smooth_l1_beta=spec.rpn_smooth_l1_beta,
+                            rpn_border_anchors=spec.rpn_border_anchors,
+                            rpn_conv_width=spec.rpn_conv_width,
                             action_classes=len(spec.action_atoms) if spec.action_loss else 0,
                             action_weight=spec.action_loss)
     return ReLocalizationDetector(backbone, cell, config)

@@ -82,6 +82,13 @@ def main() -> None:
               help="RPN anchor height/width ratios (the authors': 0.5,1,2; people are about 3).")
 @click.option("--add-gt-to-proposals", is_flag=True,
               help="Train the second stage on the true boxes too (torchvision's habit, not the authors').")
+@click.option("--rpn-border-anchors", type=click.Choice(["remove", "clip", "keep"]), default="remove",
+              show_default=True,
+              help="RPN anchors crossing the frame's border: remove in training and clip at inference "
+                   "(the authors'), clip always, or keep (torchvision's).")
+@click.option("--rpn-conv-width", type=click.IntRange(0), default=512, show_default=True,
+              help="Channels of the RPN's 3x3 conv (the authors': 512); 0 = the features' width "
+                   "(torchvision's RPN head).")
 @click.option("--max-offset", type=click.FloatRange(0.0), default=4.0, show_default=True,
               help="Warp cell: bound on the control-point offsets in feature cells; 0 = unbounded (the authors).")
 @click.option("--anchor-sizes", default="64,128,256,512", show_default=True, callback=_numbers(float),
@@ -105,7 +112,7 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
                   optimizer, device,
                   seed, workers, checkpoint_every, reference_seconds, max_query_seconds,
                   query_swap, query_clips_per_second, box_head_blocks, box_head_width, box_head_fc, match_product, anchor_ratios,
-                  add_gt_to_proposals, max_offset, anchor_sizes, train_split, train_pairs, init_from, action_loss, freeze_backbone, feature_cache, resume, allow_lr_change,
+                  add_gt_to_proposals, rpn_border_anchors, rpn_conv_width, max_offset, anchor_sizes, train_split, train_pairs, init_from, action_loss, freeze_backbone, feature_cache, resume, allow_lr_change,
                   no_amp):
     """Train the detector with one recurrent cell (paper §6.2 schedule by default)."""
     from stvr_data.manifest import read_dataset_card
@@ -117,7 +124,9 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
     spec = ModelSpec(cell=cell, backbone=backbone, image_size=(height, width),
                      hidden_channels=feature_channels, box_head_blocks=box_head_blocks, box_head_width=box_head_width,
                      box_head_fc=box_head_fc, match_product=match_product, anchor_sizes=anchor_sizes, anchor_aspect_ratios=anchor_ratios,
-                     add_gt_to_proposals=add_gt_to_proposals, max_offset=max_offset if max_offset > 0 else None,
+                     add_gt_to_proposals=add_gt_to_proposals, rpn_border_anchors=rpn_border_anchors,
+                     rpn_conv_width=rpn_conv_width or None,
+                     max_offset=max_offset if max_offset > 0 else None,
                      action_loss=action_loss)
     config = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr, milestones=milestones, optimizer=optimizer,
                          seed=seed, num_workers=workers, device=device, amp=not no_amp,

@@ -23,20 +23,22 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RPNHead
 
 from stvr_data.errors import StvrDataError
+from stvr_model.boxes import AUTHORS_BOX_WEIGHTS
 from stvr_model.cells import CellError, WarpLSTMCell, control_points
 from stvr_model.heads import (
     MATCHING_ACTOR,
     OTHER_ACTOR,
     ActorActionHead,
-    ActorProposalNetwork,
     CropAndPool,
     QueryAttention,
     RelocalizationHead,
     ResidualBoxHead,
 )
+from stvr_model.rpn import BORDER_ANCHORS, ActorProposalNetwork, ProposalHead, inside_frame
 
 Detections = list[list[dict[str, Tensor]]]
 
@@ -62,6 +64,16 @@ class DetectorConfig:
     rpn_pre_nms_top_n: int = 6000  # the authors ran NMS over every anchor (20*20*12 = 4800)
     rpn_nms_thresh: float = 0.7
     rpn_post_nms_top_n: int = 32  # proposals per clip, training and test
+    # RPN box coding (wx, wy, ww, wh) and its loss's smooth-L1 beta: the authors' (10, 10,
+    # 5, 5) and Huber delta 1; torchvision's RPN uses (1, 1, 1, 1) and 1/9
+    rpn_box_weights: tuple[float, float, float, float] = AUTHORS_BOX_WEIGHTS
+    rpn_smooth_l1_beta: float = 1.0
+    # anchors crossing the frame's border: "remove" in training and clip at inference (the
+    # authors'), "clip" always, "keep" (torchvision's); see `rpn.ActorProposalNetwork`
+    rpn_border_anchors: str = "remove"
+    # RPN 3x3 conv width: the authors' 512 (`rpn.ProposalHead`); None: torchvision's
+    # RPNHead at the features' width
+    rpn_conv_width: int | None = 512
     roi_crop_size: int = 14  # TF crop_and_resize size, then max-pooled
     roi_pool_kernel: int = 2  # -> 7x7 proposal and query features
     roi_sampling_ratio: int = 1
@@ -76,7 +88,7 @@ class DetectorConfig:
     roi_batch_size_per_clip: int = 16
     roi_positive_fraction: float = 0.25
     add_gt_to_proposals: bool = False  # the authors did not; torchvision does
-    bbox_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    bbox_reg_weights: tuple[float, float, float, float] = AUTHORS_BOX_WEIGHTS  # both stages
     rpn_objectness_weight: float = 1.0
     rpn_box_weight: float = 2.0
     classifier_weight: float = 1.0
@@ -124,6 +136,8 @@ class DetectorConfig:
             raise DetectorInputError(
                 f"action_classes {self.action_classes} and action_weight {self.action_weight} "
                 "must be >= 0")
+        if self.rpn_conv_width is not None and self.rpn_conv_width < 1:
+            raise DetectorInputError(f"rpn_conv_width {self.rpn_conv_width} < 1")
         if self.backbone_chunk_size is not None and self.backbone_chunk_size < 1:
             raise DetectorInputError(f"backbone_chunk_size {self.backbone_chunk_size} < 1")
 
@@ -143,9 +157,10 @@ class DetectorConfig:
 def build_rpn(config: DetectorConfig) -> ActorProposalNetwork:
     """torchvision's anchor generator and RPN head with the authors' settings."""
     anchors = AnchorGenerator((config.anchor_sizes,), (config.anchor_aspect_ratios,))
+    _check_border_anchors(config, anchors)
     return ActorProposalNetwork(
         anchors,
-        RPNHead(config.feature_channels, anchors.num_anchors_per_location()[0]),
+        _rpn_head(config, anchors.num_anchors_per_location()[0]),
         fg_iou_thresh=config.rpn_fg_iou_thresh,
         bg_iou_thresh=config.rpn_bg_iou_thresh,
         batch_size_per_image=config.rpn_batch_size_per_clip,
@@ -156,7 +171,34 @@ def build_rpn(config: DetectorConfig) -> ActorProposalNetwork:
             "testing": config.rpn_post_nms_top_n,
         },
         nms_thresh=config.rpn_nms_thresh,
+        box_weights=config.rpn_box_weights,
+        smooth_l1_beta=config.rpn_smooth_l1_beta,
+        border_anchors=config.rpn_border_anchors,
     )
+
+
+def _rpn_head(config: DetectorConfig, num_anchors: int) -> nn.Module:
+    if config.rpn_conv_width is None:
+        return RPNHead(config.feature_channels, num_anchors)
+    return ProposalHead(config.feature_channels, num_anchors, config.rpn_conv_width)
+
+
+def _check_border_anchors(config: DetectorConfig, generator: AnchorGenerator) -> None:
+    """DetectorInputError for an unknown `rpn_border_anchors`, or for anchors none of
+    which fits in the frame when training removes those crossing its border."""
+    if config.rpn_border_anchors not in BORDER_ANCHORS:
+        raise DetectorInputError(
+            f"rpn_border_anchors {config.rpn_border_anchors!r}: choose one of {list(BORDER_ANCHORS)}")
+    if config.rpn_border_anchors != "remove":
+        return
+    height, width = config.feature_size
+    images = ImageList(torch.empty(1, 0, *config.image_size), [config.image_size])
+    anchors = generator(images, [torch.empty(1, 0, height, width)])[0]
+    if not bool(inside_frame(anchors, config.image_size).any()):
+        raise DetectorInputError(
+            f"no anchor of sizes {list(config.anchor_sizes)} fits inside the "
+            f"{config.image_size[1]}x{config.image_size[0]} frame, and training removes those "
+            "crossing its border: use smaller anchor sizes")
 
 
 def build_second_stage(config: DetectorConfig, roi_pool: nn.Module) -> RelocalizationHead:

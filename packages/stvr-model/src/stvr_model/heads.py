@@ -1,10 +1,11 @@
-"""The detector's heads (paper §4.1, §4.3-4.5 and Figure 5): RoI crops, the region
-proposal network, attention over the query clips (eq. 10) and the second stage.
+"""The detector's second-stage heads (paper §4.1, §4.4-4.5 and Figure 5): RoI crops,
+attention over the query clips (eq. 10) and the second stage (the region proposal
+network is `stvr_model.rpn`).
 
 Every box here is pixel xyxy in the resized clip frame (the frame the backbone saw);
 the feature maps are that frame at stride `1 / spatial_scale`. Second-stage classes:
 0 background, 1 other actor, 2 matching actor (an actor doing the query's action).
-The parts are torchvision's (RoIAlign, RegionProposalNetwork, Matcher, BoxCoder,
+The parts are torchvision's (RoIAlign, Matcher, BoxCoder,
 BalancedPositiveNegativeSampler, FastRCNNPredictor, Bottleneck, nms); this module only
 wires them the way the authors' TensorFlow meta-architecture did.
 """
@@ -15,9 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
-from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import fastrcnn_loss
-from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
 from torchvision.models.resnet import Bottleneck
 from torchvision.ops import RoIAlign
 from torchvision.ops import boxes as box_ops
@@ -179,43 +178,6 @@ class ActorActionHead(nn.Module):
         if len(crops) == 0:
             return self.classify.weight.sum() * 0.0
         return F.binary_cross_entropy_with_logits(self(crops), actions.to(crops.dtype))
-
-
-class ActorProposalNetwork(RegionProposalNetwork):
-    """torchvision's RPN on one feature level, with losses whenever targets are given.
-
-    torchvision computes RPN losses only in training mode; a validation loss needs them
-    in eval mode too, so `forward` re-wires the parent's own steps (head, anchors,
-    decoding, NMS, target assignment, loss). Any actor is foreground.
-
-    forward(features [N, C, h, w], image_size (H, W), targets: N dicts with "boxes"
-    [K, 4] pixel xyxy, or None) -> (proposals: N tensors [P_i, 4] pixel xyxy, detached,
-    P_i <= post_nms_top_n; losses: {} or {"loss_rpn_objectness", "loss_rpn_box"}).
-    """
-
-    def forward(  # type: ignore[override]
-        self,
-        features: Tensor,
-        image_size: tuple[int, int],
-        targets: list[dict[str, Tensor]] | None = None,
-    ) -> tuple[list[Tensor], dict[str, Tensor]]:
-        n = features.shape[0]
-        # The anchor generator reads only the frame size from this tensor: it holds no pixels.
-        images = ImageList(features.new_empty((n, 0, *image_size)), [tuple(image_size)] * n)
-        objectness, deltas = self.head([features])
-        anchors = self.anchor_generator(images, [features])
-        num_anchors = [objectness[0][0].numel()]  # A * h * w
-        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
-        decoded = self.box_coder.decode(deltas.detach(), anchors).view(n, -1, 4)
-        proposals, _ = self.filter_proposals(decoded, objectness, images.image_sizes, num_anchors)
-        if targets is None:
-            return proposals, {}
-        labels, matched_boxes = self.assign_targets_to_anchors(anchors, targets)
-        regression_targets = self.box_coder.encode(matched_boxes, anchors)
-        loss_objectness, loss_box = self.compute_loss(
-            objectness, deltas, labels, regression_targets
-        )
-        return proposals, {"loss_rpn_objectness": loss_objectness, "loss_rpn_box": loss_box}
 
 
 def select_detections(

@@ -6,23 +6,12 @@ import math
 
 import pytest
 import torch
+from test_heads import small_config
 
 from stvr_model.detector import DetectorConfig, DetectorInputError, build_rpn
 from stvr_model.rpn import inside_frame
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def small_config(**overrides) -> DetectorConfig:
-    settings = dict(
-        image_size=(64, 64),
-        feature_channels=8,
-        anchor_sizes=(16.0, 24.0, 32.0, 48.0),
-        attention_dim=4,
-        box_head_blocks=1,
-    )
-    settings.update(overrides)
-    return DetectorConfig(**settings)
 
 
 def test_rpn_gives_losses_in_eval_mode_and_proposals_inside_the_frame():

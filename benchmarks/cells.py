@@ -11,11 +11,18 @@
 2. `sparse_image_warp` alone at batch 8, 128 channels, 20x20, 9 control points and
    num_boundary_points=4 (16 border points), order 2: forward, and forward + backward,
    on NCHW-contiguous and on channels-last images (TensorFlow's NHWC layout).
+
+Parts 1 and 2 run quiet, then beside `--busy` processes (default 1) that the script starts
+and each keep one CPU busy, in the same process, and print CPU time over wall time:
+a ratio above the number of cores' worth of work means threads spinning, and the loaded
+median over the quiet one says how badly other processes hurt. OpenMP's wait policy in
+effect (`stvr_model` sets PASSIVE unless `OMP_WAIT_POLICY` is set) is printed.
 3. `clip_flows`, the optical flow the `flow` cell needs, for one batch of 8 references
    of 6 clips of 8 frames at 320x320.
 
     .venv/bin/python benchmarks/cells.py [--repeat 5] [--device cpu|cuda|all] [--threads N]
         [--memory-format nchw|channels_last] [--skip-cells] [--tensorflow PYTHON_WITH_TFA]
+        [--busy N] [--cells convlstm,warp]
     .venv/bin/python benchmarks/cells.py --smoke   # tiny shapes, one round, one process: a check
 
 Wall times suffer on a shared machine; CPU time (process time, all threads) is printed
@@ -30,8 +37,13 @@ import os
 import resource
 import statistics
 import subprocess
+import sys
 import time
+from contextlib import contextmanager
 
+import stvr_model  # noqa: F401  first: it sets OpenMP's wait policy, read when torch loads
+
+# isort: split
 import torch
 from machine import print_machine  # benchmarks/machine.py (the script's folder is on sys.path)
 
@@ -113,7 +125,8 @@ def _peak_in_child(kind: str, device_name: str, args: argparse.Namespace) -> int
 
 def bench_cells(device_name: str, args: argparse.Namespace) -> None:
     """Time the cells in rounds (each round runs every cell once, in turn) so that the load
-    of a shared machine hits all of them alike; ratios to ConvLSTM are taken per round."""
+    of a shared machine hits all of them alike; ratios to ConvLSTM are taken per round.
+    Quiet, then beside `args.busy` busy processes."""
     print(
         f"\ncells on {device_name}: batch {args.batch}, {args.channels} channels, "
         f"{args.size}x{args.size}, {args.steps} steps from a zero state, forward+backward, "
@@ -123,13 +136,24 @@ def bench_cells(device_name: str, args: argparse.Namespace) -> None:
     in_child = device_name == "cpu" and not args.smoke  # smoke: one process, cumulative peaks
     peaks = {
         kind: _peak_in_child(kind, device_name, args) if in_child else peak_memory(kind, device_name, args)
-        for kind in KINDS
+        for kind in args.kinds
     }
-    runs = {kind: CellRun(kind, device, args) for kind in KINDS}
+    runs = {kind: CellRun(kind, device, args) for kind in args.kinds}
     for run in runs.values():  # warm-up
         run.sequence()
-    wall = {kind: [] for kind in KINDS}
-    cpu = {kind: [] for kind in KINDS}
+    for busy in sorted({0, args.busy}):
+        with competing(busy):
+            load = os.getloadavg()[0]
+            wall, cpu = _cell_rounds(runs, device, args)
+        condition = "quiet" if busy == 0 else f"beside {busy} busy process(es)"
+        print(f"{condition}, load average {load:.1f} at the start")
+        _print_cells(wall, cpu, peaks)
+
+
+def _cell_rounds(runs: dict, device: torch.device, args: argparse.Namespace) -> tuple[dict, dict]:
+    """Wall and CPU seconds per step of every cell, one list entry per round."""
+    wall = {kind: [] for kind in runs}
+    cpu = {kind: [] for kind in runs}
     for _ in range(args.repeat):
         for kind, run in runs.items():
             _sync(device)
@@ -138,11 +162,15 @@ def bench_cells(device_name: str, args: argparse.Namespace) -> None:
             _sync(device)
             wall[kind].append((time.perf_counter() - start) / args.steps)
             cpu[kind].append((time.process_time() - cpu_start) / args.steps)
+    return wall, cpu
+
+
+def _print_cells(wall: dict, cpu: dict, peaks: dict) -> None:
     print(
         f"{'cell':<9} {'median ms/step':>15} {'min ms/step':>12} {'CPU ms/step':>12} "
-        f"{'x convlstm':>11} {'CPU x conv':>11} {'peak MiB':>9}"
+        f"{'x convlstm':>11} {'CPU x conv':>11} {'CPU/wall':>9} {'peak MiB':>9}"
     )
-    for kind in KINDS:
+    for kind in wall:
         ratio = statistics.median(w / c for w, c in zip(wall[kind], wall["convlstm"], strict=True))
         cpu_ratio = statistics.median(
             c / b for c, b in zip(cpu[kind], cpu["convlstm"], strict=True)
@@ -150,57 +178,88 @@ def bench_cells(device_name: str, args: argparse.Namespace) -> None:
         print(
             f"{kind:<9} {statistics.median(wall[kind]) * 1e3:>15.1f} "
             f"{min(wall[kind]) * 1e3:>12.1f} {statistics.median(cpu[kind]) * 1e3:>12.1f} "
-            f"{ratio:>11.2f} {cpu_ratio:>11.2f} {peaks[kind] / 2**20:>9.0f}"
+            f"{ratio:>11.2f} {cpu_ratio:>11.2f} {sum(cpu[kind]) / sum(wall[kind]):>9.2f} "
+            f"{peaks[kind] / 2**20:>9.0f}"
         )
 
 
-def _timed(function, device: torch.device, calls: int) -> tuple[float, float, float]:
-    """Median and min wall seconds per call, and mean CPU seconds per call."""
+def _timed(function, device: torch.device, calls: int) -> dict[str, float]:
+    """Median and min wall seconds per call, CPU seconds per call (process time, all
+    threads) and CPU time over wall time for the whole series."""
     for _ in range(3):
         function()
-    times = []
-    cpu_start = time.process_time()
+    times, cpu_times = [], []
     for _ in range(calls):
         _sync(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         function()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times), (time.process_time() - cpu_start) / calls
+        cpu_times.append(time.process_time() - cpu_start)
+    return {"median": statistics.median(times), "min": min(times),
+            "cpu": sum(cpu_times) / calls, "cpu_per_wall": sum(cpu_times) / sum(times)}
+
+
+@contextmanager
+def competing(busy: int):
+    """Run the block beside `busy` processes that each keep one CPU busy (a Python loop)."""
+    processes = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)
+    ]
+    try:
+        time.sleep(0.2 if busy else 0)  # let them start spinning
+        yield
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def _warp_calls(layout, device: torch.device) -> dict:
+    """The warp at the benchmark's shape: `{"forward": f, "forward+backward": g}`."""
+    torch.manual_seed(0)
+    image = torch.randn(8, 128, 20, 20, device=device).contiguous(memory_format=layout)
+    source = control_points(20, 20).float().to(device).expand(8, 9, 2).contiguous()
+    dest = source + torch.randn(8, 9, 2, device=device)
+    image_grad = image.clone().requires_grad_()
+    dest_grad = dest.clone().requires_grad_()
+
+    def forward() -> None:
+        with torch.no_grad():
+            sparse_image_warp(image, source, dest, 2, 0.0, 4)
+
+    def forward_backward() -> None:
+        warped, _ = sparse_image_warp(image_grad, source, dest_grad, 2, 0.0, 4)
+        warped.sum().backward()
+
+    return {"forward": forward, "forward+backward": forward_backward}
 
 
 def bench_warp(device_name: str, args: argparse.Namespace) -> None:
+    """The warp op alone, quiet and beside `args.busy` busy processes, in one process;
+    "x quiet" is the loaded median over the quiet one of the same layout and pass."""
     device = torch.device(device_name)
     print(
         f"\nsparse_image_warp on {device_name}: batch 8, 128 channels, 20x20, 9 control "
-        f"points, 4 boundary points, order 2, {args.warp_calls} calls"
+        f"points, 4 boundary points, order 2, {args.warp_calls} calls, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY') or 'unset (libgomp spins)'}"
     )
-    for name, layout in MEMORY_FORMATS.items():
-        torch.manual_seed(0)
-        image = torch.randn(8, 128, 20, 20, device=device).contiguous(memory_format=layout)
-        source = control_points(20, 20).float().to(device).expand(8, 9, 2).contiguous()
-        dest = source + torch.randn(8, 9, 2, device=device)
-        image_grad = image.clone().requires_grad_()
-        dest_grad = dest.clone().requires_grad_()
-
-        def forward(image=image, source=source, dest=dest) -> None:
-            sparse_image_warp(image, source, dest, 2, 0.0, 4)
-
-        def forward_backward(image=image_grad, source=source, dest=dest_grad) -> None:
-            warped, _ = sparse_image_warp(image, source, dest, 2, 0.0, 4)
-            warped.sum().backward()
-
-        with torch.no_grad():
-            median, best, cpu = _timed(forward, device, args.warp_calls)
-        print(
-            f"{name:<14} forward            median {median * 1e3:.2f} ms  "
-            f"min {best * 1e3:.2f} ms  CPU {cpu * 1e3:.2f} ms"
-        )
-        median, best, cpu = _timed(forward_backward, device, args.warp_calls)
-        print(
-            f"{name:<14} forward+backward   median {median * 1e3:.2f} ms  "
-            f"min {best * 1e3:.2f} ms  CPU {cpu * 1e3:.2f} ms"
-        )
+    quiet = {}
+    for busy in sorted({0, args.busy}):
+        condition = "quiet" if busy == 0 else f"beside {busy} busy process(es)"
+        with competing(busy):
+            load = os.getloadavg()[0]
+            for name, layout in MEMORY_FORMATS.items():
+                for kind, function in _warp_calls(layout, device).items():
+                    figures = _timed(function, device, args.warp_calls)
+                    quiet.setdefault((name, kind), figures["median"])
+                    ratio = figures["median"] / quiet[(name, kind)]
+                    print(
+                        f"{name:<14} {kind:<18} median {figures['median'] * 1e3:.2f} ms  "
+                        f"min {figures['min'] * 1e3:.2f} ms  CPU {figures['cpu'] * 1e3:.2f} ms  "
+                        f"CPU/wall {figures['cpu_per_wall']:.2f}  x quiet {ratio:.2f}  "
+                        f"({condition}, load {load:.1f})"
+                    )
 
 
 # Run by a separate interpreter that has TensorFlow and TensorFlow Addons (they cannot
@@ -287,7 +346,18 @@ def main() -> None:
         help="layout of the cells' inputs and weights (the warp op is timed in both)",
     )
     parser.add_argument("--skip-cells", action="store_true", help="time the warp op only")
+    parser.add_argument(
+        "--cells",
+        default=",".join(KINDS),
+        help="comma-separated cells to time (convlstm, the reference, is always timed)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=1,
+        help="busy processes started beside the loaded runs of the warp op and the cells (0: none)",
+    )
     parser.add_argument(
         "--tensorflow",
         metavar="PYTHON",
@@ -299,6 +369,10 @@ def main() -> None:
         help="batch 1, 32 channels, 2 steps, one round, 2 warp calls, a tiny flow: a check that it runs",
     )
     args = parser.parse_args()
+    chosen = [k for k in args.cells.split(",") if k.strip()]
+    if set(chosen) - set(KINDS):
+        parser.error(f"--cells: unknown {sorted(set(chosen) - set(KINDS))}; known: {KINDS}")
+    args.kinds = ["convlstm", *(k for k in chosen if k != "convlstm")]
     if args.smoke:
         args.batch, args.channels, args.steps, args.repeat, args.warp_calls = 1, 32, 2, 1, 2
     if args.threads:

@@ -2,6 +2,7 @@
 
 import json
 
+import torch
 from click.testing import CliRunner
 
 from stvr_model.checkpoint import load_checkpoint
@@ -51,3 +52,29 @@ def test_bad_inputs_are_one_line_errors(tiny_benchmark, tmp_path):
     bad.write_bytes(b"junk")
     result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(bad), "--manifest", str(tiny_benchmark)])
     assert result.exit_code == 2 and result.output.startswith("error: ") and "bad.pt" in result.output
+
+
+def test_warp_cell_options_round_trip_through_a_checkpoint(tiny_benchmark, tmp_path):
+    from stvr_model.cells import CellConfig
+    from stvr_model.checkpoint import ModelSpec, load_checkpoint, model_from_checkpoint
+    from stvr_model.cli import train_command
+
+    defaults = {p.name: p.default for p in train_command.params}
+    authors = CellConfig()
+    assert (defaults["control_grid"], defaults["interpolation_order"], defaults["num_boundary_points"]) == (
+        authors.control_grid, authors.interpolation_order, authors.num_boundary_points)
+
+    run = tmp_path / "run"
+    options = ["--control-grid", "1", "--interpolation-order", "1", "--num-boundary-points", "2"]
+    result = CliRunner().invoke(main, ["train", "--manifest", str(tiny_benchmark), "--cell", "warp",
+                                       "--out", str(run), "--iterations", "1", *LIGHT, *options])
+    assert result.exit_code == 0, result.output
+    spec = ModelSpec.from_dict(load_checkpoint(run / "last.pt")["spec"])
+    assert (spec.control_grid, spec.interpolation_order, spec.num_boundary_points) == (1, 1, 2)
+    model, _ = model_from_checkpoint(run / "last.pt")
+    config = model.cell.config
+    assert (config.control_grid, config.interpolation_order, config.num_boundary_points) == (1, 1, 2)
+    x = torch.randn(1, spec.hidden_channels, 4, 4)
+    with torch.no_grad():
+        model.cell(x, model.cell(x, None))
+    assert model.cell.last_offsets.shape == (1, 1, 2)  # a 1x1 control grid: one point

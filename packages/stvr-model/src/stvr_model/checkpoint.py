@@ -18,6 +18,7 @@ import torch
 
 from stvr_data.atomic import atomic_write
 from stvr_model.boxes import AUTHORS_BOX_WEIGHTS
+from stvr_model.cells import CellConfig
 from stvr_model.errors import ModelError
 
 _FROM_CHECKPOINT = "<from checkpoint>"
@@ -57,6 +58,12 @@ class ModelSpec:
     anchor_aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     add_gt_to_proposals: bool = False  # the authors did not; speeds up short trainings
     max_offset: float | None = 4.0  # warp cell: offset bound in feature cells (None: unbounded)
+    # The warp cell's spline (paper §3.2, `cells.CellConfig`; the authors' by default):
+    # control_grid x control_grid control points, the spline's order (the paper: 1 or 2)
+    # and TensorFlow's zero-flow border points per edge.
+    control_grid: int = CellConfig.control_grid
+    interpolation_order: int = CellConfig.interpolation_order
+    num_boundary_points: int = CellConfig.num_boundary_points
     # Auxiliary action loss on annotated actors (`heads.ActorActionHead`, not the authors'):
     # its weight (0: none) and its classes, the atomic actions of the benchmark's training
     # labels, which `train` fills in from the benchmark.
@@ -108,7 +115,9 @@ def build_model(spec: ModelSpec, *, backbone_weights: str | None = None) -> torc
     else:
         backbone = build_backbone(spec.backbone, weights=backbone_weights, channels=spec.hidden_channels)
     cell = build_cell(spec.cell, spec.hidden_channels, spec.hidden_channels, max_offset=spec.max_offset,
-                      separable_offset=spec.separable_offset)
+                      separable_offset=spec.separable_offset,
+                      control_grid=spec.control_grid, interpolation_order=spec.interpolation_order,
+                      num_boundary_points=spec.num_boundary_points)
     config = DetectorConfig(image_size=spec.image_size, feature_channels=spec.hidden_channels,
                             box_head_blocks=spec.box_head_blocks,
                             box_head_width=spec.box_head_width, box_head_fc=spec.box_head_fc,

@@ -91,6 +91,12 @@ def main() -> None:
                    "(torchvision's RPN head).")
 @click.option("--max-offset", type=click.FloatRange(0.0), default=4.0, show_default=True,
               help="Warp cell: bound on the control-point offsets in feature cells; 0 = unbounded (the authors).")
+@click.option("--control-grid", type=click.IntRange(1), default=3, show_default=True,
+              help="Warp cell: a G x G grid of control points (the authors: 3, on a 20x20 map).")
+@click.option("--interpolation-order", type=click.IntRange(1, 2), default=2, show_default=True,
+              help="Warp cell: order of the polyharmonic spline (the paper compares 1 and 2).")
+@click.option("--num-boundary-points", type=click.IntRange(0), default=4, show_default=True,
+              help="Warp cell: zero-flow points per border edge of the spline (0: none).")
 @click.option("--anchor-sizes", default="64,128,256,512", show_default=True, callback=_numbers(float),
               help="RPN anchor sides in pixels (3 aspect ratios each); scale them with --resolution.")
 @click.option("--train-split", type=click.Choice(["train", "val", "test"]), default="train", show_default=True,
@@ -112,7 +118,9 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
                   optimizer, device,
                   seed, workers, checkpoint_every, reference_seconds, max_query_seconds,
                   query_swap, query_clips_per_second, box_head_blocks, box_head_width, box_head_fc, match_product, anchor_ratios,
-                  add_gt_to_proposals, rpn_border_anchors, rpn_conv_width, max_offset, anchor_sizes, train_split, train_pairs, init_from, action_loss, freeze_backbone, feature_cache, resume, allow_lr_change,
+                  add_gt_to_proposals, rpn_border_anchors, rpn_conv_width, max_offset, control_grid,
+                  interpolation_order, num_boundary_points, anchor_sizes, train_split, train_pairs, init_from,
+                  action_loss, freeze_backbone, feature_cache, resume, allow_lr_change,
                   no_amp):
     """Train the detector with one recurrent cell (paper §6.2 schedule by default)."""
     from stvr_data.manifest import read_dataset_card
@@ -127,6 +135,8 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
                      add_gt_to_proposals=add_gt_to_proposals, rpn_border_anchors=rpn_border_anchors,
                      rpn_conv_width=rpn_conv_width or None,
                      max_offset=max_offset if max_offset > 0 else None,
+                     control_grid=control_grid, interpolation_order=interpolation_order,
+                     num_boundary_points=num_boundary_points,
                      action_loss=action_loss)
     config = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr, milestones=milestones, optimizer=optimizer,
                          seed=seed, num_workers=workers, device=device, amp=not no_amp,

@@ -8,7 +8,7 @@ set -euo pipefail
 OUT=${1:-runs/demo}
 BIN=${BIN:-.venv/bin}
 CELL=${CELL:-warp}
-ITERATIONS=${ITERATIONS:-200}
+ITERATIONS=${ITERATIONS:-400}
 PRETRAIN=${PRETRAIN:-300}
 
 echo "== 1/5 synthetic AVA-layout sample -> $OUT/sample"

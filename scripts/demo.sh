@@ -45,11 +45,13 @@ What the numbers mean: frame-mAP scores the test pairs, whose actions (combined 
 never occur in training. The chance floor is a detector that boxes every annotated actor
 exactly and ranks them at random: a model has to beat it to show it finds the actor doing
 the query's action, not just actors. "with a wrong query" scores the same model with each
-pair's query taken from the other test label: if the model uses the query, that score is
-lower. The two test labels differ only in the badge colour an actor shows during the
-first second of an action, so a wrong query still matches the other two cues, and part
-of the gap left is that one cue. A few hundred CPU iterations are far from the paper's
-30,000 GPU iterations; README.md ("Table 1 on the synthetic benchmark") has more runs.
+pair's query taken from the other test label. The two test labels share their movement
+and lamp rhythm and differ only in the badge colour an actor shows during the first
+second of an action: a score well above the floor means the model picks the actors
+whose movement and lamp match the query; a wrong-query score clearly lower means it also
+reads the badge, which it does in some runs and not in others (CPU training is not
+bit-reproducible). A few hundred CPU iterations are far from the paper's 30,000 GPU
+iterations; README.md ("Table 1 on the synthetic benchmark") has more runs.
 
 pictures: $OUT/benchmark/samples_per_label.png, $OUT/train-$CELL/loss.png, $OUT/eval-$CELL/pictures/
 EOF

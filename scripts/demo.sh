@@ -22,6 +22,7 @@ echo "== 2/5 benchmark -> $OUT/benchmark"
 
 echo "== 3/5 pretrain the small backbone on the training actors' actions ($PRETRAIN steps) -> $OUT/pretrain"
 # The part Kinetics plays for the paper's I3D: without it the features only find actors.
+rm -rf "$OUT/pretrain"
 "$BIN/stvr-model" pretrain --manifest "$OUT/benchmark" --out "$OUT/pretrain" --feature-channels 128 \
     --iterations "$PRETRAIN"
 

@@ -174,6 +174,7 @@ def ensure_pretrained(work: Path, bench: Path, budget: Budget, run: Run) -> str:
         config = PretrainConfig(backbone=budget.backbone, channels=budget.hidden_channels,
                                 iterations=budget.training.pretrain_iterations, seed=run.stage1_seed,
                                 device=budget.device)
+        (folder / WEIGHTS).unlink(missing_ok=True)  # weights of a run stopped before its record
         record = pretrain(bench, folder, config, progress=False)
         print(f"[table1] stage 0 {run.pretrain_key}: {record['seconds']} s, action loss "
               f"{record['loss'][0]['loss']:.3f} -> {record['loss'][-1]['loss']:.3f}", flush=True)

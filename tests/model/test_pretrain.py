@@ -57,3 +57,14 @@ def test_pretrain_command_writes_weights_that_train_loads(tiny_benchmark, tmp_pa
     fresh = make_backbone("small", 32)
     assert any(not torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), fresh.state_dict().values(),
                                                      strict=True))
+
+
+def test_pretrain_never_overwrites_an_earlier_backbone(tiny_benchmark, tmp_path):
+    out = tmp_path / "pre"
+    out.mkdir()
+    (out / "backbone.pt").write_bytes(b"someone's weights")
+    result = CliRunner().invoke(main, ["pretrain", "--manifest", str(tiny_benchmark), "--out", str(out),
+                                       "--feature-channels", "32", "--iterations", "1", "--batch-size", "2"])
+    assert result.exit_code != 0
+    assert "backbone.pt exists" in result.output and len(result.output.strip().splitlines()) == 1
+    assert (out / "backbone.pt").read_bytes() == b"someone's weights"

@@ -33,6 +33,7 @@ from stvr_data.errors import ManifestError
 from stvr_data.tubelets import atom_vocabulary, label_atoms
 from stvr_model.backbones import make_backbone
 from stvr_model.data import ClipReader, clips_to_tensor
+from stvr_model.errors import ModelError
 from stvr_model.heads import ActorActionHead, CropAndPool
 from stvr_model.inference import resolve_device
 
@@ -101,6 +102,10 @@ def pretrain(benchmark: str | Path, out: str | Path, config: PretrainConfig = Pr
     `out/backbone.pt` (a state dict for `train --weights`) and `out/pretrain.json` (the
     settings, the atoms and the loss every 25 steps). Returns that record."""
     out = Path(out)
+    existing = [str(out / name) for name in (WEIGHTS, RECORD) if (out / name).exists()]
+    if existing:
+        raise ModelError(f"{existing[0]} exists: pretrain writes a new backbone, so give another --out "
+                         "or remove the old one")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)

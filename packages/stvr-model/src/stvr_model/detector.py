@@ -201,6 +201,12 @@ def _check_border_anchors(config: DetectorConfig, generator: AnchorGenerator) ->
             "crossing its border: use smaller anchor sizes")
 
 
+def build_roi_pool(config: DetectorConfig) -> CropAndPool:
+    """The proposal and query crops with the authors' settings (14x14 crop, 2x2 max-pool)."""
+    return CropAndPool(config.roi_crop_size, config.roi_pool_kernel, 1.0 / config.feature_stride,
+                       config.roi_sampling_ratio)
+
+
 def build_second_stage(config: DetectorConfig, roi_pool: nn.Module) -> RelocalizationHead:
     """Attention, box head and 3-class predictor with the authors' settings."""
     channels = config.feature_channels
@@ -263,12 +269,7 @@ class ReLocalizationDetector(nn.Module):
         self.config = config
         self.backbone = backbone
         self.cell = cell
-        roi_pool = CropAndPool(
-            config.roi_crop_size,
-            config.roi_pool_kernel,
-            1.0 / config.feature_stride,
-            config.roi_sampling_ratio,
-        )
+        roi_pool = build_roi_pool(config)
         self.rpn = build_rpn(config)
         self.second_stage = build_second_stage(config, roi_pool)
         self.action_head = (ActorActionHead(config.feature_channels, config.action_classes)

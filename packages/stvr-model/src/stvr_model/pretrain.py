@@ -33,8 +33,9 @@ from stvr_data.errors import ManifestError
 from stvr_data.tubelets import atom_vocabulary, label_atoms
 from stvr_model.backbones import make_backbone
 from stvr_model.data import ClipReader, clips_to_tensor
+from stvr_model.detector import DetectorConfig, build_roi_pool
 from stvr_model.errors import ModelError
-from stvr_model.heads import ActorActionHead, CropAndPool
+from stvr_model.heads import ActorActionHead
 from stvr_model.inference import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def pretrain(benchmark: str | Path, out: str | Path, config: PretrainConfig = Pr
     batches = ActorBatches(benchmark, samples, atoms, config.seed)
     backbone = make_backbone(config.backbone, config.channels).to(device)
     head = ActorActionHead(config.channels, len(atoms)).to(device)
-    crop = CropAndPool(14, 2, 1.0 / 16)
+    crop = build_roi_pool(DetectorConfig())  # the crops the detector's heads see
     optimizer = torch.optim.Adam([*backbone.parameters(), *head.parameters()], lr=config.lr)
     curve, window, started = [], [], time.perf_counter()
     for step in range(config.iterations):

@@ -5,7 +5,6 @@ a build killed while ffmpeg runs takes it along, and the rerun makes the same cl
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import signal
@@ -16,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
-from test_build_safety import MKV, WEBM, _args, _build, _last_line
+from test_build_safety import MKV, WEBM, _args, _build, _last_line, fill_disk_when_cutting_mkv
 from test_process import _alive, _wait_for
 
 from stvr_data import fetch, manifest, media
@@ -33,14 +32,7 @@ def sample(tmp_path_factory):
 # ------------------------------------------------------------------ transient failures
 
 def test_a_full_disk_is_retryable_and_the_same_command_retries(sample, tmp_path, monkeypatch):
-    real = media.cut_clip
-
-    def full_disk(src, dest, **kwargs):
-        if MKV in str(src):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(src, dest, **kwargs)
-
-    monkeypatch.setattr(media, "cut_clip", full_disk)
+    real = fill_disk_when_cutting_mkv(monkeypatch)
     out = tmp_path / "b"
     first = _build(sample, out, "--resolution", "32x32", videos=sample / "videos")
     assert first.exit_code == 2

@@ -5,6 +5,7 @@ serve. Faults are real: other processes, SIGKILL, full-disk errors, a mirror on 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -44,6 +45,20 @@ def _build(sample, out, *extra, videos=None):
 
 def _last_line(result) -> str:
     return result.output.strip().splitlines()[-1]
+
+
+def fill_disk_when_cutting_mkv(monkeypatch):
+    """Make cutting the sample's .mkv video fail as on a full disk (ENOSPC), the rest cut;
+    returns the real `media.cut_clip` (to put back when the disk has room again)."""
+    real = media.cut_clip
+
+    def full_disk(src, dest, **kwargs):
+        if MKV in str(src):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dest, **kwargs)
+
+    monkeypatch.setattr(media, "cut_clip", full_disk)
+    return real
 
 
 # ------------------------------------------------------------------ never lose what is not ours

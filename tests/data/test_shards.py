@@ -4,14 +4,13 @@ a running shard blocks the merge, and bad values or a missing shard are one-line
 
 from __future__ import annotations
 
-import errno
 import json
 import subprocess
 import sys
 
 import pytest
 from click.testing import CliRunner
-from test_build_safety import MKV, _last_line
+from test_build_safety import _last_line, fill_disk_when_cutting_mkv
 
 from stvr_data import manifest, media, sample_ucf
 from stvr_data.cli.main import main
@@ -208,14 +207,7 @@ def test_a_build_without_media_leaves_the_shards_alone(sample, plain, tmp_path):
 
 
 def test_a_shard_with_videos_to_retry_fails_and_its_rerun_retries_them(sample, tmp_path, monkeypatch):
-    real = media.cut_clip
-
-    def full_disk(src, dest, **kwargs):
-        if MKV in str(src):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(src, dest, **kwargs)
-
-    monkeypatch.setattr(media, "cut_clip", full_disk)
+    real = fill_disk_when_cutting_mkv(monkeypatch)
     out = tmp_path / "b"
     shard = next(s for s in ("1/2", "2/2") if _build(sample, out, "--shard", s).exit_code != 0)
     folder = Shard(*map(int, shard.split("/"))).folder

@@ -69,6 +69,14 @@ def setting_line(budget: Budget) -> str:
     )
 
 
+def _write_raw(path: Path, budget: Budget, records: list[dict], planned: int, machine: dict,
+               wall_seconds: float) -> dict:
+    """Write the raw JSON at `path` (creating its folder); the fields every report shares."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, _raw(budget, records, planned, machine, wall_seconds))
+    return {"done": len(records), "planned": planned, "setting": setting_line(budget)}
+
+
 def write_results(
     results: Path,
     budget: Budget,
@@ -78,10 +86,8 @@ def write_results(
     wall_seconds: float,
 ) -> None:
     """table1.json (raw), table1.md, table1_motion.md, table1.png; rewritten after every run."""
-    results.mkdir(parents=True, exist_ok=True)
+    common = _write_raw(results / "table1.json", budget, records, planned, machine, wall_seconds)
     levels = [(m, budget.speed(m)) for m in MOTIONS]
-    common = {"done": len(records), "planned": planned, "setting": setting_line(budget)}
-    write_text(results / "table1.json", _raw(budget, records, planned, machine, wall_seconds))
     write_text(results / "table1.md", report.table1_markdown(records, levels, **common))
     write_text(results / "table1_motion.md", report.motion_markdown(records, levels, **common))
     report.draw_chart(
@@ -102,11 +108,7 @@ def write_sweep(
     wall_seconds: float,
 ) -> None:
     """motion_sweep.json, motion_sweep.md and motion_sweep.png; rewritten after every run."""
-    results.mkdir(parents=True, exist_ok=True)
-    common = {"done": len(records), "planned": planned, "setting": setting_line(budget)}
-    write_text(
-        results / "motion_sweep.json", _raw(budget, records, planned, machine, wall_seconds)
-    )
+    common = _write_raw(results / "motion_sweep.json", budget, records, planned, machine, wall_seconds)
     write_text(results / "motion_sweep.md", report.sweep_markdown(records, **common))
     report.draw_sweep(
         records,

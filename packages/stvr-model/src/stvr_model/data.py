@@ -272,7 +272,7 @@ class PairDataset(Dataset):
             "labels": np.where(actors.matching.to_numpy(bool), MATCHING_ACTOR, OTHER_ACTOR).astype(np.int64),
         }
         if self.action_atoms:
-            fields["actions"] = self._multi_hot(actors.label)
+            fields["actions"] = multi_hot(actors.label, self.action_atoms)
         clip_kf = _keyframe_index(times, pair.ref_start, self.interval)
         out = []
         for index, ok in zip(clip_kf, valid, strict=True):
@@ -280,15 +280,16 @@ class PairDataset(Dataset):
             out.append({name: value[chosen] for name, value in fields.items()})
         return out
 
-    def _multi_hot(self, labels: pd.Series) -> np.ndarray:
-        """float32 [K, atoms]: 1 where the actor's combined label holds the atom; atoms
-        outside the vocabulary (held-out labels' own) are left out."""
-        hot = np.zeros((len(labels), len(self.action_atoms)), np.float32)
-        for row, label in enumerate(labels):
-            for atom in label_atoms(label):
-                if atom in self.action_atoms:
-                    hot[row, self.action_atoms[atom]] = 1.0
-        return hot
+
+def multi_hot(labels, atoms: dict[str, int]) -> np.ndarray:
+    """float32 [K, len(atoms)] for K combined labels: 1 where a label holds the atom
+    (`atoms` maps each to its column); atoms outside it (held-out labels' own) are left out."""
+    hot = np.zeros((len(labels), len(atoms)), np.float32)
+    for row, label in enumerate(labels):
+        for atom in label_atoms(label):
+            if atom in atoms:
+                hot[row, atoms[atom]] = 1.0
+    return hot
 
 
 def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:

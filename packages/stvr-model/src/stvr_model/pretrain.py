@@ -30,9 +30,9 @@ import torch
 from stvr_data import manifest
 from stvr_data.atomic import atomic_write, write_text
 from stvr_data.errors import ManifestError
-from stvr_data.tubelets import atom_vocabulary, label_atoms
+from stvr_data.tubelets import atom_vocabulary
 from stvr_model.backbones import make_backbone
-from stvr_model.data import ClipReader, clips_to_tensor
+from stvr_model.data import ClipReader, clips_to_tensor, multi_hot
 from stvr_model.detector import DetectorConfig, build_roi_pool
 from stvr_model.errors import ModelError
 from stvr_model.heads import ActorActionHead
@@ -84,17 +84,17 @@ class ActorBatches:
 
     def draw(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         height, width = self.size
-        clips, boxes, hot = [], [], np.zeros((count, len(self.index)), np.float32)
-        for row, pick in enumerate(self.rng.integers(len(self.samples), size=count)):
+        clips, boxes, labels = [], [], []
+        for pick in self.rng.integers(len(self.samples), size=count):
             video, start, box, label = self.samples[pick]
             clip, box = self.reader.clip(video, start), box * (width, height, width, height)
             if self.rng.random() < 0.5:
                 clip, box = clip[:, :, ::-1], np.array([width - box[2], box[1], width - box[0], box[3]])
             clips.append(clip)
             boxes.append(box)
-            hot[row, [self.index[a] for a in label_atoms(label)]] = 1.0
+            labels.append(label)
         return (clips_to_tensor(np.stack(clips)), torch.from_numpy(np.stack(boxes).astype(np.float32)),
-                torch.from_numpy(hot))
+                torch.from_numpy(multi_hot(labels, self.index)))
 
 
 def pretrain(benchmark: str | Path, out: str | Path, config: PretrainConfig = PretrainConfig(), *,

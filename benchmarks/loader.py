@@ -56,7 +56,7 @@ def training_loader(bench: Path, samples: int, workers: int, batch: int, cache: 
 
 def evaluation_loader(bench: Path, samples: int, workers: int, cache: int) -> DataLoader:
     """Whole references of the val and test pairs, one pair per batch, as `evaluate` reads them."""
-    config = inference_data({"data": {"cache_seconds": cache}})
+    config = inference_data(DataConfig(cache_seconds=cache))
     splits = ConcatDataset([PairDataset(bench, split, config, training=False) for split in ("val", "test")])
     return DataLoader(Subset(splits, range(min(samples, len(splits)))), batch_size=1, collate_fn=collate,
                       num_workers=workers)

@@ -38,12 +38,12 @@ from sample_data import build_benchmarks  # benchmarks/sample_data.py
 # Data settings: the demo's (queries up to 4 s at 1 clip/s), or the paper's (DataConfig's
 # defaults: queries up to 10 s at 3 clips/s).
 DATA = {"demo": {"query_clips_per_second": 1, "max_query_seconds": 4.0}, "paper": {}}
-# ModelSpec settings beside the cell and backbone. `small` runs the CPU head the CLI
+# Detector settings (`DetectorConfig`) beside the frame size. `small` runs the CPU head the CLI
 # suggests (one second-stage unit at 256 channels); `i3d` the authors' (3 units at 2C).
 SMALL = {"box_head_blocks": 1, "box_head_width": 256}
 I3D = {"box_head_blocks": 3}
 # --smoke: the lightest networks that still run every part.
-SMOKE_SMALL = {"hidden_channels": 32, "box_head_blocks": 1, "box_head_width": 16}
+SMOKE_SMALL = {"feature_channels": 32, "box_head_blocks": 1, "box_head_width": 16}
 
 
 def load() -> str:
@@ -84,9 +84,10 @@ def loader_only(args: argparse.Namespace) -> dict:
 
 def run_one(args: argparse.Namespace) -> None:
     """Child process: train one configuration, print one JSON line of results."""
-    from stvr_model.checkpoint import ModelSpec
+    from stvr_model.config import ModelConfig, RunConfig, TrainConfig
     from stvr_model.data import DataConfig
-    from stvr_model.train import METRICS, TrainConfig, train
+    from stvr_model.detector import DetectorConfig
+    from stvr_model.train import METRICS, train
 
     size = args.size
     if args.backbone == "loader":
@@ -95,14 +96,16 @@ def run_one(args: argparse.Namespace) -> None:
         print("RESULT " + json.dumps({**result, "wall_s": result["all"]["step_s"], "maxrss_gib": rusage,
                                       "worker_maxrss_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}))
         return
-    spec = ModelSpec(cell="warp", backbone=args.backbone, image_size=(size, size), **json.loads(args.spec))
+    detector = DetectorConfig(image_size=(size, size), **json.loads(args.spec))
+    model = ModelConfig(backbone=args.backbone, detector=detector)  # the warp cell
     config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=0.01,
                          num_workers=args.workers_one, device=args.device, seed=0,
                          checkpoint_every=10**9)  # the final checkpoint only
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    train(args.bench, args.out, spec, config, DataConfig(**DATA[args.data]), progress=False)
+    train(args.bench, args.out, RunConfig(model=model, data=DataConfig(**DATA[args.data]), training=config),
+          progress=False)
     wall = time.perf_counter() - started
     rows = [json.loads(line) for line in (Path(args.out) / METRICS).read_text().splitlines()]
     result = {**summarise(rows, args.warmup), "wall_s": wall,

@@ -72,18 +72,19 @@ def measure_offsets(
     """Run the warp checkpoint over the pairs of `split` (as `evaluate` does, through the
     same `feature_cache`) and summarise its offsets inside the actors' boxes against `motion`."""
     from stvr_model.cells import control_points
+    from stvr_model.checkpoint import run_config
     from stvr_model.data import PairDataset, collate
     from stvr_model.inference import inference_data, load_for_inference, model_inputs
 
     model, state, spec, torch_device = load_for_inference(checkpoint, device, feature_cache=feature_cache)
-    if spec.cell != "warp":
-        raise ValueError(f"{checkpoint}: offsets are measured for the warp cell, not {spec.cell!r}")
-    data = inference_data(state)
+    if spec.cell.kind != "warp":
+        raise ValueError(f"{checkpoint}: offsets are measured for the warp cell, not {spec.cell.kind!r}")
+    data = inference_data(run_config(state).data)
     dataset = PairDataset(benchmark, split, data, training=False)
     recorder = _OffsetRecorder()
     handle = model.cell.register_forward_hook(recorder)
     lengths: list[float] = []
-    height, width = spec.image_size
+    height, width = spec.detector.image_size
     try:
         for index in range(len(dataset) if max_pairs is None else min(max_pairs, len(dataset))):
             sample = dataset[index]

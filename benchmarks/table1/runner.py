@@ -90,16 +90,16 @@ def ensure_benchmark(data_dir: Path, budget: Budget, speed: float) -> Path:
     return bench
 
 
-def model_spec(budget: Budget, cell: str):
+def model_config(budget: Budget, cell: str):
     """The detector of `budget` with `cell` (stage 1 and every stage-2 run share it)."""
-    from stvr_model.checkpoint import ModelSpec
+    from stvr_model.cells import CellConfig
+    from stvr_model.config import ModelConfig
+    from stvr_model.detector import DetectorConfig
 
     width, height = budget.resolution
-    return ModelSpec(
-        cell=cell,
-        backbone=budget.backbone,
+    detector = DetectorConfig(
         image_size=(height, width),
-        hidden_channels=budget.hidden_channels,
+        feature_channels=budget.hidden_channels,
         box_head_blocks=budget.box_head_blocks,
         box_head_width=budget.box_head_width,
         box_head_fc=budget.box_head_fc,
@@ -107,15 +107,16 @@ def model_spec(budget: Budget, cell: str):
         anchor_sizes=budget.anchor_sizes,
         anchor_aspect_ratios=budget.anchor_aspect_ratios,
         add_gt_to_proposals=budget.cpu_options,
-        action_loss=budget.training.action_loss,
+        action_weight=budget.training.action_loss,
     )
+    return ModelConfig(backbone=budget.backbone, cell=CellConfig(kind=cell), detector=detector)
 
 
 def train_config(
     budget: Budget, seed: int, *, stage1: Path | None = None, cache: Path | None = None
 ):
     """Stage 1 (`stage1` None: end to end) or stage 2 (from `stage1`, frozen, cached)."""
-    from stvr_model.train import TrainConfig
+    from stvr_model.config import TrainConfig
 
     plan = budget.training
     iterations = plan.stage1_iterations if stage1 is None else plan.stage2_iterations
@@ -146,17 +147,17 @@ def data_config(budget: Budget):
     )
 
 
-def _train(bench: Path, folder: Path, spec, config, budget: Budget, weights: str | None) -> float:
-    """Train into `folder/train` (resuming a partial run); the seconds it took."""
+def _train(bench: Path, folder: Path, model, training, budget: Budget, weights: str | None) -> float:
+    """Train `model` (a ModelConfig) with `training` (a TrainConfig) into `folder/train`
+    (resuming a partial run); the seconds it took."""
+    from stvr_model.config import RunConfig
     from stvr_model.train import LAST, train
 
     start = time.perf_counter()
     train(
         bench,
         folder / "train",
-        spec,
-        config,
-        data_config(budget),
+        RunConfig(model=model, data=data_config(budget), training=training),
         resume=(folder / "train" / LAST).exists(),
         backbone_weights=weights,
         progress=False,
@@ -191,8 +192,8 @@ def ensure_stage1(work: Path, bench: Path, budget: Budget, run: Run, weights: st
     if not done.exists():
         if weights is None and budget.training.pretrain_iterations:
             weights = ensure_pretrained(work, bench, budget, run)
-        spec = model_spec(budget, STAGE1_CELL)
-        seconds = _train(bench, folder, spec, train_config(budget, run.seed), budget, weights)
+        model = model_config(budget, STAGE1_CELL)
+        seconds = _train(bench, folder, model, train_config(budget, run.seed), budget, weights)
         write_text(done, json.dumps({"train_seconds": seconds}) + "\n")
         print(f"[table1] stage 1 {run.stage1_key}: {seconds} s", flush=True)
     return folder / "train" / LAST
@@ -211,7 +212,7 @@ def run_one(
         return json.loads(record_path.read_text())
     stage1 = ensure_stage1(work, bench, budget, run, weights)
     config = train_config(budget, run.seed, stage1=stage1, cache=work / FEATURES)
-    train_seconds = _train(bench, folder, model_spec(budget, run.cell), config, budget, None)
+    train_seconds = _train(bench, folder, model_config(budget, run.cell), config, budget, None)
     start = time.perf_counter()
     checkpoint = folder / "train" / LAST
     # The cells share stage 1's frozen backbone: evaluation reads its features from the

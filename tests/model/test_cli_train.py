@@ -20,8 +20,8 @@ def test_train_then_evaluate_prints_the_scores(tiny_benchmark, tmp_path):
                                        "--rpn-border-anchors", "clip", "--rpn-conv-width", "0"])
     assert result.exit_code == 0, result.output
     assert "trained none for 2 iterations" in result.output and (run / "last.pt").is_file()
-    spec = load_checkpoint(run / "last.pt")["spec"]
-    assert spec["rpn_border_anchors"] == "clip" and spec["rpn_conv_width"] is None
+    detector = load_checkpoint(run / "last.pt")["run"]["model"]["detector"]
+    assert detector["rpn_border_anchors"] == "clip" and detector["rpn_conv_width"] is None
     result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(run / "last.pt"), "--manifest",
                                        str(tiny_benchmark), "--split", "val", "--max-pairs", "1",
                                        "--pictures", "0", "--device", "cpu"])
@@ -56,7 +56,7 @@ def test_bad_inputs_are_one_line_errors(tiny_benchmark, tmp_path):
 
 def test_warp_cell_options_round_trip_through_a_checkpoint(tiny_benchmark, tmp_path):
     from stvr_model.cells import CellConfig
-    from stvr_model.checkpoint import ModelSpec, load_checkpoint, model_from_checkpoint
+    from stvr_model.checkpoint import load_checkpoint, model_from_checkpoint, run_config
     from stvr_model.cli import train_command
 
     defaults = {p.name: p.default for p in train_command.params}
@@ -69,12 +69,11 @@ def test_warp_cell_options_round_trip_through_a_checkpoint(tiny_benchmark, tmp_p
     result = CliRunner().invoke(main, ["train", "--manifest", str(tiny_benchmark), "--cell", "warp",
                                        "--out", str(run), "--iterations", "1", *LIGHT, *options])
     assert result.exit_code == 0, result.output
-    spec = ModelSpec.from_dict(load_checkpoint(run / "last.pt")["spec"])
-    assert (spec.control_grid, spec.interpolation_order, spec.num_boundary_points) == (1, 1, 2)
+    spec = run_config(load_checkpoint(run / "last.pt")).model
+    assert (spec.cell.control_grid, spec.cell.interpolation_order, spec.cell.num_boundary_points) == (1, 1, 2)
     model, _ = model_from_checkpoint(run / "last.pt")
-    config = model.cell.config
-    assert (config.control_grid, config.interpolation_order, config.num_boundary_points) == (1, 1, 2)
-    x = torch.randn(1, spec.hidden_channels, 4, 4)
+    assert model.cell.config == spec.cell
+    x = torch.randn(1, spec.detector.feature_channels, 4, 4)
     with torch.no_grad():
         model.cell(x, model.cell(x, None))
     assert model.cell.last_offsets.shape == (1, 1, 2)  # a 1x1 control grid: one point

@@ -337,7 +337,10 @@ def test_feature_maps_too_small_for_the_warp_cell_are_reported_at_construction()
     ReLocalizationDetector(TinyBackbone(), cell, tiny_config(image_size=(96, 96)))  # 6x6
 
 
-def _with_actions(targets, classes: int = 3):
+ATOMS = ("sit", "stand", "talk to")  # the action head's classes
+
+
+def _with_actions(targets, classes: int = len(ATOMS)):
     """targets with multi-hot actions: the matching actor does action 0, others 1 and 2."""
     for row in targets:
         for target in row:
@@ -349,7 +352,7 @@ def _with_actions(targets, classes: int = 3):
 
 
 def test_action_head_adds_its_weighted_loss_and_trains_the_backbone():
-    model = make_detector(action_classes=3, action_weight=0.5).train()
+    model = make_detector(action_atoms=ATOMS, action_weight=0.5).train()
     query, query_boxes, reference, targets = make_batch()
     _, losses = model(query, query_boxes, reference, _with_actions(targets))
     assert "loss_action" in losses and torch.isfinite(losses["loss_action"])
@@ -358,13 +361,13 @@ def test_action_head_adds_its_weighted_loss_and_trains_the_backbone():
     assert model.backbone.conv.weight.grad.abs().sum() > 0
     assert model.action_head.classify.weight.grad.abs().sum() > 0
     # Its weight scales it: the same model at weight 1 gives twice the loss.
-    full = make_detector(action_classes=3, action_weight=1.0).train()
+    full = make_detector(action_atoms=ATOMS, action_weight=1.0).train()
     _, unweighted = full(query, query_boxes, reference, _with_actions(make_batch()[3]))
     assert float(losses["loss_action"]) == pytest.approx(0.5 * float(unweighted["loss_action"]), rel=1e-5)
 
 
 def test_action_head_without_action_targets_is_named():
-    model = make_detector(action_classes=3).train()
+    model = make_detector(action_atoms=ATOMS, action_weight=1.0).train()
     query, query_boxes, reference, targets = make_batch()
     with pytest.raises(DetectorInputError, match="carry no 'actions'"):
         model(query, query_boxes, reference, targets)
@@ -373,3 +376,4 @@ def test_action_head_without_action_targets_is_named():
 def test_no_action_head_by_default():
     model = make_detector()
     assert model.action_head is None and "loss_action" not in model.config.loss_weights
+    assert make_detector(action_atoms=ATOMS).action_head is None  # classes without a loss weight

@@ -11,10 +11,13 @@ import pytest
 import torch
 
 from stvr_data import manifest
-from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
+from stvr_model.cells import CellConfig
+from stvr_model.checkpoint import model_from_checkpoint, run_config
+from stvr_model.config import ModelConfig, RunConfig, TrainConfig
 from stvr_model.data import DataConfig
+from stvr_model.detector import DetectorConfig
 from stvr_model.distributed import Ranks, shard
-from stvr_model.train import TrainConfig, train
+from stvr_model.train import train
 
 CLI = Path(sys.executable).parent / "stvr-model"
 # one thread per process: two processes share the machine's cores
@@ -49,11 +52,12 @@ def test_shards_cover_every_pair_once_in_turn(world):
 def test_torchrun_evaluate_writes_what_one_process_writes(tiny_benchmark, tmp_path):
     """2 gloo processes with a loader worker each, 3 test pairs (uneven shards): the same
     detections, byte for byte, and the same metrics as one process without workers."""
-    spec = ModelSpec(cell="convlstm", backbone="small", image_size=(64, 64), hidden_channels=32,
-                     box_head_blocks=1, box_head_width=16)
+    spec = ModelConfig(backbone="small", cell=CellConfig(kind="convlstm"),
+                       detector=DetectorConfig(image_size=(64, 64), feature_channels=32, box_head_blocks=1,
+                                               box_head_width=16))
     config = TrainConfig(iterations=1, batch_size=1, num_workers=0, device="cpu", checkpoint_every=1)
-    train(tiny_benchmark, tmp_path / "run", spec, config,
-          DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0), progress=False)
+    data = DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0)
+    train(tiny_benchmark, tmp_path / "run", RunConfig(model=spec, data=data, training=config), progress=False)
     common = ["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--manifest", str(tiny_benchmark),
               "--split", "test", "--device", "cpu", "--pictures", "2"]
     one = _run([*common, "--out", str(tmp_path / "one"), "--workers", "0"])
@@ -85,7 +89,7 @@ def test_torchrun_two_processes_on_cpu(tiny_benchmark, tmp_path):
         assert "trained convlstm for 2 iterations" in text, (rank, text)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["iteration"] == 2
-    assert ModelSpec.from_dict(state["spec"]).cell == "convlstm"
+    assert run_config(state).model.cell.kind == "convlstm"
     model, _ = model_from_checkpoint(tmp_path / "run" / "last.pt")
     assert sum(p.numel() for p in model.parameters()) > 0 and not model.training
     assert not any(k.startswith("module.") for k in state["model"])  # saved unwrapped from DDP

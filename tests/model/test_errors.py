@@ -91,15 +91,17 @@ def warp_benchmark(tmp_path_factory):
 
 
 def _warp_run(benchmark, out, lr: float):
-    from stvr_model.checkpoint import ModelSpec
+    from stvr_model.config import ModelConfig, RunConfig, TrainConfig
     from stvr_model.data import DataConfig
-    from stvr_model.train import TrainConfig, train
+    from stvr_model.detector import DetectorConfig
+    from stvr_model.train import train
 
-    spec = ModelSpec(cell="warp", backbone="small", image_size=(96, 96), box_head_blocks=1, box_head_width=64)
+    spec = ModelConfig(backbone="small",  # the warp cell
+                       detector=DetectorConfig(image_size=(96, 96), box_head_blocks=1, box_head_width=64))
     config = TrainConfig(iterations=4, batch_size=1, lr=lr, milestones=(), checkpoint_every=4,
                          num_workers=0, device="cpu", seed=0)
     data = DataConfig(query_clips_per_second=1, max_query_seconds=1, reference_seconds=1.0)
-    return train(benchmark, out, spec, config, data, progress=False)
+    return train(benchmark, out, RunConfig(model=spec, data=data, training=config), progress=False)
 
 
 def test_a_warp_cell_trained_with_a_huge_lr_gives_the_divergence_message(warp_benchmark, tmp_path):

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from stvr_data import manifest
-from stvr_model.checkpoint import ModelSpec
+from stvr_model.cells import CellConfig
+from stvr_model.config import ModelConfig, RunConfig, TrainConfig
 from stvr_model.data import DataConfig
+from stvr_model.detector import DetectorConfig
 from stvr_model.evaluate import detection_rows, evaluate, score
-from stvr_model.train import TrainConfig, train
+from stvr_model.train import train
 
 
 def test_detection_rows_normalise_and_clip():
@@ -30,10 +32,11 @@ def test_score_of_groundtruth_boxes_is_one(tiny_benchmark):
 
 
 def test_evaluate_writes_detections_metrics_and_pictures(tiny_benchmark, tmp_path):
-    spec = ModelSpec(cell="traj", backbone="small", image_size=(64, 64), box_head_blocks=1, box_head_width=16)
+    spec = ModelConfig(backbone="small", cell=CellConfig(kind="traj"),
+                       detector=DetectorConfig(image_size=(64, 64), box_head_blocks=1, box_head_width=16))
     config = TrainConfig(iterations=2, batch_size=2, num_workers=0, device="cpu", checkpoint_every=2)
-    train(tiny_benchmark, tmp_path / "run", spec, config,
-          DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0), progress=False)
+    data = DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0)
+    train(tiny_benchmark, tmp_path / "run", RunConfig(model=spec, data=data, training=config), progress=False)
     results = evaluate(tmp_path / "run" / "last.pt", tiny_benchmark, "test", tmp_path / "eval",
                        device="cpu", max_pairs=2, pictures=1, progress=False)
     assert results["pairs"] == 2 and results["cell"] == "traj"

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+
 import numpy as np
 import pytest
 import torch
 
+from stvr_data.errors import StvrDataError
 from stvr_model.backbones import make_backbone
-from stvr_model.checkpoint import ModelSpec, load_checkpoint
+from stvr_model.cells import CellConfig
+from stvr_model.checkpoint import load_checkpoint
+from stvr_model.config import ModelConfig, RunConfig, TrainConfig
 from stvr_model.data import DataConfig
+from stvr_model.detector import DetectorConfig
 from stvr_model.feature_cache import FeatureCache
-from stvr_model.train import TrainConfig, train
+from stvr_model.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,17 +65,26 @@ def test_a_damaged_entry_is_recomputed(tmp_path):
     assert torch.equal(cache(backbone, clips), good) and np.load(entry).shape == (32, 2, 2)
 
 
-def test_staged_training_freezes_the_backbone_and_fills_the_cache(tiny_benchmark, tmp_path):
-    spec = ModelSpec(cell="none", backbone="small", image_size=(64, 64), hidden_channels=32,
-                     box_head_blocks=1, box_head_width=16)
+def test_staged_training_freezes_the_backbone_and_fills_the_cache(tiny_benchmark, tmp_path, caplog):
+    spec = ModelConfig(backbone="small", cell=CellConfig(kind="none"),
+                       detector=DetectorConfig(image_size=(64, 64), feature_channels=32, box_head_blocks=1,
+                                               box_head_width=16))
     data = DataConfig(query_clips_per_second=1, max_query_seconds=1, reference_seconds=1.0)
     base = dict(batch_size=1, num_workers=0, device="cpu", checkpoint_every=2, iterations=2)
-    train(tiny_benchmark, tmp_path / "stage1", spec, TrainConfig(**base), data, progress=False)
+    with caplog.at_level(logging.WARNING, logger="stvr_model.backbones"):
+        train(tiny_benchmark, tmp_path / "stage1", RunConfig(model=spec, data=data, training=TrainConfig(**base)),
+              progress=False)
+    assert [r.getMessage() for r in caplog.records] == [
+        "backbone 'small' uses random initialisation (no weights file given)"]
     first = load_checkpoint(tmp_path / "stage1" / "last.pt")["model"]
-    cell_spec = ModelSpec(**{**spec.__dict__, "cell": "convlstm"})
+    cell_spec = dataclasses.replace(spec, cell=CellConfig(kind="convlstm"))
     staged = TrainConfig(**base, init_from=str(tmp_path / "stage1" / "last.pt"), freeze_backbone=True,
                          feature_cache=str(tmp_path / "cache"))
-    train(tiny_benchmark, tmp_path / "stage2", cell_spec, staged, data, progress=False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="stvr_model.backbones"):  # its backbone is stage 1's
+        train(tiny_benchmark, tmp_path / "stage2", RunConfig(model=cell_spec, data=data, training=staged),
+              progress=False)
+    assert not caplog.records
     second = load_checkpoint(tmp_path / "stage2" / "last.pt")["model"]
     for name, value in first.items():
         if name.startswith("backbone."):
@@ -77,5 +93,9 @@ def test_staged_training_freezes_the_backbone_and_fills_the_cache(tiny_benchmark
     assert changed  # the heads go on learning
     assert any(n.startswith("cell.") for n in second) and list((tmp_path / "cache").rglob("*.npy"))
     with pytest.raises(Exception, match="frozen backbone"):
-        train(tiny_benchmark, tmp_path / "bad", cell_spec,
-              TrainConfig(**base, feature_cache=str(tmp_path / "cache")), data, progress=False)
+        train(tiny_benchmark, tmp_path / "bad",
+              RunConfig(model=cell_spec, data=data, training=TrainConfig(**base, feature_cache=str(tmp_path / "cache"))),
+              progress=False)
+    with pytest.raises(StvrDataError, match="both --weights and --init-from"):
+        train(tiny_benchmark, tmp_path / "both", RunConfig(model=cell_spec, data=data, training=staged),
+              backbone_weights=str(tmp_path / "stage1" / "last.pt"), progress=False)

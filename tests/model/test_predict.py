@@ -8,11 +8,13 @@ from click.testing import CliRunner
 from stvr_data import manifest
 from stvr_data.errors import MediaError
 from stvr_data.media import probe_video
-from stvr_model.checkpoint import ModelSpec
+from stvr_model.cells import CellConfig
 from stvr_model.cli import main
+from stvr_model.config import ModelConfig, RunConfig, TrainConfig
 from stvr_model.data import DataConfig
+from stvr_model.detector import DetectorConfig
 from stvr_model.predict import PredictError, Span, best_clips, check_box, predict_pair, query_window
-from stvr_model.train import TrainConfig, train
+from stvr_model.train import train
 
 
 def _write_video(path, seconds=4.0, fps=30, size=(80, 60)):
@@ -34,10 +36,11 @@ def _write_video(path, seconds=4.0, fps=30, size=(80, 60)):
 @pytest.fixture(scope="module")
 def checkpoint(tiny_benchmark, tmp_path_factory):
     out = tmp_path_factory.mktemp("predict_run")
-    spec = ModelSpec(cell="flow", backbone="small", image_size=(64, 64), box_head_blocks=1, box_head_width=16)
+    spec = ModelConfig(backbone="small", cell=CellConfig(kind="flow"),
+                       detector=DetectorConfig(image_size=(64, 64), box_head_blocks=1, box_head_width=16))
     config = TrainConfig(iterations=2, batch_size=1, num_workers=0, device="cpu", checkpoint_every=2)
-    train(tiny_benchmark, out, spec, config,
-          DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0), progress=False)
+    data = DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0)
+    train(tiny_benchmark, out, RunConfig(model=spec, data=data, training=config), progress=False)
     return out / "last.pt"
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from stvr_model.checkpoint import ModelSpec
+from stvr_model.config import ModelConfig, RunConfig, TrainConfig
 from stvr_model.data import DataConfig
+from stvr_model.detector import DetectorConfig
 from stvr_model.evaluate import evaluate
 from stvr_model.pretrain import WEIGHTS, PretrainConfig, pretrain
-from stvr_model.train import LAST, TrainConfig, train
+from stvr_model.train import LAST, train
 
 pytestmark = pytest.mark.slow
 
@@ -37,15 +38,16 @@ def demo_benchmark(tmp_path_factory):
 
 def test_fitting_four_pairs_finds_the_matching_actor_and_needs_the_query(demo_benchmark, tmp_path):
     pretrain(demo_benchmark, tmp_path / "pre", PretrainConfig(iterations=300), progress=False)
-    spec = ModelSpec(cell="warp", backbone="small", image_size=(128, 128), hidden_channels=128,
-                     box_head_blocks=1, box_head_width=128, box_head_fc=256, match_product=True,
-                     anchor_sizes=(24.0, 32.0, 48.0, 64.0), anchor_aspect_ratios=(1.0, 2.0, 3.0),
-                     add_gt_to_proposals=True, action_loss=1.0)
+    detector = DetectorConfig(image_size=(128, 128), feature_channels=128,
+                              box_head_blocks=1, box_head_width=128, box_head_fc=256, match_product=True,
+                              anchor_sizes=(24.0, 32.0, 48.0, 64.0), anchor_aspect_ratios=(1.0, 2.0, 3.0),
+                              add_gt_to_proposals=True, action_weight=1.0)
+    spec = ModelConfig(backbone="small", detector=detector)  # the warp cell
     config = TrainConfig(iterations=300, batch_size=2, lr=1e-3, optimizer="adam", milestones=(225,),
                          split="test", max_pairs=PAIRS, num_workers=1, device="cpu", checkpoint_every=300)
     data = DataConfig(query_swap=0.5, query_clips_per_second=1, max_query_seconds=3.0)
-    train(demo_benchmark, tmp_path / "fit", spec, config, data, backbone_weights=str(tmp_path / "pre" / WEIGHTS),
-          progress=False)
+    train(demo_benchmark, tmp_path / "fit", RunConfig(model=spec, data=data, training=config),
+          backbone_weights=str(tmp_path / "pre" / WEIGHTS), progress=False)
     results = evaluate(tmp_path / "fit" / LAST, demo_benchmark, "test", tmp_path / "eval", device="cpu",
                        max_pairs=PAIRS, pictures=0, progress=False)
     score = results["frame_map"]["0.5"]["mAP"]

@@ -83,20 +83,22 @@ def test_figure7_command_draws_the_warped_grid_of_a_trained_warp_cell(tmp_path):
     from stvr_data.ava_recipe import prepare_ava
     from stvr_data.build import BuildOptions
     from stvr_data.sample import SampleConfig, make_sample
-    from stvr_model.checkpoint import ModelSpec
     from stvr_model.cli import main
+    from stvr_model.config import ModelConfig, RunConfig, TrainConfig
     from stvr_model.data import DataConfig
-    from stvr_model.train import TrainConfig, train
+    from stvr_model.detector import DetectorConfig
+    from stvr_model.train import train
 
     # 96 px frames give the 6x6 feature maps the warp cell's 3x3 control grid needs.
     make_sample(tmp_path / "sample", seed=3, config=SampleConfig(train_videos=2, val_videos=2))
     bench = tmp_path / "bench"
     prepare_ava(tmp_path / "sample" / "annotations", str(tmp_path / "sample" / "videos"), bench,
                 options=BuildOptions(resolution=(96, 96)), min_tubelets=2, num_val_labels=1, num_test_labels=1)
-    spec = ModelSpec(cell="warp", backbone="small", image_size=(96, 96), box_head_blocks=1, box_head_width=64)
+    spec = ModelConfig(backbone="small",  # the warp cell
+                       detector=DetectorConfig(image_size=(96, 96), box_head_blocks=1, box_head_width=64))
     config = TrainConfig(iterations=1, batch_size=1, num_workers=0, device="cpu", checkpoint_every=1)
-    train(bench, tmp_path / "run", spec, config,
-          DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0), progress=False)
+    data = DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0)
+    train(bench, tmp_path / "run", RunConfig(model=spec, data=data, training=config), progress=False)
     pair = manifest.read_benchmark_table(bench, "pairs_test").pair_id.iloc[0]
     args = ["pictures", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--manifest", str(bench),
             "--pair", pair, "--steps", "3", "--out", str(tmp_path / "fig7")]

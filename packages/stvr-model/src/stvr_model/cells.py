@@ -50,8 +50,10 @@ class CellState(NamedTuple):
 
 @dataclass(frozen=True)
 class CellConfig:
-    """Options of `build_cell`; each kind reads the ones it needs and ignores the rest."""
+    """The cell's kind and options (`make_cell`); each kind reads the options it needs
+    and ignores the rest."""
 
+    kind: str = "warp"  # a key of CELLS: none, convlstm, warp, traj, flow
     bottleneck: int = 128  # channels between the separable 3x3 conv and the gate 1x1 conv
     forget_bias: float = 1.0
     skip: bool = True  # h = tanh(c) * sigmoid(o) + x
@@ -71,6 +73,8 @@ class CellConfig:
     link_channels: int = 32  # traj: width of the flow-predicting conv net
 
     def __post_init__(self) -> None:
+        if self.kind not in CELLS:
+            raise CellError(f"unknown cell kind {self.kind!r}; choose one of {sorted(CELLS)}")
         for name in (
             "bottleneck",
             "control_grid",
@@ -398,12 +402,15 @@ CELLS: dict[str, type[nn.Module]] = {
 }
 
 
+def make_cell(config: CellConfig, in_channels: int, hidden_channels: int) -> nn.Module:
+    """The recurrent cell `config.kind` with `config`'s options (see the module doc)."""
+    return CELLS[config.kind](in_channels, hidden_channels, config)
+
+
 def build_cell(kind: str, in_channels: int, hidden_channels: int, **options) -> nn.Module:
-    """A recurrent cell of the given kind (see the module doc); options fill `CellConfig`."""
-    if kind not in CELLS:
-        raise CellError(f"unknown cell kind {kind!r}; choose one of {sorted(CELLS)}")
-    known = {f.name for f in fields(CellConfig)}
+    """`make_cell` from keyword options: `build_cell("warp", 8, 8, control_grid=2)`."""
+    known = {f.name for f in fields(CellConfig)} - {"kind"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise CellError(f"unknown cell option(s) {unknown}; known: {sorted(known)}")
-    return CELLS[kind](in_channels, hidden_channels, CellConfig(**options))
+    return make_cell(CellConfig(kind=kind, **options), in_channels, hidden_channels)

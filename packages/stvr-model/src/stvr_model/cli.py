@@ -124,29 +124,29 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
                   no_amp):
     """Train the detector with one recurrent cell (paper §6.2 schedule by default)."""
     from stvr_data.manifest import read_dataset_card
-    from stvr_model.checkpoint import ModelSpec
+    from stvr_model.cells import CellConfig
+    from stvr_model.config import ModelConfig, RunConfig, TrainConfig
     from stvr_model.data import DataConfig
-    from stvr_model.train import TrainConfig, train
+    from stvr_model.detector import DetectorConfig
+    from stvr_model.train import train
 
     width, height = read_dataset_card(manifest)["clip"]["size"]
-    spec = ModelSpec(cell=cell, backbone=backbone, image_size=(height, width),
-                     hidden_channels=feature_channels, box_head_blocks=box_head_blocks, box_head_width=box_head_width,
-                     box_head_fc=box_head_fc, match_product=match_product, anchor_sizes=anchor_sizes, anchor_aspect_ratios=anchor_ratios,
-                     add_gt_to_proposals=add_gt_to_proposals, rpn_border_anchors=rpn_border_anchors,
-                     rpn_conv_width=rpn_conv_width or None,
-                     max_offset=max_offset if max_offset > 0 else None,
-                     control_grid=control_grid, interpolation_order=interpolation_order,
-                     num_boundary_points=num_boundary_points,
-                     action_loss=action_loss)
-    config = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr, milestones=milestones, optimizer=optimizer,
-                         seed=seed, num_workers=workers, device=device, amp=not no_amp,
-                         checkpoint_every=checkpoint_every, split=train_split, max_pairs=train_pairs,
-                         init_from=init_from,
-                         freeze_backbone=freeze_backbone, feature_cache=feature_cache)
+    cell_config = CellConfig(kind=cell, max_offset=max_offset if max_offset > 0 else None, control_grid=control_grid,
+                             interpolation_order=interpolation_order, num_boundary_points=num_boundary_points)
+    detector = DetectorConfig(image_size=(height, width), feature_channels=feature_channels,
+                              box_head_blocks=box_head_blocks, box_head_width=box_head_width, box_head_fc=box_head_fc,
+                              match_product=match_product, anchor_sizes=anchor_sizes, anchor_aspect_ratios=anchor_ratios,
+                              add_gt_to_proposals=add_gt_to_proposals, rpn_border_anchors=rpn_border_anchors,
+                              rpn_conv_width=rpn_conv_width or None, action_weight=action_loss)
+    training = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr, milestones=milestones,
+                           optimizer=optimizer, seed=seed, num_workers=workers, device=device, amp=not no_amp,
+                           checkpoint_every=checkpoint_every, split=train_split, max_pairs=train_pairs,
+                           init_from=init_from, freeze_backbone=freeze_backbone, feature_cache=feature_cache)
     data = DataConfig(reference_seconds=reference_seconds, max_query_seconds=max_query_seconds,
                       query_clips_per_second=query_clips_per_second, query_swap=query_swap)
-    summary = train(manifest, out, spec, config, data, resume=resume, backbone_weights=weights,
-                    allow_lr_change=allow_lr_change)
+    run = RunConfig(model=ModelConfig(backbone=backbone, cell=cell_config, detector=detector), data=data,
+                    training=training)
+    summary = train(manifest, out, run, resume=resume, backbone_weights=weights, allow_lr_change=allow_lr_change)
     click.echo(f"trained {cell} for {iterations} iterations: {summary['clips_per_second']:.1f} clips/s, "
                f"{100 * summary['data_wait_fraction']:.1f}% of step time waiting for data")
     click.echo(f"checkpoint: {out / 'last.pt'}  loss curve: {out / 'loss.png'}")

@@ -97,9 +97,16 @@ class DetectorConfig:
     detection_nms_thresh: float = 0.6
     detections_per_clip: int = 15
     backbone_chunk_size: int | None = None  # clips per backbone call; None = all at once
-    # Auxiliary action classes of annotated actors (0: none, the authors'; see ActorActionHead)
-    action_classes: int = 0
-    action_weight: float = 1.0
+    # Auxiliary action loss on annotated actors (`ActorActionHead`, not the authors'): its
+    # weight (0: no head, the authors') and its classes, the atomic actions of the labels
+    # trained on (`train` fills them in from the benchmark)
+    action_weight: float = 0.0
+    action_atoms: tuple[str, ...] = ()
+
+    @property
+    def action_classes(self) -> int:
+        """Classes of the auxiliary action head: 0 (no head) without a loss weight."""
+        return len(self.action_atoms) if self.action_weight else 0
 
     @property
     def feature_size(self) -> tuple[int, int]:
@@ -132,10 +139,8 @@ class DetectorConfig:
             )
         if self.box_head_width is not None and (self.box_head_width < 4 or self.box_head_width % 4):
             raise DetectorInputError(f"box_head_width {self.box_head_width} is not a positive multiple of 4")
-        if self.action_classes < 0 or self.action_weight < 0:
-            raise DetectorInputError(
-                f"action_classes {self.action_classes} and action_weight {self.action_weight} "
-                "must be >= 0")
+        if self.action_weight < 0:
+            raise DetectorInputError(f"action_weight {self.action_weight} must be >= 0")
         if self.rpn_conv_width is not None and self.rpn_conv_width < 1:
             raise DetectorInputError(f"rpn_conv_width {self.rpn_conv_width} < 1")
         if self.backbone_chunk_size is not None and self.backbone_chunk_size < 1:

@@ -14,3 +14,8 @@ class ModelError(StvrError):
 class NonFiniteError(ModelError):
     """A tensor that must be finite holds NaN or inf; in training this means the run has
     diverged (a too-large learning rate), not that the input was malformed."""
+
+
+class CheckpointError(ModelError):
+    """A checkpoint that is missing, unreadable or not from this tool, or settings that
+    this version cannot read."""

@@ -27,7 +27,8 @@ from stvr_data import chance, manifest
 from stvr_data.atomic import write_text
 from stvr_data.evaluation import frame_map
 from stvr_data.tubelets import describe_label
-from stvr_model.checkpoint import ModelSpec
+from stvr_model.checkpoint import run_config
+from stvr_model.config import ModelConfig
 from stvr_model.data import PairDataset, collate
 from stvr_model.distributed import Ranks, gather_to_main, init_distributed, process_device, shard
 from stvr_model.inference import (
@@ -51,7 +52,7 @@ def _one(samples: list[dict]) -> dict:
 
 
 @torch.no_grad()
-def predict(model, dataset: PairDataset, spec: ModelSpec, device: torch.device, *,
+def predict(model, dataset: PairDataset, spec: ModelConfig, device: torch.device, *,
             max_pairs: int | None = None, keep: int = 0, progress: bool = True, workers: int = 0,
             ranks: Ranks | None = None):
     """Detect on the first `max_pairs` pairs: (detections frame, [(pair index, sample,
@@ -128,7 +129,7 @@ def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str
     if seen and ranks.main:
         log.warning("the model was trained on pairs of %d of the %s labels (%s): this score does not "
                     "measure re-localization of unseen actions", len(seen), split, ", ".join(seen[:5]))
-    data = inference_data(state)
+    data = inference_data(run_config(state).data)
     dataset = PairDataset(benchmark, split, data, training=False)
     run = {"max_pairs": max_pairs, "progress": progress, "workers": workers, "ranks": ranks}
     detections, kept = predict(model, dataset, spec, torch_device, keep=pictures, **run)
@@ -144,7 +145,7 @@ def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str
     groundtruth = groundtruth[groundtruth.pair_id.isin(evaluated)]
     manifest.write_table(detections, out / f"detections_{split}.parquet", manifest.DETECTIONS_SCHEMA)
     results = {"checkpoint": str(checkpoint), "iteration": int(state["iteration"]), "split": split,
-               "cell": spec.cell, "backbone": spec.backbone, "pairs": len(evaluated),
+               "cell": spec.cell.kind, "backbone": spec.backbone, "pairs": len(evaluated),
                "frame_map": score(groundtruth, detections),
                "chance_mAP": chance.split_chance(benchmark, split, pair_ids=evaluated),
                "labels_seen_in_training": seen,
@@ -154,12 +155,12 @@ def evaluate(checkpoint: str | Path, benchmark: str | Path, split: str, out: str
     return results
 
 
-def _draw(kept: list, dataset: PairDataset, benchmark: str | Path, spec: ModelSpec, out: Path,
+def _draw(kept: list, dataset: PairDataset, benchmark: str | Path, spec: ModelConfig, out: Path,
           min_score: float) -> None:
     """Figure-8 pictures of the kept pairs, named by their index in the split."""
     labels = dict(zip(dataset.fixed.pair_id, dataset.fixed.label, strict=True))
     names = manifest.read_dataset_card(benchmark).get("action_names", {})
     for index, sample, dets in kept:
         draw_pair(sample, dets, out / "pictures" / f"{dataset.split}_{index:02d}_{sample['pair_id']}.png",
-                  title=f"{sample['pair_id']} ({spec.cell})", min_score=min_score,
+                  title=f"{sample['pair_id']} ({spec.cell.kind})", min_score=min_score,
                   label=describe_label(labels[sample["pair_id"]], names))

@@ -15,7 +15,8 @@ import torch
 
 from stvr_data.errors import StvrDataError
 from stvr_model import boxes
-from stvr_model.checkpoint import ModelSpec, model_from_checkpoint
+from stvr_model.checkpoint import model_from_checkpoint, run_config
+from stvr_model.config import ModelConfig
 from stvr_model.data import DataConfig
 from stvr_model.feature_cache import FeatureCache
 
@@ -38,10 +39,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def model_inputs(batch: dict, spec: ModelSpec) -> dict:
+def model_inputs(batch: dict, spec: ModelConfig) -> dict:
     """Keyword arguments of the detector's forward for one collated batch."""
     flows = None
-    if spec.cell == "flow":
+    if spec.cell.kind == "flow":
         from stvr_model.flow import clip_flows
 
         flows = clip_flows(batch["reference"])
@@ -52,7 +53,7 @@ def model_inputs(batch: dict, spec: ModelSpec) -> dict:
 
 def load_for_inference(checkpoint: str | Path, device: str = "auto", *,
                        feature_cache: str | Path | None = None):
-    """(model in eval mode on the device, checkpoint dict, its ModelSpec, the device).
+    """(model in eval mode on the device, checkpoint dict, its ModelConfig, the device).
 
     References run whole (up to minutes of clips), so the backbone takes them in chunks
     of `BACKBONE_CHUNK` clips; with `feature_cache` (a `FeatureCache` folder) the frozen
@@ -63,9 +64,10 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto", *,
     model.to(torch_device)
     if feature_cache is not None:
         model.feature_cache = FeatureCache(feature_cache, model.backbone)
-    return model, state, ModelSpec.from_dict(state["spec"]), torch_device
+    return model, state, run_config(state).model, torch_device
 
 
-def inference_data(state: dict) -> DataConfig:
-    """The checkpoint's data settings for inference: whole references, no flips."""
-    return DataConfig(**{**state.get("data", {}), "reference_seconds": None, "hflip": False})
+def inference_data(data: DataConfig) -> DataConfig:
+    """A run's data settings (e.g. `run_config(state).data`) for inference: whole
+    references, no flips."""
+    return dataclasses.replace(data, reference_seconds=None, hflip=False)

@@ -158,12 +158,13 @@ def draw_pair_warps(checkpoint, benchmark, pair_id: str, out, *, steps: int = 4,
     """Figure 7 for one benchmark pair: the grid of the checkpoint's cell warped by the
     flow of `steps` reference steps (evenly spaced), each over its reference clip's middle
     frame, written to ``out/<pair_id>_step<NN>.png``. Returns the paths."""
+    from stvr_model.checkpoint import run_config
     from stvr_model.data import PairDataset, collate
     from stvr_model.inference import inference_data, load_for_inference, model_inputs
 
     split = pair_id.split("-")[0]
     model, state, spec, torch_device = load_for_inference(checkpoint, device)
-    data = inference_data(state)
+    data = inference_data(run_config(state).data)
     dataset = PairDataset(benchmark, split, data, training=False)
     found = dataset.fixed.index[dataset.fixed.pair_id == pair_id]
     if not len(found):
@@ -178,7 +179,7 @@ def draw_pair_warps(checkpoint, benchmark, pair_id: str, out, *, steps: int = 4,
         path = Path(out) / f"{pair_id}_step{step:02d}.png"
         try:
             draw_warp_grid(clip[:, clip.shape[1] // 2], flows[step], path,
-                           title=f"{pair_id} {spec.cell}: t = {float(sample['times'][step]):.2f} s")
+                           title=f"{pair_id} {spec.cell.kind}: t = {float(sample['times'][step]):.2f} s")
         except CellError as err:  # feature maps too small for the control grid
             raise PictureError(f"{pair_id}: {err}") from None
         paths.append(path)

@@ -35,7 +35,8 @@ from stvr_data import manifest
 from stvr_data.atomic import atomic_write
 from stvr_data.errors import MediaError
 from stvr_data.media import cut_clip, probe_video, read_frames
-from stvr_model.checkpoint import ModelSpec
+from stvr_model.checkpoint import run_config
+from stvr_model.config import ModelConfig
 from stvr_model.data import DataConfig, clips_to_tensor, collate
 from stvr_model.errors import ModelError
 from stvr_model.inference import (
@@ -144,7 +145,7 @@ def build_sample(query: np.ndarray, box: tuple[float, ...], reference: np.ndarra
 
 
 @torch.no_grad()
-def detect(model, sample: dict, spec: ModelSpec, device: torch.device) -> list[dict]:
+def detect(model, sample: dict, spec: ModelConfig, device: torch.device) -> list[dict]:
     """Per reference clip: `{boxes [K, 4] pixel xyxy, scores [K]}` on the CPU."""
     batch = collate([sample])
     batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
@@ -174,8 +175,8 @@ def predict_pair(checkpoint: str | Path, query: Span, box, reference: Span, out:
     info = probe_video(query.video)
     box = check_box(box, pixels=pixels, width=info.width, height=info.height)
     model, state, spec, torch_device = load_for_inference(checkpoint, device)
-    data = inference_data(state)
-    height, width = spec.image_size
+    data = inference_data(run_config(state).data)
+    height, width = spec.detector.image_size
     work = out / "work"
     cut_clip(query.video, work / "query.mp4", start=q_start, end=q_end, size=(width, height))
     cut_clip(reference.video, work / "reference.mp4", start=r_start, end=r_end, size=(width, height))
@@ -189,14 +190,14 @@ def predict_pair(checkpoint: str | Path, query: Span, box, reference: Span, out:
     return _write(out, rows, sample, detections, spec, min_score, aspect)
 
 
-def _write(out: Path, rows: pd.DataFrame, sample: dict, detections: list[dict], spec: ModelSpec,
+def _write(out: Path, rows: pd.DataFrame, sample: dict, detections: list[dict], spec: ModelConfig,
            min_score: float, aspect: tuple[float, float]) -> dict:
     rows = rows.sort_values(["timestamp", "score"], ascending=[True, False], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "detections.csv") as tmp:
         rows[DETECTION_COLUMNS].to_csv(tmp, index=False)
     manifest.write_table(rows, out / "detections.parquet", manifest.DETECTIONS_SCHEMA)
-    title = f"predict ({spec.cell}, {spec.backbone})"
+    title = f"predict ({spec.cell.kind}, {spec.backbone})"
     shown = {"min_score": min_score, "with_truth": False, "display_aspect": aspect}
     overview = draw_pair(sample, detections, out / "pictures" / "overview.png", title=title, **shown)
     # The best clips always show their best box, however low its score.

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,12 +29,13 @@ from stvr_data.manifest import read_dataset_card
 from stvr_data.tubelets import atom_vocabulary
 from stvr_model.checkpoint import (
     CheckpointError,
-    ModelSpec,
     build_model,
     load_checkpoint,
     save_checkpoint,
+    stored_run,
 )
-from stvr_model.data import DataConfig, PairDataset, collate
+from stvr_model.config import RunConfig, TrainConfig
+from stvr_model.data import PairDataset, collate
 from stvr_model.distributed import init_distributed, process_device
 from stvr_model.errors import ModelError, NonFiniteError
 from stvr_model.feature_cache import FeatureCache
@@ -52,38 +52,11 @@ class TrainingDiverged(ModelError):
     """The loss, or a value inside the network, became NaN or infinite."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    iterations: int = 30_000
-    batch_size: int = 8  # per process
-    lr: float = 0.03
-    optimizer: str = "sgd"  # the authors'; "adam" learns faster in short CPU runs
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = (10_000, 20_000)
-    clip_grad_norm: float = 10.0
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_every: int = 5_000
-    log_every: int = 10
-    num_workers: int = 2
-    device: str = "auto"
-    amp: bool = True  # bf16 autocast, CUDA only
-    # The split whose pairs are trained on: "train" (pairs re-drawn every epoch), or a
-    # fixed val/test split to check that the model can fit those very pairs.
-    split: str = "train"
-    max_pairs: int | None = None  # with a val/test split: fit only its first pairs
-    # Staged training: start from another run's weights (every tensor whose name and
-    # shape fit; a new cell starts fresh), keep the backbone fixed, and keep its
-    # features on disk (only with a frozen backbone).
-    init_from: str | None = None
-    freeze_backbone: bool = False
-    feature_cache: str | None = None
-
-
 # Settings that may change when a run is resumed: they do not change what is learnt.
-RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "keep_every", "log_every", "num_workers", "device",
-                     "feature_cache"}
+RESUMABLE_CHANGES = {f"training.{name}" for name in ("iterations", "checkpoint_every", "keep_every", "log_every",
+                                                     "num_workers", "device", "feature_cache")}
+# ... and with `allow_lr_change`
+LR_CHANGES = {"training.lr", "training.milestones"}
 
 
 OPTIMIZERS = ("sgd", "adam")
@@ -125,33 +98,35 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return moved
 
 
-def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainConfig | None = None,
-          data: DataConfig | None = None, *, resume: bool = False, backbone_weights: str | None = None,
-          progress: bool = True, allow_lr_change: bool = False) -> dict:
-    """Train `spec` on the benchmark in `manifest`, writing checkpoints and logs to `out`."""
-    config, data = config or TrainConfig(), data or DataConfig()
+def train(manifest: str | Path, out: str | Path, run: RunConfig, *, resume: bool = False,
+          backbone_weights: str | None = None, progress: bool = True, allow_lr_change: bool = False) -> dict:
+    """Train `run.model` on the benchmark in `manifest` with `run`'s data and training
+    settings, writing checkpoints and logs to `out`. The backbone starts from
+    `backbone_weights` (a state dict file), from `run.training.init_from`, or random."""
+    run = with_action_atoms(run, manifest)
+    spec, config, data = run.model, run.training, run.data
     out = Path(out)
     device = resolve_device(config.device)
     ranks = init_distributed(device)
     rank, world, local_rank = ranks.rank, ranks.world, ranks.local_rank
     device = process_device(device, ranks)
     torch.manual_seed(config.seed + rank)
-    spec = with_action_atoms(spec, manifest, config.split)
-    model = build_model(spec, backbone_weights=backbone_weights).to(device)
+    if backbone_weights is not None and config.init_from:
+        raise StvrDataError("both --weights and --init-from give the backbone's weights: pass one")
+    model = build_model(spec, backbone_weights=backbone_weights, weights_follow=bool(config.init_from)).to(device)
     _stage(model, config)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config)
     benchmark = benchmark_record(manifest, config.split)
-    start = _restore(out, model, optimizer, spec, resume, device, rank, world,
-                     expected={"config": _plain(dataclasses.asdict(config)),
-                               "data": _plain(dataclasses.asdict(data)), "benchmark": benchmark},
-                     allow_lr_change=allow_lr_change)
+    start = _restore(out, model, optimizer, resume, device, rank, world,
+                     expected={"run": run.to_dict(), "benchmark": benchmark},
+                     allowed=RESUMABLE_CHANGES | (LR_CHANGES if allow_lr_change else set()))
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
     dataset = PairDataset(manifest, config.split, data, seed=config.seed, training=True,
                           max_pairs=config.max_pairs if config.split != "train" else None,
-                          action_atoms=spec.action_atoms if spec.action_loss else ())
+                          action_atoms=spec.detector.action_atoms if spec.detector.action_classes else ())
     loader = DataLoader(dataset, batch_sampler=BatchWindow(start, config.iterations, config.batch_size, rank, world),
                         collate_fn=collate, num_workers=config.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=False,
@@ -161,7 +136,7 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
     use_amp = config.amp and device.type == "cuda"
     log = _MetricsLog(out / METRICS, start, enabled=rank == 0)
     bar = tqdm(total=config.iterations, initial=start, disable=not progress or rank != 0,
-               desc=f"train {spec.cell}", unit="it", dynamic_ncols=True)
+               desc=f"train {spec.cell.kind}", unit="it", dynamic_ncols=True)
     model.train()
     waited = time.perf_counter()
     for iteration, batch in zip(range(start, config.iterations), loader, strict=False):
@@ -191,7 +166,7 @@ def train(manifest: str | Path, out: str | Path, spec: ModelSpec, config: TrainC
         if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations:
             rng = _rng_state(world)  # every rank: a collective under torchrun
             if rank == 0:
-                _save(out, model, optimizer, spec, config, data, iteration + 1, rng, benchmark)
+                _save(out, model, optimizer, run, iteration + 1, rng, benchmark)
                 log.flush()
                 draw_loss_curve(out / METRICS, out / "loss.png")
         waited = time.perf_counter()
@@ -233,12 +208,12 @@ def initialise_from(model: torch.nn.Module, checkpoint: str | Path) -> list[str]
     return sorted(set(own) - set(fits))
 
 
-def _restore(out: Path, model, optimizer, spec: ModelSpec, resume: bool, device, rank: int = 0,
-             world: int = 1, *, expected: dict, allow_lr_change: bool = False) -> int:
+def _restore(out: Path, model, optimizer, resume: bool, device, rank: int = 0,
+             world: int = 1, *, expected: dict, allowed: set[str]) -> int:
     """The iteration to start from; loads `last.pt` when resuming (each rank its own
     random state when the run had as many processes). A resume must continue the same
-    run: same model, benchmark, data and training settings (`expected`), except those in
-    `RESUMABLE_CHANGES` and, with `allow_lr_change`, the learning rate."""
+    run: same model, benchmark, data and training settings (`expected`), except the
+    dotted settings in `allowed`."""
     last = out / LAST
     if not resume:
         if last.exists():
@@ -247,14 +222,11 @@ def _restore(out: Path, model, optimizer, spec: ModelSpec, resume: bool, device,
     if not last.exists():
         raise CheckpointError(f"{last}: nothing to resume")
     state = load_checkpoint(last, map_location=device)
-    if ModelSpec.from_dict(state["spec"]) != spec:
-        raise CheckpointError(f"{last}: was trained with {state['spec']}, not {spec.to_dict()}")
-    allowed = RESUMABLE_CHANGES | ({"lr", "milestones"} if allow_lr_change else set())
     changed = resume_differences(state, expected, allowed)
     if changed:
         raise CheckpointError(f"{last}: cannot resume with changed {changed[0]}"
                               + (" (--allow-lr-change permits a new learning rate)"
-                                 if changed[0].startswith(("config.lr", "config.milestones")) else ""))
+                                 if changed[0].split(":")[0] in LR_CHANGES else ""))
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     rng = state["rng"]
@@ -267,12 +239,12 @@ def _restore(out: Path, model, optimizer, spec: ModelSpec, resume: bool, device,
 
 
 def resume_differences(state: dict, expected: dict, allowed: set[str]) -> list[str]:
-    """'section.field: stored -> now' for each setting that differs from the checkpoint's."""
-    out = []
-    for section in ("config", "data"):
-        stored, now = state.get(section, {}), expected[section]
-        out += [f"{section}.{k}: {stored.get(k)!r} -> {now[k]!r}" for k in now
-                if k not in allowed and stored.get(k, now[k]) != now[k]]
+    """'part.field: stored -> now' (e.g. 'model.cell.kind', 'training.lr') for each run
+    setting of `expected["run"]` that differs from the checkpoint's, except those in
+    `allowed` and those the checkpoint predates; then the benchmark, if another."""
+    stored, now = _dotted(stored_run(state)), _dotted(expected["run"])
+    out = [f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in now
+           if k not in allowed and stored.get(k, now[k]) != now[k]]
     stored = state.get("benchmark")
     if stored is not None and stored["fingerprint"] != expected["benchmark"]["fingerprint"]:
         out.append(f"benchmark: {stored['path']} ({stored['fingerprint'][:12]}) -> "
@@ -280,15 +252,28 @@ def resume_differences(state: dict, expected: dict, allowed: set[str]) -> list[s
     return out
 
 
-def with_action_atoms(spec: ModelSpec, benchmark: str | Path, split: str) -> ModelSpec:
-    """`spec` with the auxiliary action head's classes: the atomic actions of the labels of
+def _dotted(tree: dict, prefix: str = "") -> dict:
+    """{'model.cell.kind': 'warp', ...}: the leaves of nested settings by dotted name."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def with_action_atoms(run: RunConfig, benchmark: str | Path) -> RunConfig:
+    """`run` with the auxiliary action head's classes: the atomic actions of the labels of
     the split trained on (unchanged without the action loss or when already set)."""
-    if not spec.action_loss or spec.action_atoms:
-        return spec
+    detector, split = run.model.detector, run.training.split
+    if not detector.action_weight or detector.action_atoms:
+        return run
     labels = read_dataset_card(benchmark).get("labels", {}).get(split, [])
     if not labels:
         raise StvrDataError(f"{benchmark}: dataset.json lists no {split} labels for the action loss")
-    return dataclasses.replace(spec, action_atoms=atom_vocabulary(labels))
+    detector = dataclasses.replace(detector, action_atoms=atom_vocabulary(labels))
+    return dataclasses.replace(run, model=dataclasses.replace(run.model, detector=detector))
 
 
 def benchmark_record(benchmark: str | Path, split: str) -> dict:
@@ -311,26 +296,15 @@ def _rng_state(world: int) -> dict:
     return state
 
 
-def _save(out: Path, model, optimizer, spec: ModelSpec, config: TrainConfig, data: DataConfig,
-          iteration: int, rng: dict, benchmark: dict) -> None:
+def _save(out: Path, model, optimizer, run: RunConfig, iteration: int, rng: dict, benchmark: dict) -> None:
     module = model.module if hasattr(model, "module") else model
     state = {
         "model": module.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
-        "spec": spec.to_dict(), "config": _plain(dataclasses.asdict(config)),
-        "data": _plain(dataclasses.asdict(data)),
-        "rng": rng, "benchmark": benchmark,
+        "run": run.to_dict(), "rng": rng, "benchmark": benchmark,
     }
     save_checkpoint(out / LAST, state)
-    if iteration % config.keep_every == 0:
+    if iteration % run.training.keep_every == 0:
         save_checkpoint(out / f"iter_{iteration:06d}.pt", state)
-
-
-def _plain(value):
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 class _MetricsLog:

@@ -77,3 +77,46 @@ def test_warp_cell_options_round_trip_through_a_checkpoint(tiny_benchmark, tmp_p
     with torch.no_grad():
         model.cell(x, model.cell(x, None))
     assert model.cell.last_offsets.shape == (1, 1, 2)  # a 1x1 control grid: one point
+
+
+def test_every_train_option_reaches_the_run_config(tiny_benchmark, tmp_path, monkeypatch):
+    """Each model, data and training option of `train`, set to a value other than its
+    default, lands in the one `RunConfig` that the checkpoint records."""
+    from stvr_model import train as train_module
+    from stvr_model.cells import CellConfig
+    from stvr_model.config import ModelConfig, RunConfig, TrainConfig
+    from stvr_model.data import DataConfig
+    from stvr_model.detector import DetectorConfig
+
+    runs = []
+    monkeypatch.setattr(train_module, "train", lambda manifest, out, run, **kw: runs.append((run, kw)) or
+                        {"clips_per_second": 1.0, "data_wait_fraction": 0.0})
+    stage1 = tmp_path / "stage1.pt"
+    stage1.write_bytes(b"")
+    options = ["--cell", "traj", "--backbone", "small", "--feature-channels", "32", "--iterations", "5",
+               "--batch-size", "3", "--lr", "0.5", "--milestones", "2,4", "--optimizer", "adam", "--device", "cpu",
+               "--seed", "7", "--workers", "0", "--checkpoint-every", "9", "--reference-seconds", "1.5",
+               "--max-query-seconds", "3", "--query-swap", "0.5", "--query-clips-per-second", "1",
+               "--box-head-blocks", "2", "--box-head-width", "64", "--box-head-fc", "100", "--match-product",
+               "--anchor-ratios", "1,3", "--add-gt-to-proposals", "--rpn-border-anchors", "keep",
+               "--rpn-conv-width", "0", "--max-offset", "0", "--control-grid", "2", "--interpolation-order", "1",
+               "--num-boundary-points", "0", "--anchor-sizes", "8,16", "--train-split", "val", "--train-pairs", "2",
+               "--init-from", str(stage1), "--action-loss", "0.5", "--freeze-backbone", "--feature-cache",
+               str(tmp_path / "cache"), "--no-amp", "--resume", "--allow-lr-change"]
+    result = CliRunner().invoke(main, ["train", "--manifest", str(tiny_benchmark), "--out", str(tmp_path / "r"),
+                                       *options])
+    assert result.exit_code == 0, result.output
+    assert "trained traj for 5 iterations" in result.output
+    (run, kwargs), = runs
+    assert kwargs == {"resume": True, "backbone_weights": None, "allow_lr_change": True}
+    detector = DetectorConfig(image_size=(64, 64), feature_channels=32, box_head_blocks=2, box_head_width=64,
+                              box_head_fc=100, match_product=True, anchor_sizes=(8.0, 16.0),
+                              anchor_aspect_ratios=(1.0, 3.0), add_gt_to_proposals=True, rpn_border_anchors="keep",
+                              rpn_conv_width=None, action_weight=0.5)
+    cell = CellConfig(kind="traj", max_offset=None, control_grid=2, interpolation_order=1, num_boundary_points=0)
+    data = DataConfig(reference_seconds=1.5, max_query_seconds=3.0, query_clips_per_second=1, query_swap=0.5)
+    training = TrainConfig(iterations=5, batch_size=3, lr=0.5, milestones=(2, 4), optimizer="adam", seed=7,
+                           num_workers=0, device="cpu", amp=False, checkpoint_every=9, split="val", max_pairs=2,
+                           init_from=str(stage1), freeze_backbone=True, feature_cache=str(tmp_path / "cache"))
+    assert run == RunConfig(model=ModelConfig(backbone="small", cell=cell, detector=detector), data=data,
+                            training=training)

@@ -114,21 +114,30 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--allow-lr-change", is_flag=True, help="With --resume: accept a new --lr / --milestones.")
 @click.option("--no-amp", is_flag=True, help="Disable bf16 autocast on CUDA.")
-def train_command(manifest, cell, out, backbone, weights, feature_channels, iterations, batch_size, lr, milestones,
-                  optimizer, device,
-                  seed, workers, checkpoint_every, reference_seconds, max_query_seconds,
-                  query_swap, query_clips_per_second, box_head_blocks, box_head_width, box_head_fc, match_product, anchor_ratios,
-                  add_gt_to_proposals, rpn_border_anchors, rpn_conv_width, max_offset, control_grid,
-                  interpolation_order, num_boundary_points, anchor_sizes, train_split, train_pairs, init_from,
-                  action_loss, freeze_backbone, feature_cache, resume, allow_lr_change,
-                  no_amp):
+def train_command(manifest, out, weights, resume, allow_lr_change, **options):
     """Train the detector with one recurrent cell (paper §6.2 schedule by default)."""
+    from stvr_model.train import train
+
+    run = _run_config(manifest, **options)
+    summary = train(manifest, out, run, resume=resume, backbone_weights=weights, allow_lr_change=allow_lr_change)
+    click.echo(f"trained {run.model.cell.kind} for {run.training.iterations} iterations: "
+               f"{summary['clips_per_second']:.1f} clips/s, "
+               f"{100 * summary['data_wait_fraction']:.1f}% of step time waiting for data")
+    click.echo(f"checkpoint: {out / 'last.pt'}  loss curve: {out / 'loss.png'}")
+
+
+def _run_config(manifest, *, cell, backbone, feature_channels, iterations, batch_size, lr, milestones, optimizer,
+                device, seed, workers, checkpoint_every, reference_seconds, max_query_seconds, query_swap,
+                query_clips_per_second, box_head_blocks, box_head_width, box_head_fc, match_product, anchor_ratios,
+                add_gt_to_proposals, rpn_border_anchors, rpn_conv_width, max_offset, control_grid,
+                interpolation_order, num_boundary_points, anchor_sizes, train_split, train_pairs, init_from,
+                action_loss, freeze_backbone, feature_cache, no_amp):
+    """The `RunConfig` that `train`'s options describe; the frame size is the benchmark's."""
     from stvr_data.manifest import read_dataset_card
     from stvr_model.cells import CellConfig
     from stvr_model.config import ModelConfig, RunConfig, TrainConfig
     from stvr_model.data import DataConfig
     from stvr_model.detector import DetectorConfig
-    from stvr_model.train import train
 
     width, height = read_dataset_card(manifest)["clip"]["size"]
     cell_config = CellConfig(kind=cell, max_offset=max_offset if max_offset > 0 else None, control_grid=control_grid,
@@ -138,18 +147,14 @@ def train_command(manifest, cell, out, backbone, weights, feature_channels, iter
                               match_product=match_product, anchor_sizes=anchor_sizes, anchor_aspect_ratios=anchor_ratios,
                               add_gt_to_proposals=add_gt_to_proposals, rpn_border_anchors=rpn_border_anchors,
                               rpn_conv_width=rpn_conv_width or None, action_weight=action_loss)
+    data = DataConfig(reference_seconds=reference_seconds, max_query_seconds=max_query_seconds,
+                      query_clips_per_second=query_clips_per_second, query_swap=query_swap)
     training = TrainConfig(iterations=iterations, batch_size=batch_size, lr=lr, milestones=milestones,
                            optimizer=optimizer, seed=seed, num_workers=workers, device=device, amp=not no_amp,
                            checkpoint_every=checkpoint_every, split=train_split, max_pairs=train_pairs,
                            init_from=init_from, freeze_backbone=freeze_backbone, feature_cache=feature_cache)
-    data = DataConfig(reference_seconds=reference_seconds, max_query_seconds=max_query_seconds,
-                      query_clips_per_second=query_clips_per_second, query_swap=query_swap)
-    run = RunConfig(model=ModelConfig(backbone=backbone, cell=cell_config, detector=detector), data=data,
-                    training=training)
-    summary = train(manifest, out, run, resume=resume, backbone_weights=weights, allow_lr_change=allow_lr_change)
-    click.echo(f"trained {cell} for {iterations} iterations: {summary['clips_per_second']:.1f} clips/s, "
-               f"{100 * summary['data_wait_fraction']:.1f}% of step time waiting for data")
-    click.echo(f"checkpoint: {out / 'last.pt'}  loss curve: {out / 'loss.png'}")
+    return RunConfig(model=ModelConfig(backbone=backbone, cell=cell_config, detector=detector), data=data,
+                     training=training)
 
 
 @main.command("evaluate")

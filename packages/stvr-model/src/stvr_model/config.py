@@ -67,20 +67,20 @@ class ModelConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
+        if not isinstance(self.backbone, str) or self.backbone not in BACKBONES:
             raise ModelError(f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}")
 
     def to_dict(self) -> dict:
         return plain(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "model") -> ModelConfig:
+    def from_dict(cls, data: dict) -> ModelConfig:
         """The config `to_dict` gave; missing settings take today's defaults, unknown ones
         are refused (CheckpointError naming them)."""
-        _check_keys(cls, data, where)
+        _check_keys(cls, data, "model")
         return cls(backbone=data.get("backbone", cls.backbone),
-                   cell=from_plain(CellConfig, data.get("cell", {}), f"{where}.cell"),
-                   detector=from_plain(DetectorConfig, data.get("detector", {}), f"{where}.detector"))
+                   cell=from_plain(CellConfig, data.get("cell", {}), "model.cell"),
+                   detector=from_plain(DetectorConfig, data.get("detector", {}), "model.detector"))
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
+        """The config `to_dict` gave (as `ModelConfig.from_dict`, part by part)."""
         _check_keys(cls, data, "run")
         return cls(model=ModelConfig.from_dict(data.get("model", {})),
                    data=from_plain(DataConfig, data.get("data", {}), "data"),

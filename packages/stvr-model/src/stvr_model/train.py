@@ -103,6 +103,8 @@ def train(manifest: str | Path, out: str | Path, run: RunConfig, *, resume: bool
     """Train `run.model` on the benchmark in `manifest` with `run`'s data and training
     settings, writing checkpoints and logs to `out`. The backbone starts from
     `backbone_weights` (a state dict file), from `run.training.init_from`, or random."""
+    if backbone_weights is not None and run.training.init_from:
+        raise StvrDataError("both --weights and --init-from give the backbone's weights: pass one")
     run = with_action_atoms(run, manifest)
     spec, config, data = run.model, run.training, run.data
     out = Path(out)
@@ -111,8 +113,6 @@ def train(manifest: str | Path, out: str | Path, run: RunConfig, *, resume: bool
     rank, world, local_rank = ranks.rank, ranks.world, ranks.local_rank
     device = process_device(device, ranks)
     torch.manual_seed(config.seed + rank)
-    if backbone_weights is not None and config.init_from:
-        raise StvrDataError("both --weights and --init-from give the backbone's weights: pass one")
     model = build_model(spec, backbone_weights=backbone_weights, weights_follow=bool(config.init_from)).to(device)
     _stage(model, config)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -16,8 +16,11 @@ import torch
 
 from stvr_data.atomic import atomic_write
 from stvr_data.errors import StvrError
+from stvr_model.backbones import build_backbone, make_backbone
+from stvr_model.cells import make_cell
 from stvr_model.config import ModelConfig, RunConfig, run_dict_from_flat
-from stvr_model.errors import CheckpointError
+from stvr_model.detector import ReLocalizationDetector
+from stvr_model.errors import CheckpointError, ModelError
 
 __all__ = ["CheckpointError", "build_model", "load_checkpoint", "model_from_checkpoint", "run_config",
            "save_checkpoint", "stored_run", "torch_load"]
@@ -31,11 +34,9 @@ def build_model(config: ModelConfig, *, backbone_weights: str | os.PathLike | No
     The backbone's weights come from `backbone_weights` (a state dict file), or are random
     (logged as a warning); `weights_follow=True` says that every weight is loaded next (a
     checkpoint, or staged training's `init_from`), so there is nothing to warn about."""
-    from stvr_model.backbones import build_backbone, make_backbone
-    from stvr_model.cells import make_cell
-    from stvr_model.detector import ReLocalizationDetector
-
     channels = config.detector.feature_channels
+    if weights_follow and backbone_weights is not None:
+        raise ModelError("build_model: backbone_weights and weights_follow both set the backbone's weights")
     if weights_follow:
         backbone = make_backbone(config.backbone, channels)
     else:

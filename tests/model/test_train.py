@@ -20,6 +20,9 @@ from stvr_model.train import BatchWindow, TrainingDiverged, get_lr, train
 SPEC = ModelConfig(backbone="small", cell=CellConfig(kind="convlstm"),
                    detector=DetectorConfig(image_size=(64, 64), box_head_blocks=1, box_head_width=16))
 DATA = DataConfig(query_clips_per_second=1, max_query_seconds=2, reference_seconds=1.0)
+# The flat layout's settings that `BEFORE_RECORDED` fills, as a run of today records them.
+BEFORE_RECORDED_AS_TODAY = {"rpn_box_weights": [10.0, 10.0, 5.0, 5.0], "rpn_smooth_l1_beta": 1.0,
+                            "rpn_border_anchors": "remove", "rpn_conv_width": 512, "separable_offset": True}
 
 
 def _config(**changes):
@@ -174,8 +177,3 @@ def test_a_run_saved_in_the_flat_layout_resumes_and_refuses_changes(tiny_benchma
         train(tiny_benchmark, tmp_path, _run(other), resume=True, progress=False)
     train(tiny_benchmark, tmp_path, _run(iterations=3), resume=True, progress=False)
     assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 3
-
-
-# The flat layout's settings that `BEFORE_RECORDED` fills, as a run of today records them.
-BEFORE_RECORDED_AS_TODAY = {"rpn_box_weights": [10.0, 10.0, 5.0, 5.0], "rpn_smooth_l1_beta": 1.0,
-                            "rpn_border_anchors": "remove", "rpn_conv_width": 512, "separable_offset": True}

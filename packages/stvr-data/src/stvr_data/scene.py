@@ -31,9 +31,10 @@ actor at every frame of its second by at least `worst_keyframe_iou` (checked to 
 **Leaps.** Swaying around one box cannot show what warping the memory buys: the box
 never moves, so a memory that stays put is already in the right place. `SceneConfig.leap`
 moves the box itself: at every second boundary an actor jumps `leap` feature cells
-sideways, to the other of two places ``leap / 2`` cells either side of its anchor
-(alternating, the side of second 0 set by the person id), and holds that place for the
-whole second, so the second's keyframe box is exact. A leap wider than the actor (about
+sideways, to the other of two places ``leap / 2`` cells either side of its anchor, and
+holds that place for the whole second, so the second's keyframe box is exact. All actors
+of a video leap together (right of their anchors in even seconds, left in odd ones), as
+if the camera panned back and forth. A leap wider than the actor (about
 2 cells at 160 px) leaves no overlap between its two places: what a memory stored one
 clip ago lies outside the actor's new box unless the state is moved with it.
 
@@ -362,8 +363,8 @@ def clip_index(tau: float) -> int:
 
 def place(actor: Actor, second: int) -> tuple[float, float]:
     """Normalised centre of the actor's place during elapsed second `second`: its anchor,
-    or with leaps the side given by the parity of the second and the person id."""
-    side = 1.0 if (second + actor.person_id) % 2 == 0 else -1.0
+    or with leaps right of it in even seconds and left in odd ones."""
+    side = 1.0 if second % 2 == 0 else -1.0
     return (actor.anchor[0] + side * actor.half_leap, actor.anchor[1])
 
 

@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 
 from benchmarks.table1 import report
-from benchmarks.table1.plan import MOTIONS, Budget
+from benchmarks.table1.plan import MOTIONS, MOVEMENTS, Budget
 from stvr_data.atomic import write_text
 
 
@@ -64,7 +64,9 @@ def setting_line(budget: Budget) -> str:
         f"`--budget {budget.name}`: {stage0}stage 1 (Clip, end to end) {plan.stage1_iterations} and "
         f"stage 2 (each cell, frozen backbone) {plan.stage2_iterations} iterations of batch "
         f"{plan.batch_size}, {plan.optimizer} lr {plan.lr:g}; {budget.resolution[0]}x"
-        f"{budget.resolution[1]}, backbone `{budget.backbone}`; "
+        f"{budget.resolution[1]}, backbone `{budget.backbone}`; {budget.actors} lookalike actors "
+        f"per video, speeds in {budget.unit} ({MOVEMENTS[budget.movement][1]}); "
+        f"training references of {budget.reference_seconds:g} s; "
         f"{budget.eval_pairs or 'every'} test pair{'s' if budget.eval_pairs != 1 else ''} per run{shared}"
     )
 
@@ -74,7 +76,7 @@ def _write_raw(path: Path, budget: Budget, records: list[dict], planned: int, ma
     """Write the raw JSON at `path` (creating its folder); the fields every report shares."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, _raw(budget, records, planned, machine, wall_seconds))
-    return {"done": len(records), "planned": planned, "setting": setting_line(budget)}
+    return {"done": len(records), "planned": planned, "setting": setting_line(budget), "unit": budget.unit}
 
 
 def write_results(
@@ -96,6 +98,7 @@ def write_results(
         results / "table1.png",
         title=f"synthetic STVR, frame-mAP@0.5, mean ± std over seeds "
         f"({len(records)}/{planned} runs, budget {budget.name})",
+        unit=budget.unit,
     )
 
 
@@ -115,6 +118,7 @@ def write_sweep(
         results / "motion_sweep.png",
         title=f"synthetic STVR, frame-mAP@0.5 against actor speed "
         f"({len(records)}/{planned} runs, budget {budget.name})",
+        axis=MOVEMENTS[budget.movement][1],
     )
 
 

@@ -4,9 +4,11 @@ During a pass over the test references, a forward hook on the model's cell reads
 warp cell's `last_offsets` (dy, dx in feature cells at its control points) after every
 step; the offsets of a step that warps (every step but a reference's first) are kept at
 the control points that fall inside a ground-truth actor box of that clip. Their mean
-length is set beside the benchmark's motion (the actors step `motion` feature cells
-between consecutive clips): a cell that has learnt to follow the actors moves its state
-by about that much there.
+length is set beside how far the actors moved at those steps: a cell that has learnt to
+follow the actors moves its state by about that much there. Swaying actors
+(`SceneConfig.motion`) step at every clip; leaping ones (`SceneConfig.leap`) only from
+the last clip of a second to the first of the next, so with `at_leaps` only those steps
+count.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def summarize(lengths: list[float], motion: float) -> dict:
     }
 
 
+def leap_steps(times: torch.Tensor) -> torch.Tensor:
+    """bool [T]: whether step t starts a new video second (the clip before it lies in
+    another second), for clip start `times` in seconds; a reference's first step is not."""
+    seconds = torch.floor(times.double() + 1e-6)
+    return torch.cat([torch.zeros(1, dtype=torch.bool), seconds[1:] != seconds[:-1]])
+
+
 class _OffsetRecorder:
     """Forward hook on a warp cell: the (map size, offsets) of each step, in order."""
 
@@ -68,9 +77,12 @@ def measure_offsets(
     max_pairs: int | None = None,
     device: str = "cpu",
     feature_cache: str | Path | None = None,
+    at_leaps: bool = False,
 ) -> dict:
     """Run the warp checkpoint over the pairs of `split` (as `evaluate` does, through the
-    same `feature_cache`) and summarise its offsets inside the actors' boxes against `motion`."""
+    same `feature_cache`) and summarise its offsets inside the actors' boxes against `motion`
+    (cells the actors move at the steps that count: every step, or with `at_leaps` the
+    steps into a new second)."""
     from stvr_model.cells import control_points
     from stvr_model.checkpoint import run_config
     from stvr_model.data import PairDataset, collate
@@ -94,8 +106,10 @@ def measure_offsets(
             }
             recorder.steps.clear()
             model(**model_inputs(batch, spec))
+            steps = len(recorder.steps)
+            counted = leap_steps(sample["times"]) if at_leaps else torch.ones(steps, dtype=torch.bool)
             for t, (size, offsets) in enumerate(recorder.steps):
-                if t == 0:  # a reference's first step has no state to warp
+                if t == 0 or not counted[t]:  # a reference's first step has no state to warp
                     continue
                 points = control_points(size[0], size[1], model.cell.config.control_grid)
                 stride = (height / size[0], width / size[1])

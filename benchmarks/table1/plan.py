@@ -41,6 +41,14 @@ PAPER_MAP50: dict[str, tuple[float, float]] = {
     "warp": (21.8, 59.4),
 }
 IOUS: tuple[str, ...] = ("0.3", "0.5", "0.7")
+# What a speed measures (`Budget.movement`; `stvr_data.scene`): "sway", the step between
+# consecutive clips of actors swaying around one box per segment (`SceneConfig.motion`);
+# "leap", the sideways jump at every second boundary of actors that hold still within a
+# second (`SceneConfig.leap`). The unit of the tables, and the axis of the sweep.
+MOVEMENTS: dict[str, tuple[str, str]] = {
+    "sway": ("cells/clip", "actor step between clips (feature cells)"),
+    "leap": ("cells/leap", "actor leap at each second boundary (feature cells)"),
+}
 HEADLINE_IOU = "0.5"
 MOTIONS: tuple[str, ...] = ("static", "moving")  # the two levels of the table
 
@@ -75,9 +83,10 @@ class Budget:
     """Sizes of one version of the experiment (data, model, training, evaluation).
 
     `resolution` is the benchmark's clip size (width, height) and the model's input;
-    `moving_cells` the speed of the table's moving level and `sweep_speeds` those of the
-    sweep (feature cells per clip at `resolution`); `eval_pairs` caps the test pairs
-    scored per run (None: every test pair).
+    `movement` what a speed measures (`MOVEMENTS`); `moving_cells` the speed of the
+    table's moving level and `sweep_speeds` those of the sweep (feature cells at
+    `resolution`); `actors` per video; `eval_pairs` caps the test pairs scored per run
+    (None: every test pair).
     """
 
     name: str
@@ -108,6 +117,17 @@ class Budget:
     min_tubelets: int = 3
     num_val_labels: int = 1
     num_test_labels: int = 4
+    movement: str = "sway"
+    actors: int = 3
+
+    def __post_init__(self) -> None:
+        if self.movement not in MOVEMENTS:
+            raise ValueError(f"movement must be one of {list(MOVEMENTS)}, not {self.movement!r}")
+
+    @property
+    def unit(self) -> str:
+        """The unit of a speed in the tables: ``cells/clip`` or ``cells/leap``."""
+        return MOVEMENTS[self.movement][0]
 
     def speed(self, motion: str) -> float:
         """Feature cells per clip of a table level ("static" or "moving")."""
@@ -212,11 +232,13 @@ BUDGETS: dict[str, Budget] = {
 
 
 def sample_config(budget: Budget, speed: float) -> SampleConfig:
-    """The `make-sample` settings at one speed: identical for every speed but `motion`."""
+    """The `make-sample` settings at one speed: identical for every speed but the actors'
+    sway (`motion`) or leap."""
     if speed < 0:
-        raise ValueError(f"speed must be >= 0 feature cells per clip, not {speed}")
+        raise ValueError(f"speed must be >= 0 feature cells, not {speed}")
+    moves = {"motion": speed} if budget.movement == "sway" else {"motion": 0.0, "leap": speed}
     scene = SceneConfig(
-        actors=3, seconds=budget.seconds, motion=speed, feature_resolution=budget.resolution[0]
+        actors=budget.actors, seconds=budget.seconds, feature_resolution=budget.resolution[0], **moves
     )
     return SampleConfig(train_videos=budget.train_videos, val_videos=budget.val_videos, scene=scene)
 

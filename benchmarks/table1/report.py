@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from benchmarks.table1.plan import CELLS, HEADLINE_IOU, PAPER_MAP50
+from benchmarks.table1.plan import CELLS, HEADLINE_IOU, MOVEMENTS, PAPER_MAP50
 
 
 @dataclass(frozen=True)
@@ -142,12 +142,21 @@ def completion_line(done: int, planned: int) -> str:
     )
 
 
-def _level_label(name: str, speed: float) -> str:
-    return f"{name} ({speed:g} cells/clip)"
+UNIT = MOVEMENTS["sway"][0]  # the unit of the speeds when a report is not told another
+
+
+def _level_label(name: str, speed: float, unit: str = UNIT) -> str:
+    return f"{name} ({speed:g} {unit})"
 
 
 def table1_markdown(
-    records: list[dict], levels: list[tuple[str, float]], *, done: int, planned: int, setting: str
+    records: list[dict],
+    levels: list[tuple[str, float]],
+    *,
+    done: int,
+    planned: int,
+    setting: str,
+    unit: str = UNIT,
 ) -> str:
     """One row per cell and motion level: mAP@0.5 (mean ± std over seeds) beside its
     chance floor and its shuffled-query score, the verdicts, and the paper's AVA number."""
@@ -169,13 +178,13 @@ def table1_markdown(
             got = stats.get((float(speed), cell))
             if got is None:
                 rows.append(
-                    [name, _level_label(level, speed), *["–"] * 6, f"{PAPER_MAP50[cell][0]:.1f}"]
+                    [name, _level_label(level, speed, unit), *["–"] * 6, f"{PAPER_MAP50[cell][0]:.1f}"]
                 )
                 continue
             rows.append(
                 [
                     name,
-                    _level_label(level, speed),
+                    _level_label(level, speed, unit),
                     format_stat(got.map[HEADLINE_IOU]),
                     format_stat(got.chance),
                     format_stat(got.shuffled),
@@ -196,19 +205,20 @@ def table1_markdown(
         "on AVA, copied for reference, not measured here.\n\n"
         + _table(header, rows)
         + "\n"
-        + offsets_markdown(stats, levels)
+        + offsets_markdown(stats, levels, unit)
     )
 
 
-def offsets_markdown(stats: dict, levels: list[tuple[str, float]]) -> str:
-    """The warp cell's mean |offset| inside actor boxes against the true displacement."""
+def offsets_markdown(stats: dict, levels: list[tuple[str, float]], unit: str = UNIT) -> str:
+    """The warp cell's mean |offset| inside actor boxes against the true displacement
+    (with leaps, at the steps into a new second only)."""
     header = [
         "actors",
-        "true displacement (cells/clip)",
+        f"true displacement ({unit})",
         "Warp LSTM mean \\|offset\\| in actor boxes",
     ]
     rows = [
-        [_level_label(level, speed), f"{speed:g}", _offsets_text(stats.get((float(speed), "warp")))]
+        [_level_label(level, speed, unit), f"{speed:g}", _offsets_text(stats.get((float(speed), "warp")))]
         for level, speed in levels
     ]
     return (
@@ -225,7 +235,13 @@ def _offsets_text(summary: Summary | None) -> str:
 
 
 def motion_markdown(
-    records: list[dict], levels: list[tuple[str, float]], *, done: int, planned: int, setting: str
+    records: list[dict],
+    levels: list[tuple[str, float]],
+    *,
+    done: int,
+    planned: int,
+    setting: str,
+    unit: str = UNIT,
 ) -> str:
     """The ablation: each cell on static vs moving actors, the difference and whether it
     exceeds the larger of the two seed spreads."""
@@ -233,8 +249,8 @@ def motion_markdown(
     (low, low_speed), (high, high_speed) = levels
     header = [
         "Method",
-        _level_label(low, low_speed),
-        _level_label(high, high_speed),
+        _level_label(low, low_speed, unit),
+        _level_label(high, high_speed, unit),
         f"{high} − {low}",
         "verdict",
         f"chance {low}",
@@ -250,7 +266,7 @@ def motion_markdown(
         f"# Motion ablation: {low} vs {high} actors (frame-mAP@0.5, %)\n\n"
         f"{completion_line(done, planned)} Mean ± sample std over seeds; {setting}. "
         "Each speed has its own benchmark (identical but for the actors' step) and its own "
-        "stage 1.\n\n" + _table(header, rows) + "\n" + offsets_markdown(stats, levels)
+        "stage 1.\n\n" + _table(header, rows) + "\n" + offsets_markdown(stats, levels, unit)
     )
 
 
@@ -267,12 +283,14 @@ def difference(a: Summary | None, b: Summary | None) -> list[str]:
     return [f"{diff:+.1f}", word]
 
 
-def sweep_markdown(records: list[dict], *, done: int, planned: int, setting: str) -> str:
+def sweep_markdown(
+    records: list[dict], *, done: int, planned: int, setting: str, unit: str = UNIT
+) -> str:
     """mAP@0.5 per cell (rows) and speed (columns), the chance floor and the warp offsets."""
     stats = aggregate(records)
     speeds = sorted({float(r["speed"]) for r in records})
     cells = [(c, n) for c, n in CELLS if any(r["cell"] == c for r in records)]
-    header = ["Method"] + [f"{s:g} cells/clip" for s in speeds]
+    header = ["Method"] + [f"{s:g} {unit}" for s in speeds]
     rows = [
         [name]
         + [format_stat(stats[(s, c)].map[HEADLINE_IOU]) if (s, c) in stats else "–" for s in speeds]
@@ -298,7 +316,7 @@ def chance_floor(records: list[dict], speed: float) -> Stat:
     return summarize(rows).chance
 
 
-def chart_figure(records: list[dict], levels: list[tuple[str, float]], *, title: str):
+def chart_figure(records: list[dict], levels: list[tuple[str, float]], *, title: str, unit: str = UNIT):
     """Grouped bars of mAP@0.5 per cell (one bar per level, ±1 std whiskers, each seed a
     dot) and each level's chance floor as a dashed (dotted) line in its colour."""
     import matplotlib
@@ -317,7 +335,7 @@ def chart_figure(records: list[dict], levels: list[tuple[str, float]], *, title:
         errs = [g.map[HEADLINE_IOU].std if g and g.map[HEADLINE_IOU].n > 1 else 0.0 for g in got]
         xs = [i + offset for i in range(len(CELLS))]
         bars = ax.bar(
-            xs, means, width, yerr=errs, capsize=3, alpha=0.8, label=_level_label(level, speed)
+            xs, means, width, yerr=errs, capsize=3, alpha=0.8, label=_level_label(level, speed, unit)
         )
         dots = [
             (column[r["cell"]] + offset, 100.0 * r["map"][HEADLINE_IOU])
@@ -342,11 +360,13 @@ def chart_figure(records: list[dict], levels: list[tuple[str, float]], *, title:
     return fig
 
 
-def draw_chart(records: list[dict], levels: list[tuple[str, float]], path, *, title: str) -> None:
-    _save(chart_figure(records, levels, title=title), path)
+def draw_chart(
+    records: list[dict], levels: list[tuple[str, float]], path, *, title: str, unit: str = UNIT
+) -> None:
+    _save(chart_figure(records, levels, title=title, unit=unit), path)
 
 
-def sweep_figure(records: list[dict], *, title: str):
+def sweep_figure(records: list[dict], *, title: str, axis: str = MOVEMENTS["sway"][1]):
     """mAP@0.5 against speed, one line per cell (±1 std whiskers), chance floor dashed."""
     import matplotlib
 
@@ -366,7 +386,7 @@ def sweep_figure(records: list[dict], *, title: str):
         ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=name)
     floors = [chance_floor(records, s).mean for s in speeds]
     ax.plot(speeds, floors, linestyle="--", color="gray", marker="_", label="chance floor")
-    ax.set_xlabel("actor step between clips (feature cells)")
+    ax.set_xlabel(axis)
     ax.set_ylabel("frame-mAP@0.5 (%)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
@@ -374,8 +394,8 @@ def sweep_figure(records: list[dict], *, title: str):
     return fig
 
 
-def draw_sweep(records: list[dict], path, *, title: str) -> None:
-    _save(sweep_figure(records, title=title), path)
+def draw_sweep(records: list[dict], path, *, title: str, axis: str = MOVEMENTS["sway"][1]) -> None:
+    _save(sweep_figure(records, title=title, axis=axis), path)
 
 
 def _save(fig, path) -> None:

@@ -238,6 +238,7 @@ def run_one(
             max_pairs=budget.eval_pairs,
             device=budget.device,
             feature_cache=cache,
+            at_leaps=budget.movement == "leap",
         )
     stage1_seconds = json.loads((work / "runs" / run.stage1_key / "stage1.json").read_text())
     pretrained = work / "runs" / run.pretrain_key / "pretrain.json"

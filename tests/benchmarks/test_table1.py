@@ -93,7 +93,8 @@ def test_budgets_fit_the_scene_and_the_cpu_budget_has_the_required_sizes():
         # Every speed must give a valid scene (the scene refuses steps its keyframe boxes
         # cannot follow) and a warp-safe input (feature maps of at least 8x8).
         for speed in {*budget.sweep_speeds, budget.moving_cells, 0.0}:
-            assert plan.sample_config(budget, speed).scene.motion == speed
+            scene = plan.sample_config(budget, speed).scene
+            assert (scene.motion if budget.movement == "sway" else scene.leap) == speed
         assert min(budget.resolution) >= 128
         for iterations in (budget.training.stage1_iterations, budget.training.stage2_iterations):
             assert budget.training.milestones(iterations)[0] < iterations
@@ -113,6 +114,17 @@ def test_sample_configs_differ_only_in_motion():
         plan.sample_config(budget, -1.0)
     with pytest.raises(ValueError, match="motion must be"):
         budget.speed("fast")
+
+
+def test_a_leap_budget_moves_the_actors_by_leaps_only():
+    import dataclasses
+
+    budget = dataclasses.replace(plan.BUDGETS["smoke"], movement="leap", actors=2)
+    scene = plan.sample_config(budget, 2.0).scene
+    assert (scene.leap, scene.motion, scene.actors) == (2.0, 0.0, 2) and budget.unit == "cells/leap"
+    assert plan.sample_config(budget, 0.0).scene.leap == 0.0
+    with pytest.raises(ValueError, match="movement must be one of"):
+        dataclasses.replace(budget, movement="drift")
 
 
 def test_mean_std_by_hand():
@@ -259,6 +271,16 @@ def test_offset_lengths_only_inside_actor_boxes():
     ]
     assert offsets.lengths_inside_boxes(moves, points, box[:0], (16.0, 16.0)).numel() == 0
     assert offsets.summarize([], 1.5) == {"mean_abs": None, "points": 0, "true_displacement": 1.5}
+
+
+def test_leap_steps_are_the_first_clips_of_each_new_second():
+    """Clips start every 1/3 s; computed as start + n/3 they land a hair under the
+    integer second, which must still count as that second."""
+    import torch
+
+    times = torch.tensor([902.0 + n / 3 for n in range(7)], dtype=torch.float64)
+    assert offsets.leap_steps(times).tolist() == [False, False, False, True, False, False, True]
+    assert offsets.leap_steps(torch.tensor([903.6666666, 904.0])).tolist() == [False, True]
 
 
 @pytest.fixture

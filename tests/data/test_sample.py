@@ -323,6 +323,26 @@ def test_cli_writes_a_summary_and_refuses_to_overwrite(tmp_path):
     assert runner.invoke(main, [*args, "--force"]).exit_code == 0
 
 
+def test_cli_leaps_move_each_keyframe_box_sideways_every_second(tmp_path):
+    args = ["make-sample", "--out", str(tmp_path / "s"), "--train-videos", "0", "--val-videos", "1",
+            "--seconds", "6", "--motion", "0", "--leap", "2.5", "--actors", "2",
+            "--feature-resolution", "160", "--no-videos"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "leap 2.5 cells sideways each second at 160 px" in result.output
+    rows = read_rows(tmp_path / "s" / "annotations" / "ava_val_v2.2.csv")
+    for person in ("0", "1"):
+        boxes = {int(r[1]): np.array(r[2:6], float) for r in rows if r[7] == person}
+        seconds = sorted(boxes)  # a few seconds are excluded, as in AVA
+        assert len(seconds) >= 4
+        first = boxes[seconds[0]]
+        for second in seconds[1:]:
+            dx, dy = (boxes[second] - first)[[0, 1]]
+            odd = (second - seconds[0]) % 2
+            assert abs(abs(dx) - odd * 2.5 / 10) < 0.002 and abs(dy) < 0.002  # 2.5 of 10 cells
+            assert np.allclose(boxes[second][2:] - boxes[second][:2], first[2:] - first[:2], atol=0.002)
+
+
 def test_cli_refuses_more_motion_than_one_box_per_second_can_follow(tmp_path):
     args = ["make-sample", "--out", str(tmp_path / "s"), "--no-videos", "--motion", "2",
             "--feature-resolution", "160"]
@@ -350,9 +370,8 @@ def test_benchmark_clips_show_the_requested_steps_and_boxes_that_hold(tmp_path):
             frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(int)
         changed = np.abs(frames - frames[24]).max(axis=3) > 40  # frame 24 (901 s): the empty backdrop
         for actor in scene.actors:
-            box = np.array(keyframe_box(actor))
             extents = [_extent(changed[(AVA_ONSET - 900) * 24 + 8 * n + 4], actor, n) for n in range(18)]
-            overlaps += [_iou(box, e) for e in extents]
+            overlaps += [_iou(np.array(keyframe_box(actor, n // 3)), e) for n, e in enumerate(extents)]
             for n in range(17):
                 if actions_at(actor, n // 3) == actions_at(actor, (n + 1) // 3):  # same step direction
                     delta = (extents[n + 1][:2] + extents[n + 1][2:] - extents[n][:2] - extents[n][2:]) / 2

@@ -78,6 +78,41 @@ def test_actors_step_the_requested_cells_between_clips(motion, resolution):
     assert len(steps) > 50 and np.all(np.abs(steps - motion) < 0.15), (motion, steps.min(), steps.max())
 
 
+@pytest.mark.parametrize("leap", [1.0, 2.5])
+def test_actors_leap_sideways_at_every_second_boundary_and_hold_still_within_it(leap):
+    """Static actors with leaps: the drawn centre moves `leap` cells horizontally from
+    the last clip of a second to the first of the next, and not at all within a second."""
+    config = SceneConfig(seconds=6, motion=0.0, leap=leap, actors=2, feature_resolution=160)
+    cells = config.cells
+    across, within = [], []
+    for scene in scenes(config):
+        for actor in scene.actors:
+            middles = np.arange(scene.seconds * 3) * CLIP + CLIP / 2
+            centres = np.array([(e[:2] + e[2:]) / 2 for e in (drawn_extent(actor, t) for t in middles)])
+            steps = np.diff(centres, axis=0) * cells
+            for n, (dx, dy) in enumerate(steps):
+                (across if (n + 1) % 3 == 0 else within).append((abs(dx), abs(dy)))
+    across, within = np.array(across), np.array(within)
+    assert len(across) >= 20 and np.all(np.abs(across[:, 0] - leap) < 0.15) and np.all(across[:, 1] < 0.1)
+    assert np.all(within < 0.1)
+
+
+def test_leaps_that_leave_the_frame_are_refused():
+    with pytest.raises(SceneConfigError, match=r"SceneConfig\.leap: 8 cells at 160 px"):
+        SceneConfig(leap=8.0, feature_resolution=160, motion=0.0)
+    with pytest.raises(SceneConfigError, match="leap"):
+        SceneConfig(leap=-1.0)
+
+
+def test_leap_changes_where_actors_stand_and_nothing_else():
+    leaping, still = SceneConfig(motion=0.0, leap=2.0, actors=2), SceneConfig(motion=0.0, actors=2)
+    for a, b in zip(scenes(leaping), scenes(still), strict=True):
+        assert a.video_id == b.video_id and a.background_seed == b.background_seed
+        for x, y in zip(a.actors, b.actors, strict=True):
+            assert x.look == y.look and x.phase == y.phase and x.segments == y.segments
+            assert y.half_leap == 0.0 and x.half_leap == pytest.approx(2.0 / 2 / 20)
+
+
 def test_motion_changes_where_actors_stand_and_nothing_else():
     moving, static = SceneConfig(), SceneConfig(motion=0.0)
     for a, b in zip(scenes(moving), scenes(static), strict=True):
@@ -91,16 +126,18 @@ def test_motion_changes_where_actors_stand_and_nothing_else():
 
 
 @pytest.mark.parametrize("config", [SceneConfig(), SceneConfig(motion=3.0),
-                                    SceneConfig(motion=1.5, feature_resolution=160)],
-                         ids=["default", "3-cells", "1.5-cells-at-160"])
+                                    SceneConfig(motion=1.5, feature_resolution=160),
+                                    SceneConfig(motion=0.0, leap=2.5, actors=2, feature_resolution=160),
+                                    SceneConfig(motion=1.0, leap=2.0, actors=2, feature_resolution=160)],
+                         ids=["default", "3-cells", "1.5-cells-at-160", "leap", "leap-and-sway"])
 def test_keyframe_boxes_overlap_the_drawn_actor_in_every_frame_of_their_second(config):
     """Every 24-fps frame of the three clips a keyframe labels, and the 30-fps source
     frames at both ends of each clip; boxes rounded to 3 decimals as the CSV has them."""
     lowest = 1.0
     for scene in scenes(dataclasses.replace(config, seconds=5)):
         for actor in scene.actors:
-            box = np.round(keyframe_box(actor), 3)
             for second in range(scene.seconds):
+                box = np.round(keyframe_box(actor, second), 3)
                 for t in second + np.concatenate([np.arange(24) / 24, np.arange(3) * CLIP + 9 / 30]):
                     lowest = min(lowest, iou(box, drawn_extent(actor, t)))
     assert lowest > 0.5

@@ -179,7 +179,7 @@ def box_rows(video: SampleVideo) -> list[tuple]:
             continue
         elapsed = second - scene.onset
         for actor in scene.actors:
-            box = tuple(min(max(c, 0.0), 1.0) for c in keyframe_box(actor))
+            box = tuple(min(max(c, 0.0), 1.0) for c in keyframe_box(actor, elapsed))
             for action in actions_at(actor, elapsed):
                 rows.append((scene.video_id, second, *box, action, actor.person_id))
     return rows
@@ -302,7 +302,8 @@ def _encode_one(job: tuple) -> int:
 def motion_summary(scene: SceneConfig) -> dict:
     """The motion setting and what it guarantees: cells per clip at which benchmark
     resolution, and the lowest overlap of a keyframe box with its drawn actor."""
-    return {"cells_per_clip": scene.motion, "feature_resolution": scene.feature_resolution,
+    return {"cells_per_clip": scene.motion, "leap_cells": scene.leap,
+            "feature_resolution": scene.feature_resolution,
             "worst_keyframe_iou": round(worst_keyframe_iou(scene), 3)}
 
 

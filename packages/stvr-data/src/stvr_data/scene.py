@@ -28,6 +28,16 @@ from the one before, and the keyframe box, centred on the anchor, overlaps the d
 actor at every frame of its second by at least `worst_keyframe_iou` (checked to exceed
 `MIN_KEYFRAME_IOU` when the config is made). Motion 0: the actors stand still.
 
+**Leaps.** Swaying around one box cannot show what warping the memory buys: the box
+never moves, so a memory that stays put is already in the right place. `SceneConfig.leap`
+moves the box itself: at every second boundary an actor jumps `leap` feature cells
+sideways, to the other of two places ``leap / 2`` cells either side of its anchor, and
+holds that place for the whole second, so the second's keyframe box is exact. All actors
+of a video leap together (right of their anchors in even seconds, left in odd ones), as
+if the camera panned back and forth. A leap wider than the actor (about
+2 cells at 160 px) leaves no overlap between its two places: what a memory stored one
+clip ago lies outside the actor's new box unless the state is moved with it.
+
 Times: an actor exists from the scene's ``onset`` (an integer video second, so the
 scene's clip grid is the benchmark's) for ``seconds`` seconds. Inside this module time
 is *elapsed* seconds since the onset (``tau``); the keyframe at elapsed second ``k`` is
@@ -64,7 +74,8 @@ class SceneConfig:
     """How a synthetic scene is drawn at random. Sizes are fractions of the frame.
 
     `motion`: cells per clip at a `feature_resolution` px square benchmark (module
-    docstring); `max_tilt`: largest angle (degrees) of a step from vertical.
+    docstring); `max_tilt`: largest angle (degrees) of a step from vertical; `leap`:
+    cells an actor jumps sideways at every second boundary (module docstring).
     `segment_seconds`: (shortest, longest) segment, at least 2 s so that a segment
     outlasts its first-second cues. `actions` restricts the vocabulary (empty: all);
     an axis left without actions is not drawn.
@@ -76,6 +87,7 @@ class SceneConfig:
     seconds: int = 30
     motion: float = 1.5
     feature_resolution: int = 320
+    leap: float = 0.0
     max_tilt: float = 25.0
     segment_seconds: tuple[int, int] = (2, 4)
     actor_width: tuple[float, float] = (0.18, 0.22)
@@ -92,6 +104,7 @@ class SceneConfig:
             "actors": self.actors >= 1,
             "seconds": self.seconds >= 1,
             "motion": self.motion >= 0.0,
+            "leap": self.leap >= 0.0,
             "feature_resolution": self.feature_resolution >= FEATURE_STRIDE,
             "max_tilt": 0.0 <= self.max_tilt <= 90.0,
             "segment_seconds": 2 <= self.segment_seconds[0] <= self.segment_seconds[1],
@@ -120,6 +133,14 @@ class SceneConfig:
         hop_x, hop_y = hop_extent(self)
         if self.actor_width[1] + 2 * hop_x > 0.98 or self.actor_height[1] + 2 * hop_y > 0.98:
             raise SceneConfigError(f"SceneConfig.motion: {where} steps the actors out of the frame")
+        if self.actor_width[1] + 2 * hop_x + 2 * self.half_leap > 0.98:
+            raise SceneConfigError(f"SceneConfig.leap: {self.leap:g} cells at {self.feature_resolution} px "
+                                   "leaps the actors out of the frame")
+
+    @property
+    def half_leap(self) -> float:
+        """Normalised distance from an actor's anchor to either of its two places."""
+        return self.leap / 2.0 / self.cells
 
     def _check_labels(self) -> None:
         labels = len(label_sets(self.actions))
@@ -187,7 +208,8 @@ class Actor:
     """One synthetic person: look, spot, what it does and the phase of its blinking.
 
     `anchor` is the normalised box centre between its two steps; `phase` (a fraction of
-    a blink period) keeps two actors blinking alike from being in lockstep.
+    a blink period) keeps two actors blinking alike from being in lockstep; `half_leap`
+    the normalised sideways distance of its two places from the anchor (0: one place).
     """
 
     person_id: int
@@ -195,6 +217,7 @@ class Actor:
     anchor: tuple[float, float]
     segments: tuple[Segment, ...]
     phase: float
+    half_leap: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -277,9 +300,10 @@ def random_look(rng: np.random.Generator, config: SceneConfig) -> Look:
 def random_anchor(rng: np.random.Generator, config: SceneConfig, size: tuple[float, float],
                   slot: int) -> tuple[float, float]:
     """A spot in column `slot` of `config.actors` equal columns (so that lookalikes
-    overlap little), where the actor stays 1% inside the frame at both steps."""
+    overlap little), where the actor stays 1% inside the frame at both steps and both
+    places."""
     hop_x, hop_y = hop_extent(config)
-    lo = np.array([size[0] / 2 + hop_x + 0.01, size[1] / 2 + hop_y + 0.01])
+    lo = np.array([size[0] / 2 + hop_x + config.half_leap + 0.01, size[1] / 2 + hop_y + 0.01])
     hi = 1.0 - lo
     column = (slot / config.actors + lo[0], (slot + 1) / config.actors - lo[0])
     x_lo, x_hi = max(lo[0], column[0]), min(hi[0], column[1])
@@ -294,7 +318,8 @@ def random_actor(rng: np.random.Generator, person_id: int, config: SceneConfig, 
     """An actor with `look` and `segments`, a random spot in column `slot` and a random
     blink phase."""
     anchor = random_anchor(rng, config, look.size, slot)
-    return Actor(person_id=person_id, look=look, anchor=anchor, segments=segments, phase=float(rng.random()))
+    return Actor(person_id=person_id, look=look, anchor=anchor, segments=segments, phase=float(rng.random()),
+                 half_leap=config.half_leap)
 
 
 def make_scene(rng: np.random.Generator, video_id: str, config: SceneConfig, onset: int) -> Scene:
@@ -336,18 +361,27 @@ def clip_index(tau: float) -> int:
     return math.floor(tau * CLIPS_PER_SECOND + 1e-6)
 
 
+def place(actor: Actor, second: int) -> tuple[float, float]:
+    """Normalised centre of the actor's place during elapsed second `second`: its anchor,
+    or with leaps right of it in even seconds and left in odd ones."""
+    side = 1.0 if second % 2 == 0 else -1.0
+    return (actor.anchor[0] + side * actor.half_leap, actor.anchor[1])
+
+
 def box_at(actor: Actor, tau: float) -> tuple[float, float, float, float]:
     """Normalised ``[x1, y1, x2, y2]`` of the actor as drawn at elapsed time `tau` (s):
-    one step off its anchor, to one side in even clips and to the other in odd ones."""
+    one step off its place, to one side in even clips and to the other in odd ones."""
     dx, dy = segment_at(actor, tau).hop
     sign = 1.0 if clip_index(tau) % 2 == 0 else -1.0
-    return _box((actor.anchor[0] + sign * dx, actor.anchor[1] + sign * dy), actor.look.size)
+    x, y = place(actor, math.floor(tau))
+    return _box((x + sign * dx, y + sign * dy), actor.look.size)
 
 
-def keyframe_box(actor: Actor) -> tuple[float, float, float, float]:
-    """Normalised ``[x1, y1, x2, y2]`` annotated at every keyframe: centred on the
-    anchor, between the two steps, so that it overlaps the actor in all its clips."""
-    return _box(actor.anchor, actor.look.size)
+def keyframe_box(actor: Actor, second: int) -> tuple[float, float, float, float]:
+    """Normalised ``[x1, y1, x2, y2]`` annotated at elapsed second `second`: centred on
+    the second's place, between the two steps, so that it overlaps the actor in all its
+    clips."""
+    return _box(place(actor, second), actor.look.size)
 
 
 def _box(centre: tuple[float, float], size: tuple[float, float]) -> tuple[float, float, float, float]:

@@ -27,6 +27,11 @@ _DEFAULT = SampleConfig()
                    "(16 px) of the benchmark built at --feature-resolution: m cells = m*16/R of the frame "
                    "width or height per clip. Actors step back and forth so that the one-per-second "
                    "keyframe box overlaps them by IoU > 0.5. 0: static actors.")
+@click.option("--leap", default=_DEFAULT.scene.leap, show_default=True, type=click.FloatRange(0.0),
+              help="How far an actor jumps sideways at every second boundary, in feature cells at "
+                   "--feature-resolution; it holds its place within each second, so every keyframe box "
+                   "follows it exactly. A leap wider than the actors (about 2 cells at 160 px) needs "
+                   "a memory that moves with them. 0: no leaps.")
 @click.option("--feature-resolution", default=_DEFAULT.scene.feature_resolution, show_default=True,
               type=click.IntRange(16), metavar="R",
               help="Side in pixels of the square benchmark frame that --motion refers to "
@@ -45,7 +50,7 @@ _DEFAULT = SampleConfig()
               help="Release layout. ucf24: <Class>/v_*.avi at 25 fps, pyannot.pkl, testlist01.txt, "
                    "class_split.json (only --seed, --no-videos, --workers, --force apply).")
 def make_sample_command(out: Path, seed: int, train_videos: int, val_videos: int, actors: int,
-                        seconds: int, motion: float, feature_resolution: int, max_tilt: float,
+                        seconds: int, motion: float, leap: float, feature_resolution: int, max_tilt: float,
                         actions: tuple[int, ...], no_videos: bool, workers: int, force: bool,
                         layout: str) -> None:
     """Write a small synthetic dataset in the exact AVA v2.2 release layout.
@@ -69,7 +74,7 @@ def make_sample_command(out: Path, seed: int, train_videos: int, val_videos: int
         from stvr_data.cli.ucf import write_ucf_sample
 
         return write_ucf_sample(out, seed=seed, force=force, videos=not no_videos, workers=workers)
-    scene = dataclasses.replace(_DEFAULT.scene, actors=actors, seconds=seconds, motion=motion,
+    scene = dataclasses.replace(_DEFAULT.scene, actors=actors, seconds=seconds, motion=motion, leap=leap,
                                 feature_resolution=feature_resolution, max_tilt=max_tilt, actions=actions)
     config = dataclasses.replace(_DEFAULT, train_videos=train_videos, val_videos=val_videos, scene=scene)
     summary = make_sample(out, seed=seed, config=config, force=force, videos=not no_videos,
@@ -97,7 +102,8 @@ def format_summary(summary: dict) -> str:
     else:
         lines.append(f"  videos: not written ({containers} named in the file list)")
     motion = summary["motion"]
-    lines.append(f"  actors step {motion['cells_per_clip']:g} feature cells per clip at "
+    leaps = f", leap {motion['leap_cells']:g} cells sideways each second" if motion["leap_cells"] else ""
+    lines.append(f"  actors step {motion['cells_per_clip']:g} feature cells per clip{leaps} at "
                  f"{motion['feature_resolution']} px; keyframe boxes overlap them by IoU >= "
                  f"{motion['worst_keyframe_iou']:.2f}")
     lines.append(f"  {summary['actions']} actions; {summary['files']} files, "

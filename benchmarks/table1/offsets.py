@@ -72,7 +72,7 @@ def measure_offsets(
     """Run the warp checkpoint over the pairs of `split` (as `evaluate` does, through the
     same `feature_cache`) and summarise its offsets inside the actors' boxes against `motion`."""
     from stvr_model.cells import control_points
-    from stvr_model.data import PairDataset, collate
+    from stvr_model.data import PairDataset, batch_to_model, collate
     from stvr_model.inference import inference_data, load_for_inference, model_inputs
 
     model, state, spec, torch_device = load_for_inference(checkpoint, device, feature_cache=feature_cache)
@@ -87,12 +87,8 @@ def measure_offsets(
     try:
         for index in range(len(dataset) if max_pairs is None else min(max_pairs, len(dataset))):
             sample = dataset[index]
-            batch = {
-                k: (v.to(torch_device) if torch.is_tensor(v) else v)
-                for k, v in collate([sample]).items()
-            }
             recorder.steps.clear()
-            model(**model_inputs(batch, spec))
+            model(**model_inputs(batch_to_model(collate([sample]), torch_device), spec))
             for t, (size, offsets) in enumerate(recorder.steps):
                 if t == 0:  # a reference's first step has no state to warp
                     continue

@@ -4,13 +4,17 @@ A benchmark (see `stvr_data.manifest`) stores one 24-fps clip file per video. An
 is an 8-frame clip starting at `ref_start + k/3`; a keyframe's boxes hold for the clips it
 covers. Each sample gives:
 
-    query          float32 [Tq, 3, 8, H, W]  RGB in [-1, 1]
+    query          uint8   [Tq, 8, H, W, 3]  RGB frames as decoded
     query_boxes    float32 [Tq, 4]           pixel [x1, y1, x2, y2] of the query actor
-    reference      float32 [Tr, 3, 8, H, W]
+    reference      uint8   [Tr, 8, H, W, 3]
     ref_valid      bool    [Tr]              False for zero padding
     times          float64 [Tr]              source time (s) of each reference clip
     targets        Tr dicts {boxes [K, 4] pixel xyxy, labels [K] int64}: 1 other actor,
                    2 matching actor (same combined label as the query)
+
+Clips stay uint8 until they reach the model's device: loader workers hand over a quarter
+of the bytes float32 would take, and `batch_to_model` (`clips_to_model` for bare clips)
+turns them into the detector's float32 [..., 3, 8, H, W] in [-1, 1] there, once.
 
 Training pairs are re-drawn every epoch from the stored pools (`stvr_data.pairs`);
 every random choice (pairs, order, query window, crop, flip) is derived from
@@ -33,6 +37,7 @@ from stvr_data import manifest, pairs
 from stvr_data.errors import ManifestError
 from stvr_data.media import read_frames
 from stvr_data.tubelets import label_atoms
+from stvr_model.errors import ModelError
 
 OTHER_ACTOR, MATCHING_ACTOR = 1, 2
 CLIP_SECONDS = 1.0 / manifest.CLIPS_PER_SECOND
@@ -221,9 +226,9 @@ class PairDataset(Dataset):
                 target["boxes"] = _flip_boxes(target["boxes"], width)
         return {
             "pair_id": pair.pair_id,
-            "query": clips_to_tensor(query),
+            "query": clip_tensor(query),
             "query_boxes": torch.from_numpy(np.ascontiguousarray(query_boxes, np.float32)),
-            "reference": clips_to_tensor(reference),
+            "reference": clip_tensor(reference),
             "ref_valid": torch.from_numpy(valid),
             "times": torch.from_numpy(times),
             "targets": [{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in t.items()}
@@ -299,16 +304,53 @@ def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
     return flipped
 
 
-def clips_to_tensor(clips: np.ndarray) -> torch.Tensor:
-    """uint8 [T, 8, H, W, 3] -> float32 [T, 3, 8, H, W] in [-1, 1] (the I3D convention)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 4, 1, 2, 3)
-    return tensor.float().div_(127.5).sub_(1.0)
+def clip_tensor(clips: np.ndarray) -> torch.Tensor:
+    """uint8 clips [T, 8, H, W, 3] (a flipped view included) as a uint8 tensor, same layout."""
+    return torch.from_numpy(np.ascontiguousarray(clips, np.uint8))
+
+
+def _pixel_values(clips: torch.Tensor) -> torch.Tensor:
+    """The model's value of each pixel byte v: v / 127.5 - 1 in float32 (the I3D convention)."""
+    return clips.float().div_(127.5).sub_(1.0)
+
+
+# The same values looked up, for devices other than the CPU: a GPU divides by a scalar
+# through its reciprocal, which is one unit in the last place off for 111 of the 256
+# bytes, so the division is done here, once, and only copied there.
+PIXEL_VALUES = _pixel_values(torch.arange(256, dtype=torch.uint8))
+
+
+def clips_to_model(clips: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """uint8 clips [..., 8, H, W, 3] -> float32 [..., 3, 8, H, W] in [-1, 1] on `device`:
+    the bytes are moved, then converted there, the same bits on every device. The result
+    is a channels-first view of the frames' own layout (no copy)."""
+    if clips.dtype != torch.uint8:
+        raise ModelError(f"clips must be uint8 [..., 8, H, W, 3] as the dataset gives them, got {clips.dtype}")
+    clips = clips.to(device, non_blocking=True)
+    values = _pixel_values(clips) if clips.device.type == "cpu" else PIXEL_VALUES.to(clips.device)[clips.int()]
+    lead = clips.dim() - 4
+    return values.permute(*range(lead), lead + 3, lead, lead + 1, lead + 2)
+
+
+def batch_to_model(batch: dict, device: torch.device | str) -> dict:
+    """A collated batch on `device`, ready for the detector: the clips converted by
+    `clips_to_model`, every other tensor (targets included) moved as it is.
+
+    The queries are made contiguous, the references left as views: the layouts the
+    detector has always been given (its float results depend on the layout, by about
+    1e-5 on the CPU), so a batch gives the same detections and losses as before clips
+    were converted here."""
+    moved = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    moved["query"] = clips_to_model(batch["query"], device).contiguous()
+    moved["reference"] = clips_to_model(batch["reference"], device)
+    moved["targets"] = [[{k: v.to(device) for k, v in t.items()} for t in clips] for clips in batch["targets"]]
+    return moved
 
 
 def collate(samples: list[dict]) -> dict:
     """Batch samples: queries zero-padded to the longest with `query_valid` [B, Tq]."""
     longest = max(s["query"].shape[0] for s in samples)
-    query = torch.zeros((len(samples), longest, *samples[0]["query"].shape[1:]))
+    query = torch.zeros((len(samples), longest, *samples[0]["query"].shape[1:]), dtype=samples[0]["query"].dtype)
     boxes = torch.zeros((len(samples), longest, 4))
     query_valid = torch.zeros((len(samples), longest), dtype=torch.bool)
     for i, sample in enumerate(samples):

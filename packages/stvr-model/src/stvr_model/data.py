@@ -219,16 +219,17 @@ class PairDataset(Dataset):
         query_boxes = query_boxes * scale
         for target in targets:
             target["boxes"] = target["boxes"] * scale
-        if flip:
-            query, reference = query[..., ::-1, :], reference[..., ::-1, :]
+        query, reference = clip_tensor(query), clip_tensor(reference)
+        if flip:  # torch flips a [T, 8, H, W, 3] clip several times faster than numpy copies one
+            query, reference = query.flip(-2), reference.flip(-2)
             query_boxes = _flip_boxes(query_boxes, width)
             for target in targets:
                 target["boxes"] = _flip_boxes(target["boxes"], width)
         return {
             "pair_id": pair.pair_id,
-            "query": clip_tensor(query),
+            "query": query,
             "query_boxes": torch.from_numpy(np.ascontiguousarray(query_boxes, np.float32)),
-            "reference": clip_tensor(reference),
+            "reference": reference,
             "ref_valid": torch.from_numpy(valid),
             "times": torch.from_numpy(times),
             "targets": [{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in t.items()}
@@ -305,7 +306,7 @@ def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
 
 
 def clip_tensor(clips: np.ndarray) -> torch.Tensor:
-    """uint8 clips [T, 8, H, W, 3] (a flipped view included) as a uint8 tensor, same layout."""
+    """uint8 clips [T, 8, H, W, 3] as a uint8 tensor, same layout (no copy when contiguous)."""
     return torch.from_numpy(np.ascontiguousarray(clips, np.uint8))
 
 

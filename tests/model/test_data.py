@@ -196,3 +196,29 @@ def test_clips_to_model_refuses_clips_already_converted():
 
     with pytest.raises(ModelError, match="must be uint8"):
         clips_to_model(torch.zeros(1, 8, 4, 4, 3), "cpu")
+
+
+def test_clips_are_read_in_runs_of_consecutive_clips_and_kept_within_the_cache(tiny_benchmark, monkeypatch):
+    from stvr_data.media import read_frames
+    from stvr_model import data as data_module
+    from stvr_model.data import ClipReader
+
+    videos = manifest.read_benchmark_table(tiny_benchmark, "videos")
+    video = videos[videos.status == "ok"].iloc[0]
+    start = float(video.clip_start) + 1
+    times = np.concatenate([start + np.arange(7) / 3, start + 4 + np.arange(2) / 3])  # two runs
+
+    def alone(time):  # one clip decoded on its own
+        return read_frames(tiny_benchmark / video.clip_path, time, 8, clip_start=float(video.clip_start),
+                           fps=int(round(video.fps)))
+
+    reads = []
+    monkeypatch.setattr(data_module, "read_frames", lambda *a, **k: reads.append(a[2]) or read_frames(*a, **k))
+    reader = ClipReader(tiny_benchmark, videos, cache_seconds=2)  # 6 clips
+    got = reader.clips(video.video_id, times)
+    assert got.shape == (9, 8, 64, 64, 3)
+    assert all(np.array_equal(clip, alone(t)) for clip, t in zip(got, times, strict=True))
+    assert reads == [7 * 8, 2 * 8] and len(reader.cache) == 6
+    assert np.array_equal(reader.clip(video.video_id, times[-1]), got[-1]) and len(reads) == 2  # from the cache
+    reader.clips(video.video_id, times[:1])
+    assert reads[2:] == [8]  # evicted: read again

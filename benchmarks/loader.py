@@ -16,8 +16,9 @@ do, with `--workers` processes and no model:
   in `batch_to_model` on the CPU (uint8 [T, 8, H, W, 3] -> float32 [T, 3, 8, H, W] in
   [-1, 1], which training and evaluation do on the model's device; on a GPU it costs
   next to nothing, on a CPU it is work of the training process, not of the workers);
-  the rest is cropping, flipping, targets and `collate`. Samples carry uint8 clips, so
-  the gap between this rate and a worker's is the cost of handing uint8 clips over.
+  the rest is reading clips from the cache, flipping, targets and `collate`. The rate
+  with workers leaves that conversion out (the workers hand over uint8 clips), this one
+  includes it.
 
 Each worker keeps `--cache-seconds` decoded seconds (default 16, about one training
 sample's seconds): on AVA, 235 videos of 900 s, a worker's cache almost never serves

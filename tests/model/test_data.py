@@ -222,3 +222,14 @@ def test_clips_are_read_in_runs_of_consecutive_clips_and_kept_within_the_cache(t
     assert np.array_equal(reader.clip(video.video_id, times[-1]), got[-1]) and len(reads) == 2  # from the cache
     reader.clips(video.video_id, times[:1])
     assert reads[2:] == [8]  # evicted: read again
+
+
+@pytest.mark.gpu
+def test_clips_reach_a_cuda_device_as_the_cpu_bits():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from stvr_model.data import clips_to_model
+
+    every_byte = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 256, 1).expand(2, 8, 1, 256, 3)
+    got = clips_to_model(every_byte.pin_memory(), "cuda")
+    assert got.device.type == "cuda" and torch.equal(got.cpu(), clips_to_model(every_byte, "cpu"))

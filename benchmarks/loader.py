@@ -12,10 +12,13 @@ do, with `--workers` processes and no model:
 - clips/s = real reference + query clips (padding not counted) per wall second, over the
   batches after the first `--workers` (worker start-up left out); per worker = that / workers;
 - in this process (no workers) over the same samples: clips/s, and the shares of the
-  loading time spent in `read_frames` (decoding the clip files) and in `clips_to_tensor`
-  (uint8 [T, 8, H, W, 3] -> float32 [T, 3, 8, H, W] in [-1, 1]); the rest is cropping,
-  flipping, targets and `collate`. The gap between this rate and a worker's is the cost
-  of handing float32 clips from the worker to the training process.
+  loading time spent in `read_frames` (decoding the clip files) and, after the loader,
+  in `batch_to_model` on the CPU (uint8 [T, 8, H, W, 3] -> float32 [T, 3, 8, H, W] in
+  [-1, 1], which training and evaluation do on the model's device; on a GPU it costs
+  next to nothing, on a CPU it is work of the training process, not of the workers);
+  the rest is reading clips from the cache, flipping, targets and `collate`. The rate
+  with workers leaves that conversion out (the workers hand over uint8 clips), this one
+  includes it.
 
 Each worker keeps `--cache-seconds` decoded seconds (default 16, about one training
 sample's seconds): on AVA, 235 videos of 900 s, a worker's cache almost never serves
@@ -42,7 +45,7 @@ from sample_data import build_benchmarks  # benchmarks/sample_data.py
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from stvr_model import data as data_module
-from stvr_model.data import DataConfig, PairDataset, collate
+from stvr_model.data import DataConfig, PairDataset, batch_to_model, collate
 from stvr_model.inference import inference_data
 from stvr_model.train import BatchWindow
 
@@ -62,53 +65,54 @@ def evaluation_loader(bench: Path, samples: int, workers: int, cache: int) -> Da
                       num_workers=workers)
 
 
-def clip_rate(loader: DataLoader, skip: int) -> dict:
-    """Samples, real clips and clips per wall second over the batches after the first `skip`."""
+def clip_rate(loader: DataLoader, skip: int, convert: dict | None = None) -> dict:
+    """Samples, real clips and clips per wall second over the batches after the first
+    `skip`; with `convert`, each batch also goes through `batch_to_model` on the CPU and
+    `convert["batch_to_model"]` adds up the seconds it took."""
     samples = clips = 0
     start = time.perf_counter()
     for done, batch in enumerate(loader):
         if done == skip:
             start, samples, clips = time.perf_counter(), 0, 0
+        if convert is not None:
+            begin = time.perf_counter()
+            batch_to_model(batch, "cpu")
+            convert["batch_to_model"] += time.perf_counter() - begin
         samples += len(batch["ref_valid"])
         clips += int(batch["ref_valid"].sum()) + int(batch["query_valid"].sum())
     wall = time.perf_counter() - start
     return {"samples": samples, "clips": clips, "wall_s": wall, "clips_per_s": clips / wall if wall else 0.0}
 
 
-TIMED = ("read_frames", "clips_to_tensor")  # decoding; uint8 -> float32 [-1, 1] and layout
-
-
 @contextlib.contextmanager
-def timed_steps():
-    """Seconds spent in each of `TIMED` (functions the dataset calls) in this process."""
-    spent = dict.fromkeys(TIMED, 0.0)
-    originals = {name: getattr(data_module, name) for name in TIMED}
+def timed_decoding():
+    """{"read_frames": seconds spent decoding} in this process, while the block runs."""
+    spent = {"read_frames": 0.0}
+    original = data_module.read_frames
 
-    def wrap(name, function):
-        def timed(*args, **kwargs):
-            begin = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                spent[name] += time.perf_counter() - begin
-        return timed
+    def timed(*args, **kwargs):
+        begin = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent["read_frames"] += time.perf_counter() - begin
 
-    for name, function in originals.items():
-        setattr(data_module, name, wrap(name, function))
+    data_module.read_frames = timed
     try:
         yield spent
     finally:
-        for name, function in originals.items():
-            setattr(data_module, name, function)
+        data_module.read_frames = original
 
 
 def in_process(make_loader) -> dict:
-    """The same samples in this process (a loader without workers): clips/s and the share
-    of the loading time spent decoding and converting to float."""
-    with timed_steps() as spent:
-        rate = clip_rate(make_loader(), skip=0)
+    """The same samples in this process (a loader without workers), each batch converted
+    for the model on the CPU: clips/s and the shares of that time spent decoding and
+    converting to float."""
+    convert = {"batch_to_model": 0.0}
+    with timed_decoding() as spent:
+        rate = clip_rate(make_loader(), skip=0, convert=convert)
     wall = rate["wall_s"] or 1.0
-    return {**rate, "decode": spent["read_frames"] / wall, "convert": spent["clips_to_tensor"] / wall}
+    return {**rate, "decode": spent["read_frames"] / wall, "convert": convert["batch_to_model"] / wall}
 
 
 def report(name: str, rate: dict, workers: int, alone: dict) -> None:
@@ -144,7 +148,7 @@ def main() -> None:
               f"clips/s, batch {args.batch_size}; evaluation: whole references; cache {args.cache_seconds} s "
               f"per worker; torch threads {torch.get_num_threads()}")
         print("| samples | workers | samples timed | clips | clips / sample | wall s | clips/s | clips/s per worker "
-              "| clips/s without workers | decode % | to float % |")
+              "| clips/s without workers | decode % | to float on CPU % |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         skip = args.workers
         train = clip_rate(training_loader(bench, args.train_samples + skip * args.batch_size, args.workers,

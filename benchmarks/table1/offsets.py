@@ -85,7 +85,7 @@ def measure_offsets(
     steps into a new second)."""
     from stvr_model.cells import control_points
     from stvr_model.checkpoint import run_config
-    from stvr_model.data import PairDataset, collate
+    from stvr_model.data import PairDataset, batch_to_model, collate
     from stvr_model.inference import inference_data, load_for_inference, model_inputs
 
     model, state, spec, torch_device = load_for_inference(checkpoint, device, feature_cache=feature_cache)
@@ -100,12 +100,8 @@ def measure_offsets(
     try:
         for index in range(len(dataset) if max_pairs is None else min(max_pairs, len(dataset))):
             sample = dataset[index]
-            batch = {
-                k: (v.to(torch_device) if torch.is_tensor(v) else v)
-                for k, v in collate([sample]).items()
-            }
             recorder.steps.clear()
-            model(**model_inputs(batch, spec))
+            model(**model_inputs(batch_to_model(collate([sample]), torch_device), spec))
             steps = len(recorder.steps)
             counted = leap_steps(sample["times"]) if at_leaps else torch.ones(steps, dtype=torch.bool)
             for t, (size, offsets) in enumerate(recorder.steps):

@@ -337,3 +337,21 @@ def test_a_cut_that_yields_nothing_names_the_source_not_the_temporary_file(tmp_p
     assert message.startswith(f"{cut}: ") and ".partial" not in message
     assert not (tmp_path / "work" / "query.mp4").exists()
     assert not atomic_path(tmp_path / "work" / "query.mp4").exists()
+
+
+def test_read_frames_gives_pyav_s_own_rgb_of_every_frame(tmp_path):
+    path, size = tmp_path / "colour.mp4", 48
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for _ in range(30):  # noise: every colour the conversion may meet
+            image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+    with av.open(str(path)) as container:
+        expected = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    assert len(expected) == 30
+    np.testing.assert_array_equal(media.read_frames(path, 0.0, 30, clip_start=0.0, fps=24), expected)
+    np.testing.assert_array_equal(media.read_frames(path, 0.5, 8, clip_start=0.0, fps=24), expected[12:20])

@@ -232,6 +232,7 @@ def test_backbone_chunks_give_the_same_detections():
         (lambda q, qb, r, v, t: (q[..., :32], qb, r, v, t), "query_clips"),
         (lambda q, qb, r, v, t: (q, qb[:, :, :2], r, v, t), "query_boxes"),
         (lambda q, qb, r, v, t: (q, qb, r[:1], v, t), "ref_clips batch"),
+        (lambda q, qb, r, v, t: (q, qb, r.to(torch.uint8), v, t), "ref_clips must be float"),
         (lambda q, qb, r, v, t: (q, qb, r, v & False, t), r"batch rows \[0, 1\]"),
         (lambda q, qb, r, v, t: (q, qb, r, v, t[:1]), "targets has 1 rows"),
     ],

@@ -67,3 +67,11 @@ def test_bad_inputs_are_reported(tmp_path):
         warp_grid(torch.zeros(20, 20, 2), (320, 320))
     with pytest.raises(PictureError, match="frame must be"):
         draw_warp_grid(np.zeros((320, 320)), torch.zeros(2, 20, 20), tmp_path / "x.png")
+
+
+def test_uint8_frames_are_shown_as_bytes_however_dark():
+    from stvr_model.pictures import _displayable
+
+    dark = np.ones((4, 4, 3), np.uint8)  # max 1: a float frame in [0, 1] would be white
+    assert np.allclose(_displayable(dark), 1 / 255)
+    assert np.allclose(_displayable(torch.from_numpy(dark)), 1 / 255)

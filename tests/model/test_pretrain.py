@@ -34,14 +34,14 @@ def test_batches_hold_each_actors_atoms_and_flipped_boxes_inside_the_frame(tiny_
     samples, atoms = actor_clips(tiny_benchmark)
     batches = ActorBatches(tiny_benchmark, samples, atoms, seed=4)
     clips, boxes, hot = batches.draw(12)
-    assert clips.shape == (12, 3, 8, 64, 64) and boxes.shape == (12, 4) and hot.shape == (12, len(atoms))
+    assert clips.shape == (12, 8, 64, 64, 3) and clips.dtype == torch.uint8 and boxes.shape == (12, 4) and hot.shape == (12, len(atoms))
     assert (boxes[:, 2:] > boxes[:, :2]).all() and (boxes >= 0).all() and (boxes <= 64).all()
     # Every row has exactly the atoms of one training label.
     labels = {frozenset(label_atoms(s[3])) for s in samples}
     assert all(frozenset(atoms[i] for i in np.flatnonzero(row)) in labels for row in hot.numpy())
     # Same seed, same batch.
     again = ActorBatches(tiny_benchmark, samples, atoms, seed=4).draw(12)
-    assert torch.equal(again[1], boxes) and torch.equal(again[2], hot)
+    assert torch.equal(again[0], clips) and torch.equal(again[1], boxes) and torch.equal(again[2], hot)
 
 
 def test_pretrain_command_writes_weights_that_train_loads(tiny_benchmark, tmp_path):

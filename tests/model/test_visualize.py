@@ -26,8 +26,9 @@ def test_describe_label_names_every_action():
 
 def _sample(clips=3, size=32):
     boxes = torch.tensor([[4.0, 4.0, 20.0, 28.0]])
-    return {"pair_id": "test-00001", "query": torch.zeros(clips, 3, 8, size, size),
-            "query_boxes": boxes.repeat(clips, 1), "reference": torch.zeros(clips, 3, 8, size, size),
+    frames = torch.zeros(clips, 8, size, size, 3, dtype=torch.uint8)
+    return {"pair_id": "test-00001", "query": frames,
+            "query_boxes": boxes.repeat(clips, 1), "reference": frames,
             "times": torch.arange(clips, dtype=torch.float64) / 3,
             "targets": [{"boxes": boxes, "labels": torch.tensor([2])} for _ in range(clips)]}
 
@@ -108,3 +109,11 @@ def test_figure7_command_draws_the_warped_grid_of_a_trained_warp_cell(tmp_path):
     assert len(pictures) == 3 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pictures)
     missing = CliRunner().invoke(main, [*args[:6], "test-99999", *args[7:]])
     assert missing.exit_code == 2 and "no test pair 'test-99999'" in missing.output
+
+
+def test_pairs_are_drawn_with_the_decoded_frames(drawn, tmp_path):
+    sample = _sample()
+    sample["reference"] = torch.randint(0, 256, (3, 8, 32, 32, 3), dtype=torch.uint8)
+    visualize.draw_pair(sample, [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0)}] * 3, tmp_path / "p.png")
+    shown = np.asarray(drawn[0].axes[4].get_images()[0].get_array())
+    assert np.array_equal(shown, sample["reference"][0, 4].numpy())  # clip 0's middle frame

@@ -30,6 +30,7 @@ import ffmpeg
 import imageio_ffmpeg
 import numpy as np
 import pandas as pd
+from av.video.reformatter import VideoReformatter
 from tqdm import tqdm
 
 from stvr_data import atomic
@@ -193,11 +194,16 @@ def read_frames(clip_path, start_time: float, num_frames: int, *, clip_start: fl
     1800 s) are returned black (all zero) rather than raising, so that a loader gets
     fixed-size input; the caller knows the clip's span from the videos table.
     Seeks to the keyframe before the first frame, so at most 7 extra frames decode.
+    Decodes and converts to RGB in one thread (a data loader's processes are its
+    parallelism; FFmpeg's default starts threads per core for each decoder and each
+    converter), with one converter for all frames (PyAV's `to_ndarray` sets one up,
+    threads included, for every frame).
     """
     first = round((start_time - clip_start) * fps)
     try:
         with av.open(str(clip_path)) as container:
             stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1
             out = np.zeros((num_frames, stream.codec_context.height, stream.codec_context.width, 3),
                            np.uint8)
             if first + num_frames <= 0:
@@ -214,12 +220,13 @@ def _decode_into(container, stream, out: np.ndarray, first: int, fps: int) -> No
     start_pts = stream.start_time or 0
     container.seek(start_pts + int(Fraction(begin, fps) / stream.time_base), stream=stream,
                    backward=True, any_frame=False)
+    to_rgb = VideoReformatter()
     for frame in container.decode(stream):
         index = round((frame.pts - start_pts) * stream.time_base * fps)
         if index >= first + len(out):
             break
         if index >= begin:
-            out[index - first] = frame.to_ndarray(format="rgb24")
+            out[index - first] = to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
 # ---------------------------------------------------------------------------------------

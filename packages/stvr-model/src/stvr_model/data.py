@@ -4,13 +4,17 @@ A benchmark (see `stvr_data.manifest`) stores one 24-fps clip file per video. An
 is an 8-frame clip starting at `ref_start + k/3`; a keyframe's boxes hold for the clips it
 covers. Each sample gives:
 
-    query          float32 [Tq, 3, 8, H, W]  RGB in [-1, 1]
+    query          uint8   [Tq, 8, H, W, 3]  RGB frames as decoded
     query_boxes    float32 [Tq, 4]           pixel [x1, y1, x2, y2] of the query actor
-    reference      float32 [Tr, 3, 8, H, W]
+    reference      uint8   [Tr, 8, H, W, 3]
     ref_valid      bool    [Tr]              False for zero padding
     times          float64 [Tr]              source time (s) of each reference clip
     targets        Tr dicts {boxes [K, 4] pixel xyxy, labels [K] int64}: 1 other actor,
                    2 matching actor (same combined label as the query)
+
+Clips stay uint8 until they reach the model's device: loader workers hand over a quarter
+of the bytes float32 would take, and `batch_to_model` (`clips_to_model` for bare clips)
+turns them into the detector's float32 [..., 3, 8, H, W] in [-1, 1] there, once.
 
 Training pairs are re-drawn every epoch from the stored pools (`stvr_data.pairs`);
 every random choice (pairs, order, query window, crop, flip) is derived from
@@ -19,7 +23,6 @@ every random choice (pairs, order, query window, crop, flip) is derived from
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,7 @@ from stvr_data import manifest, pairs
 from stvr_data.errors import ManifestError
 from stvr_data.media import read_frames
 from stvr_data.tubelets import label_atoms
+from stvr_model.errors import ModelError
 
 OTHER_ACTOR, MATCHING_ACTOR = 1, 2
 CLIP_SECONDS = 1.0 / manifest.CLIPS_PER_SECOND
@@ -50,43 +54,72 @@ class DataConfig:
     # reference is seen with several queries and only the query tells which actor
     # matches. 0 is the authors' sampling.
     query_swap: float = 0.0
-    cache_seconds: int = 512  # decoded one-second blocks kept per loader worker
+    cache_seconds: int = 512  # seconds of decoded clips kept per loader worker
 
 
 class ClipReader:
-    """Decodes one-second blocks of the clip files, keeping the most recent in memory."""
+    """Decodes 8-frame clips of the clip files, keeping the most recent in memory.
+
+    Clips asked for together are decoded in runs of consecutive clips, one seek each
+    (up to `RUN_CLIPS` at a time). A clip starts on the 1/3 s grid, which is a keyframe
+    of the clip files (every 8 frames), so no frame is decoded for nothing."""
+
+    RUN_CLIPS = 30  # 10 s: the longest training query in one read, a long reference in several
 
     def __init__(self, benchmark: str | Path, videos: pd.DataFrame, cache_seconds: int = 512):
         self.root = Path(benchmark)
         usable = videos[videos.status == "ok"]
         self.videos = {row.video_id: row for row in usable.itertuples()}
-        self.cache: OrderedDict = OrderedDict()
-        self.capacity = cache_seconds
+        self.cache: OrderedDict = OrderedDict()  # (video_id, first frame) -> uint8 [8, H, W, 3]
+        self.capacity = cache_seconds * manifest.CLIPS_PER_SECOND
 
     def has(self, video_id: str) -> bool:
         return video_id in self.videos
 
     def clip(self, video_id: str, time: float) -> np.ndarray:
         """uint8 [8, H, W, 3]: the clip starting at source time `time` (on the 1/3 s grid)."""
-        second = math.floor(time + 1e-6)
-        offset = round((time - second) * manifest.CLIP_FPS)
-        block = self._second(video_id, second)
-        return block[offset:offset + manifest.CLIP_FRAMES]
+        return self.clips(video_id, [time])[0]
 
-    def _second(self, video_id: str, second: int) -> np.ndarray:
-        key = (video_id, second)
-        if key in self.cache:
-            self.cache.move_to_end(key)
-            return self.cache[key]
+    def clips(self, video_id: str, times) -> np.ndarray:
+        """uint8 [T, 8, H, W, 3]: the clips starting at the source times `times`."""
+        firsts = [round(float(t) * manifest.CLIP_FPS) for t in times]
+        out = None
+        for start in range(0, len(firsts), self.RUN_CLIPS):
+            chunk = firsts[start:start + self.RUN_CLIPS]
+            missing = [f for f in dict.fromkeys(chunk) if (video_id, f) not in self.cache]
+            for run in _consecutive_runs(missing, manifest.CLIP_FRAMES):
+                self._read(video_id, run)
+            for i, first in enumerate(chunk, start):
+                clip = self.cache[(video_id, first)]
+                self.cache.move_to_end((video_id, first))
+                if out is None:
+                    out = np.empty((len(firsts), *clip.shape), np.uint8)
+                out[i] = clip
+            while len(self.cache) > self.capacity:
+                self.cache.popitem(last=False)
+        return out
+
+    def _read(self, video_id: str, firsts: list[int]) -> None:
+        """Decode the consecutive clips starting at frames `firsts` into the cache."""
         video = self.videos.get(video_id)
         if video is None:
             raise ManifestError(f"{self.root}: video '{video_id}' has no usable clip file")
-        block = read_frames(self.root / video.clip_path, float(second), manifest.CLIP_FPS,
-                            clip_start=float(video.clip_start), fps=int(round(video.fps)))
-        self.cache[key] = block
-        if len(self.cache) > self.capacity:
-            self.cache.popitem(last=False)
-        return block
+        frames = read_frames(self.root / video.clip_path, firsts[0] / manifest.CLIP_FPS,
+                             len(firsts) * manifest.CLIP_FRAMES, clip_start=float(video.clip_start),
+                             fps=int(round(video.fps)))
+        for k, first in enumerate(firsts):
+            self.cache[(video_id, first)] = frames[k * manifest.CLIP_FRAMES:(k + 1) * manifest.CLIP_FRAMES]
+
+
+def _consecutive_runs(starts: list[int], step: int) -> list[list[int]]:
+    """`starts` (ascending) cut into runs where each follows the one before by `step`."""
+    runs: list[list[int]] = []
+    for start in starts:
+        if runs and start == runs[-1][-1] + step:
+            runs[-1].append(start)
+        else:
+            runs.append([start])
+    return runs
 
 
 def clip_times(start: float, end: float) -> np.ndarray:
@@ -207,23 +240,24 @@ class PairDataset(Dataset):
         flip = bool(self.config.hflip and self.training and rng.random() < 0.5)
         query, query_boxes = self._query(pair if query_pair is None else query_pair, rng)
         times, valid = self._reference_times(pair, rng)
-        reference = np.stack([self._clip_or_black(pair.ref_video_id, t, ok) for t, ok in zip(times, valid, strict=True)])
+        reference = self._reference_clips(pair.ref_video_id, times, valid)
         targets = self._targets(pair, actors, times, valid)
         height, width = reference.shape[2:4]
         scale = np.array([width, height, width, height], np.float32)
         query_boxes = query_boxes * scale
         for target in targets:
             target["boxes"] = target["boxes"] * scale
-        if flip:
-            query, reference = query[..., ::-1, :], reference[..., ::-1, :]
+        query, reference = clip_tensor(query), clip_tensor(reference)
+        if flip:  # torch flips a [T, 8, H, W, 3] clip several times faster than numpy copies one
+            query, reference = query.flip(-2), reference.flip(-2)
             query_boxes = _flip_boxes(query_boxes, width)
             for target in targets:
                 target["boxes"] = _flip_boxes(target["boxes"], width)
         return {
             "pair_id": pair.pair_id,
-            "query": clips_to_tensor(query),
+            "query": query,
             "query_boxes": torch.from_numpy(np.ascontiguousarray(query_boxes, np.float32)),
-            "reference": clips_to_tensor(reference),
+            "reference": reference,
             "ref_valid": torch.from_numpy(valid),
             "times": torch.from_numpy(times),
             "targets": [{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in t.items()}
@@ -242,7 +276,7 @@ class PairDataset(Dataset):
         step = max(1, manifest.CLIPS_PER_SECOND // self.config.query_clips_per_second)
         offsets = np.arange(0, self.per_keyframe, step) * CLIP_SECONDS
         times = (keyframes[:, None] + offsets[None, :]).reshape(-1)
-        clips = np.stack([self.reader.clip(pair.query_video_id, t) for t in times])
+        clips = self.reader.clips(pair.query_video_id, times)
         return clips, np.repeat(boxes, len(offsets), axis=0)
 
     def _reference_times(self, pair, rng):
@@ -258,9 +292,11 @@ class PairDataset(Dataset):
         padded = np.concatenate([times, times[-1] + CLIP_SECONDS * np.arange(1, count - len(times) + 1)])
         return padded, valid
 
-    def _clip_or_black(self, video_id, time, valid):
-        clip = self.reader.clip(video_id, time)
-        return clip if valid else np.zeros_like(clip)
+    def _reference_clips(self, video_id, times, valid) -> np.ndarray:
+        """uint8 [Tr, 8, H, W, 3]: the reference's clips, black for padding."""
+        clips = self.reader.clips(video_id, times)  # a new array, not the reader's cache
+        clips[~valid] = 0
+        return clips
 
     def _targets(self, pair, actors, times, valid) -> list[dict]:
         if actors is None:
@@ -299,16 +335,53 @@ def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
     return flipped
 
 
-def clips_to_tensor(clips: np.ndarray) -> torch.Tensor:
-    """uint8 [T, 8, H, W, 3] -> float32 [T, 3, 8, H, W] in [-1, 1] (the I3D convention)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 4, 1, 2, 3)
-    return tensor.float().div_(127.5).sub_(1.0)
+def clip_tensor(clips: np.ndarray) -> torch.Tensor:
+    """uint8 clips [T, 8, H, W, 3] as a uint8 tensor, same layout (no copy when contiguous)."""
+    return torch.from_numpy(np.ascontiguousarray(clips, np.uint8))
+
+
+def _pixel_values(clips: torch.Tensor) -> torch.Tensor:
+    """The model's value of each pixel byte v: v / 127.5 - 1 in float32 (the I3D convention)."""
+    return clips.float().div_(127.5).sub_(1.0)
+
+
+# The same values looked up, for devices other than the CPU: a GPU divides by a scalar
+# through its reciprocal, which is one unit in the last place off for 111 of the 256
+# bytes, so the division is done here, once, and only copied there.
+PIXEL_VALUES = _pixel_values(torch.arange(256, dtype=torch.uint8))
+
+
+def clips_to_model(clips: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """uint8 clips [..., 8, H, W, 3] -> float32 [..., 3, 8, H, W] in [-1, 1] on `device`:
+    the bytes are moved, then converted there, the same bits on every device. The result
+    is a channels-first view of the frames' own layout (no copy)."""
+    if clips.dtype != torch.uint8:
+        raise ModelError(f"clips must be uint8 [..., 8, H, W, 3] as the dataset gives them, got {clips.dtype}")
+    clips = clips.to(device, non_blocking=True)
+    values = _pixel_values(clips) if clips.device.type == "cpu" else PIXEL_VALUES.to(clips.device)[clips.int()]
+    lead = clips.dim() - 4
+    return values.permute(*range(lead), lead + 3, lead, lead + 1, lead + 2)
+
+
+def batch_to_model(batch: dict, device: torch.device | str) -> dict:
+    """A collated batch on `device`, ready for the detector: the clips converted by
+    `clips_to_model`, every other tensor (targets included) moved as it is.
+
+    The queries are made contiguous, the references left as views: the layouts the
+    detector has always been given (its float results depend on the layout, by about
+    1e-5 on the CPU), so a batch gives the same detections and losses as before clips
+    were converted here."""
+    moved = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    moved["query"] = clips_to_model(batch["query"], device).contiguous()
+    moved["reference"] = clips_to_model(batch["reference"], device)
+    moved["targets"] = [[{k: v.to(device) for k, v in t.items()} for t in clips] for clips in batch["targets"]]
+    return moved
 
 
 def collate(samples: list[dict]) -> dict:
     """Batch samples: queries zero-padded to the longest with `query_valid` [B, Tq]."""
     longest = max(s["query"].shape[0] for s in samples)
-    query = torch.zeros((len(samples), longest, *samples[0]["query"].shape[1:]))
+    query = torch.zeros((len(samples), longest, *samples[0]["query"].shape[1:]), dtype=samples[0]["query"].dtype)
     boxes = torch.zeros((len(samples), longest, 4))
     query_valid = torch.zeros((len(samples), longest), dtype=torch.bool)
     for i, sample in enumerate(samples):

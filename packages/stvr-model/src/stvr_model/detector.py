@@ -405,6 +405,9 @@ def check_inputs(
     """Raise DetectorInputError naming the argument whose shape or content does not fit."""
     frame = (3, 8, *config.image_size)
     for name, clips in (("query_clips", query_clips), ("ref_clips", ref_clips)):
+        if not clips.is_floating_point():
+            raise DetectorInputError(f"{name} must be float in [-1, 1], got {clips.dtype} "
+                                     "(stvr_model.data.batch_to_model converts the dataset's uint8 clips)")
         if clips.dim() != 6 or tuple(clips.shape[2:]) != frame:
             raise DetectorInputError(
                 f"{name} must be [B, T, {', '.join(map(str, frame))}], got {tuple(clips.shape)}"

@@ -29,7 +29,7 @@ from stvr_data.evaluation import frame_map
 from stvr_data.tubelets import describe_label
 from stvr_model.checkpoint import run_config
 from stvr_model.config import ModelConfig
-from stvr_model.data import PairDataset, collate
+from stvr_model.data import PairDataset, batch_to_model, collate
 from stvr_model.distributed import Ranks, gather_to_main, init_distributed, process_device, shard
 from stvr_model.inference import (
     DETECTION_COLUMNS,
@@ -70,8 +70,7 @@ def predict(model, dataset: PairDataset, spec: ModelConfig, device: torch.device
     bar = tqdm(zip(indices, loader, strict=True), total=len(indices), desc=f"evaluate {dataset.split}",
                disable=not progress or not ranks.main, unit="pair")
     for index, sample in bar:
-        batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in collate([sample]).items()}
-        detections, _ = model(**model_inputs(batch, spec))
+        detections, _ = model(**model_inputs(batch_to_model(collate([sample]), device), spec))
         rows.append((index, detection_rows(sample["pair_id"], sample["times"].numpy(), detections[0],
                                            width, height)))
         if index < keep:

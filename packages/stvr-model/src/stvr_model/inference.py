@@ -40,7 +40,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def model_inputs(batch: dict, spec: ModelConfig) -> dict:
-    """Keyword arguments of the detector's forward for one collated batch."""
+    """Keyword arguments of the detector's forward for one collated batch on the model's
+    device (`stvr_model.data.batch_to_model`: float clips)."""
     flows = None
     if spec.cell.kind == "flow":
         from stvr_model.flow import clip_flows

@@ -87,14 +87,16 @@ def warp_grid(
 
 
 def _displayable(frame: Tensor | np.ndarray) -> np.ndarray:
-    """`[3, H, W]` tensor or `[H, W, 3]` array, in [-1, 1], [0, 1] or 0..255 -> float [0, 1]."""
+    """`[3, H, W]` or `[H, W, 3]`, tensor or array: uint8, or float in [-1, 1], [0, 1] or
+    0..255 -> float [0, 1]."""
     array = frame.detach().cpu().numpy() if torch.is_tensor(frame) else np.asarray(frame)
     if array.ndim != 3 or 3 not in (array.shape[0], array.shape[-1]):
         raise PictureError(f"frame must be [3, H, W] or [H, W, 3], got {list(array.shape)}")
     if array.shape[-1] != 3:
         array = array.transpose(1, 2, 0)
+    as_bytes = array.dtype == np.uint8
     array = array.astype(np.float64)
-    if array.max() > 1.0:
+    if as_bytes or array.max() > 1.0:
         array = array / 255.0
     elif array.min() < 0.0:
         array = (array + 1.0) / 2.0  # the detector's [-1, 1] clips
@@ -159,7 +161,7 @@ def draw_pair_warps(checkpoint, benchmark, pair_id: str, out, *, steps: int = 4,
     flow of `steps` reference steps (evenly spaced), each over its reference clip's middle
     frame, written to ``out/<pair_id>_step<NN>.png``. Returns the paths."""
     from stvr_model.checkpoint import run_config
-    from stvr_model.data import PairDataset, collate
+    from stvr_model.data import PairDataset, batch_to_model, collate
     from stvr_model.inference import inference_data, load_for_inference, model_inputs
 
     split = pair_id.split("-")[0]
@@ -170,15 +172,14 @@ def draw_pair_warps(checkpoint, benchmark, pair_id: str, out, *, steps: int = 4,
     if not len(found):
         raise PictureError(f"{benchmark}: no {split} pair {pair_id!r} with media")
     sample = dataset[int(found[0])]
-    batch = {k: (v.to(torch_device) if torch.is_tensor(v) else v) for k, v in collate([sample]).items()}
-    flows = pair_flows(model, model_inputs(batch, spec))
+    flows = pair_flows(model, model_inputs(batch_to_model(collate([sample]), torch_device), spec))
     chosen = np.unique(np.linspace(0, len(flows) - 1, min(steps, len(flows))).round().astype(int))
     paths = []
     for step in chosen.tolist():
-        clip = sample["reference"][step]  # (3, 8, H, W)
+        clip = sample["reference"][step]  # uint8 (8, H, W, 3)
         path = Path(out) / f"{pair_id}_step{step:02d}.png"
         try:
-            draw_warp_grid(clip[:, clip.shape[1] // 2], flows[step], path,
+            draw_warp_grid(clip[clip.shape[0] // 2], flows[step], path,
                            title=f"{pair_id} {spec.cell.kind}: t = {float(sample['times'][step]):.2f} s")
         except CellError as err:  # feature maps too small for the control grid
             raise PictureError(f"{pair_id}: {err}") from None

@@ -37,7 +37,7 @@ from stvr_data.errors import MediaError
 from stvr_data.media import cut_clip, probe_video, read_frames
 from stvr_model.checkpoint import run_config
 from stvr_model.config import ModelConfig
-from stvr_model.data import DataConfig, clips_to_tensor, collate
+from stvr_model.data import DataConfig, batch_to_model, clip_tensor, collate
 from stvr_model.errors import ModelError
 from stvr_model.inference import (
     DETECTION_COLUMNS,
@@ -135,9 +135,9 @@ def build_sample(query: np.ndarray, box: tuple[float, ...], reference: np.ndarra
     empty = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}
     return {
         "pair_id": PAIR_ID,
-        "query": clips_to_tensor(query),
+        "query": clip_tensor(query),
         "query_boxes": torch.from_numpy(np.repeat(pixel_box[None], len(query), axis=0)),
-        "reference": clips_to_tensor(reference),
+        "reference": clip_tensor(reference),
         "ref_valid": torch.ones(len(reference), dtype=torch.bool),
         "times": torch.from_numpy(np.asarray(times, np.float64)),
         "targets": [dict(empty) for _ in range(len(reference))],
@@ -147,9 +147,7 @@ def build_sample(query: np.ndarray, box: tuple[float, ...], reference: np.ndarra
 @torch.no_grad()
 def detect(model, sample: dict, spec: ModelConfig, device: torch.device) -> list[dict]:
     """Per reference clip: `{boxes [K, 4] pixel xyxy, scores [K]}` on the CPU."""
-    batch = collate([sample])
-    batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-    detections, _ = model(**model_inputs(batch, spec))
+    detections, _ = model(**model_inputs(batch_to_model(collate([sample]), device), spec))
     return [{k: v.detach().float().cpu() for k, v in d.items()} for d in detections[0]]
 
 

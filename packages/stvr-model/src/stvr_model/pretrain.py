@@ -32,7 +32,7 @@ from stvr_data.atomic import atomic_write, write_text
 from stvr_data.errors import ManifestError
 from stvr_data.tubelets import atom_vocabulary
 from stvr_model.backbones import make_backbone
-from stvr_model.data import ClipReader, clips_to_tensor, multi_hot
+from stvr_model.data import ClipReader, clip_tensor, clips_to_model, multi_hot
 from stvr_model.detector import DetectorConfig, build_roi_pool
 from stvr_model.errors import ModelError
 from stvr_model.heads import ActorActionHead
@@ -70,7 +70,7 @@ def actor_clips(benchmark: str | Path, split: str = "train") -> tuple[list[tuple
 
 
 class ActorBatches:
-    """Seeded batches of (clips [N, 3, 8, H, W], boxes [N, 4] pixel xyxy, multi-hot [N, A])."""
+    """Seeded batches of (uint8 clips [N, 8, H, W, 3], boxes [N, 4] pixel xyxy, multi-hot [N, A])."""
 
     def __init__(self, benchmark: str | Path, samples: list[tuple], atoms: tuple[str, ...], seed: int):
         videos = manifest.read_benchmark_table(benchmark, "videos")
@@ -93,7 +93,7 @@ class ActorBatches:
             clips.append(clip)
             boxes.append(box)
             labels.append(label)
-        return (clips_to_tensor(np.stack(clips)), torch.from_numpy(np.stack(boxes).astype(np.float32)),
+        return (clip_tensor(np.stack(clips)), torch.from_numpy(np.stack(boxes).astype(np.float32)),
                 torch.from_numpy(multi_hot(labels, self.index)))
 
 
@@ -118,7 +118,8 @@ def pretrain(benchmark: str | Path, out: str | Path, config: PretrainConfig = Pr
     optimizer = torch.optim.Adam([*backbone.parameters(), *head.parameters()], lr=config.lr)
     curve, window, started = [], [], time.perf_counter()
     for step in range(config.iterations):
-        clips, boxes, hot = (t.to(device) for t in batches.draw(config.batch_size))
+        clips, boxes, hot = batches.draw(config.batch_size)
+        clips, boxes, hot = clips_to_model(clips, device), boxes.to(device), hot.to(device)
         index = torch.arange(len(boxes), device=device, dtype=boxes.dtype)[:, None]
         loss = head.loss(crop(backbone(clips), torch.cat([index, boxes], dim=1)), hot)
         optimizer.zero_grad(set_to_none=True)

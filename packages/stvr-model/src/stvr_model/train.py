@@ -35,7 +35,7 @@ from stvr_model.checkpoint import (
     stored_run,
 )
 from stvr_model.config import RunConfig, TrainConfig
-from stvr_model.data import PairDataset, collate
+from stvr_model.data import PairDataset, batch_to_model, collate
 from stvr_model.distributed import init_distributed, process_device
 from stvr_model.errors import ModelError, NonFiniteError
 from stvr_model.feature_cache import FeatureCache
@@ -92,12 +92,6 @@ class BatchWindow(Sampler):
         return self.last - self.first
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    moved = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-    moved["targets"] = [[{k: v.to(device) for k, v in t.items()} for t in clips] for clips in batch["targets"]]
-    return moved
-
-
 def train(manifest: str | Path, out: str | Path, run: RunConfig, *, resume: bool = False,
           backbone_weights: str | None = None, progress: bool = True, allow_lr_change: bool = False) -> dict:
     """Train `run.model` on the benchmark in `manifest` with `run`'s data and training
@@ -143,7 +137,7 @@ def train(manifest: str | Path, out: str | Path, run: RunConfig, *, resume: bool
         ready = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = get_lr(iteration, config)
-        batch = _to_device(batch, device)
+        batch = batch_to_model(batch, device)
         try:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 _, losses = model(**model_inputs(batch, spec), targets=batch["targets"])

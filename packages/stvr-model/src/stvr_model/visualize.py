@@ -67,9 +67,8 @@ def draw_loss_curve(metrics: str | Path, path: str | Path, window: int = 20) -> 
 
 
 def _frame(clip) -> np.ndarray:
-    """Middle frame of a clip tensor [3, 8, H, W] in [-1, 1] as uint8 [H, W, 3]."""
-    frame = clip[:, clip.shape[1] // 2].permute(1, 2, 0).float().cpu().numpy()
-    return np.clip((frame + 1.0) * 127.5, 0, 255).astype(np.uint8)
+    """Middle frame of a sample's uint8 clip [8, H, W, 3] as uint8 [H, W, 3]."""
+    return clip[clip.shape[0] // 2].cpu().numpy()
 
 
 COLOURS = {"query": "#1f77b4", "truth": "#2ca02c", "prediction": "#d62728"}
@@ -122,7 +121,7 @@ def draw_pair(sample: dict, detections: list[dict], path: str | Path, *, title: 
     """Query frames with the query box (top row) and reference frames with the true
     matching boxes (green, dashed) and detections (red, with score), and a legend.
 
-    `sample` is a `PairDataset` item (pixel boxes); `detections` holds one dict per
+    `sample` is a `PairDataset` item (uint8 clips, pixel boxes); `detections` holds one dict per
     reference clip with pixel `boxes` and `scores`. Detections under `min_score` are
     hidden, except each clip's best with `keep_best`. `with_truth` False (no ground
     truth, as in `predict`) leaves it out of the legend. `label` (the pair's combined label
@@ -138,7 +137,7 @@ def draw_pair(sample: dict, detections: list[dict], path: str | Path, *, title: 
     fig, axes = plt.subplots(2, columns, figsize=(2.4 * columns * max(1.0, wide) ** 0.5, 6.0), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    size = tuple(sample["reference"].shape[-1:-3:-1])  # (W, H)
+    size = tuple(sample["reference"].shape[-2:-4:-1])  # (W, H) of uint8 [Tr, 8, H, W, 3]
     for ax, i in zip(axes[0], q_idx, strict=False):
         ax.imshow(_frame(sample["query"][i]), aspect=pixel_aspect(size, display_aspect[0]))
         _box(ax, sample["query_boxes"][i], COLOURS["query"], "query")

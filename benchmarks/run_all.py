@@ -17,7 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["annotations.py", "ucf24.py", "scorer.py", "media.py", "backbones.py", "cells.py", "train.py",
-           "loader.py"]
+           "loader.py", "reach.py"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,8 @@ FIGURES = {
     "loader.py": [rf"^{kind} samples: {NUMBER} clips/s per worker, decoding {NUMBER}% of the loading time$"
                   for kind in ("training", "evaluation")]
     + [rf"^\| {kind} samples \| 1 \| {NUMBER} \| {NUMBER} \| {NUMBER} \|" for kind in ("training", "evaluation")],
+    "reach.py": [rf"^\| 2 \| {NUMBER} \| {NUMBER} \| {NUMBER} \| -?[0-9.]+ \|$",
+                 rf"^{NUMBER} trainings of {NUMBER} steps in {NUMBER} s$"],
 }
 
 

@@ -31,8 +31,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--budget",
         choices=sorted(BUDGETS),
         default="cpu",
-        help="cpu: the whole table in about 60-90 min on 2 CPU cores; smoke: a few "
-        "iterations on a tiny benchmark (a pipeline check); full: GPU sizes",
+        help="cpu: the whole table in about 60-90 min on 2 CPU cores (actors swaying "
+        "1.5 cells per clip around their boxes); cpu-leap: the same on 2 actors leaping "
+        "2.5 cells sideways every second, with 2 s training references (slower); smoke: a "
+        "few iterations on a tiny benchmark (a pipeline check); full: GPU sizes",
     )
     parser.add_argument(
         "--out",

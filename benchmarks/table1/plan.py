@@ -16,7 +16,7 @@ kept on disk. Every cell thus gets the same backbone and the same stage-2 budget
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stvr_data.sample import SampleConfig
 from stvr_data.scene import SceneConfig
@@ -229,6 +229,20 @@ BUDGETS: dict[str, Budget] = {
         device="auto",
     ),
 }
+
+
+# The CPU budget on leaping actors (`SceneConfig.leap`): 2 actors per video, so that
+# 2.5-cell leaps at 160 px stay in each actor's half of the frame, and training
+# references of 2 s, so that a training sample spans a leap.
+BUDGETS["cpu-leap"] = replace(
+    BUDGETS["cpu"],
+    name="cpu-leap",
+    movement="leap",
+    actors=2,
+    moving_cells=2.5,
+    sweep_speeds=(0.0, 1.0, 2.0, 2.5),
+    reference_seconds=2.0,
+)
 
 
 def sample_config(budget: Budget, speed: float) -> SampleConfig:

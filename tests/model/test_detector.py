@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from stvr_model.boxes import detection_rows, normalized_xyxy, pixel_xyxy
-from stvr_model.detector import DetectorConfig, DetectorInputError, ReLocalizationDetector
+from stvr_model.detector import DetectorConfig, ReLocalizationDetector
+from stvr_model.detector_inputs import DetectorInputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ from stvr_model.backbones.small import SmallBackbone
 from stvr_model.cells import CellError
 from stvr_model.checkpoint import CheckpointError, load_checkpoint
 from stvr_model.cli import main
-from stvr_model.detector import DetectorInputError
+from stvr_model.detector_inputs import DetectorInputError
 from stvr_model.flow import FlowError
 from stvr_model.predict import PredictError
 from stvr_model.train import TrainingDiverged

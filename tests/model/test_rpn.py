@@ -8,7 +8,8 @@ import pytest
 import torch
 from test_heads import small_config
 
-from stvr_model.detector import DetectorConfig, DetectorInputError, build_rpn
+from stvr_model.detector import DetectorConfig, build_rpn
+from stvr_model.detector_inputs import DetectorInputError
 from stvr_model.rpn import inside_frame
 
 pytestmark = pytest.mark.usefixtures("one_thread")

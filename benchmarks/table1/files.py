@@ -65,10 +65,15 @@ def setting_line(budget: Budget) -> str:
         f"stage 2 (each cell, frozen backbone) {plan.stage2_iterations} iterations of batch "
         f"{plan.batch_size}, {plan.optimizer} lr {plan.lr:g}; {budget.resolution[0]}x"
         f"{budget.resolution[1]}, backbone `{budget.backbone}`; {budget.actors} lookalike actors "
-        f"per video, speeds in {budget.unit} ({MOVEMENTS[budget.movement][1]}); "
+        f"per video, speeds in {budget.unit}: the {MOVEMENTS[budget.movement][1]}; "
         f"training references of {budget.reference_seconds:g} s; "
-        f"{budget.eval_pairs or 'every'} test pair{'s' if budget.eval_pairs != 1 else ''} per run{shared}"
+        f"{'every test pair' if budget.eval_pairs is None else _count(budget.eval_pairs, 'test pair')} "
+        f"per run{shared}"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _write_raw(path: Path, budget: Budget, records: list[dict], planned: int, machine: dict,

@@ -233,7 +233,7 @@ BUDGETS: dict[str, Budget] = {
 
 # The CPU budget on leaping actors (`SceneConfig.leap`): 2 actors per video, so that
 # 2.5-cell leaps at 160 px stay in each actor's half of the frame, and training
-# references of 2 s, so that a training sample spans a leap.
+# references of 2 s (6 clips), so that every training sample spans a leap.
 BUDGETS["cpu-leap"] = replace(
     BUDGETS["cpu"],
     name="cpu-leap",

@@ -38,6 +38,7 @@ if str(HERE.parent) not in sys.path:  # run as a script from the repository root
     sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.machine import describe, print_machine  # noqa: E402
+from benchmarks.table1.report import Stat, format_stat, markdown_table, mean_std  # noqa: E402
 from stvr_model.cells import build_cell  # noqa: E402
 
 SIZE = 10  # feature cells across the map (160 px at stride 16)
@@ -127,31 +128,20 @@ def run(kind: str, jump: float, seed: int, setting: Setting) -> dict:
     return {"cell": kind, "jump": jump, "seed": seed, "accuracy": accuracy, "flow_dx": flow}
 
 
-def summary(records: list[dict], kind: str, jump: float, key: str) -> tuple[float, float] | None:
-    values = [r[key] for r in records if r["cell"] == kind and r["jump"] == jump and r[key] is not None]
-    if not values:
-        return None
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
-    return mean, std
-
-
-def _text(stat: tuple[float, float] | None, scale: float = 1.0, digits: int = 1) -> str:
-    if stat is None:
-        return "–"
-    mean, std = stat
-    return f"{mean * scale:.{digits}f}" + ("" if math.isnan(std) else f" ± {std * scale:.{digits}f}")
+def summary(records: list[dict], kind: str, jump: float, key: str, scale: float = 1.0) -> Stat:
+    """`key` (times `scale`) of `kind`'s runs at `jump`, over the seeds that report it."""
+    return mean_std([scale * r[key] for r in records
+                     if r["cell"] == kind and r["jump"] == jump and r[key] is not None])
 
 
 def table(records: list[dict], setting: Setting) -> str:
     header = ["jump (cells)", *(f"{kind} accuracy (%)" for kind in CELLS), "warp flow at the blobs (cells)"]
     rows = [
-        [f"{jump:g}", *(_text(summary(records, k, jump, "accuracy"), 100.0) for k in CELLS),
-         _text(summary(records, "warp", jump, "flow_dx"), 1.0, 2)]
+        [f"{jump:g}", *(format_stat(summary(records, k, jump, "accuracy", 100.0)) for k in CELLS),
+         format_stat(summary(records, "warp", jump, "flow_dx"), digits=2)]
         for jump in setting.jumps
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    return markdown_table(header, rows)
 
 
 def draw(records: list[dict], setting: Setting, path: Path) -> None:
@@ -162,9 +152,9 @@ def draw(records: list[dict], setting: Setting, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.0, 3.8), dpi=120)
     for kind in CELLS:
-        stats = [summary(records, kind, jump, "accuracy") for jump in setting.jumps]
-        ax.errorbar(setting.jumps, [100 * s[0] for s in stats],
-                    yerr=[0.0 if math.isnan(s[1]) else 100 * s[1] for s in stats], marker="o", capsize=3,
+        stats = [summary(records, kind, jump, "accuracy", 100.0) for jump in setting.jumps]
+        ax.errorbar(setting.jumps, [s.mean for s in stats],
+                    yerr=[0.0 if math.isnan(s.std) else s.std for s in stats], marker="o", capsize=3,
                     label=kind)
     ax.axhline(50.0, linestyle="--", color="gray", label="chance")
     ax.set_xlabel(f"jump after {setting.still + 1} still steps (feature cells)")
@@ -195,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 records.append(run(kind, jump, seed, setting))
     seconds = time.perf_counter() - start
     text = table(records, setting)
-    print(text)
+    print(text, end="")
     print(f"{len(records)} trainings of {setting.steps} steps in {seconds:.1f} s")
     if args.results:
         args.results.mkdir(parents=True, exist_ok=True)
@@ -210,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(setting.seeds)} seeds; {setting.steps} Adam steps of batch {setting.batch}, "
             f"{setting.channels} channels, {SIZE}x{SIZE} maps, {setting.still} still steps after "
             f"the cue{'; training jumps grow from 2 cells to the evaluated one' if setting.curriculum else ''}; "
-            f"{describe()}.\n\n" + text + "\n")
+            f"{describe()}.\n\n" + text)
         draw(records, setting, args.results / f"{name}.png")
     return 0
 

@@ -118,16 +118,16 @@ def verdict(summary: Summary) -> str:
     return f"{chance_verdict(summary)}; {shuffled_verdict(summary)}"
 
 
-def format_stat(stat: Stat | None) -> str:
+def format_stat(stat: Stat | None, digits: int = 1) -> str:
     """``12.3 ± 4.5``; ``12.3`` for a single value; ``–`` when nothing ran."""
     if stat is None or stat.n == 0:
         return "–"
     if math.isnan(stat.std):
-        return f"{stat.mean:.1f}"
-    return f"{stat.mean:.1f} ± {stat.std:.1f}"
+        return f"{stat.mean:.{digits}f}"
+    return f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -203,7 +203,7 @@ def table1_markdown(
         "difference above the noise: the seed spread of the cell's mAP@0.5, or twice the "
         "floor's spread if larger. The last column is the paper's number "
         "on AVA, copied for reference, not measured here.\n\n"
-        + _table(header, rows)
+        + markdown_table(header, rows)
         + "\n"
         + offsets_markdown(stats, levels, unit)
     )
@@ -223,7 +223,7 @@ def offsets_markdown(stats: dict, levels: list[tuple[str, float]], unit: str = U
     ]
     return (
         "Warp LSTM's learned offsets at the control points inside an actor's box over the test "
-        "references (feature cells, mean ± std over seeds):\n\n" + _table(header, rows)
+        "references (feature cells, mean ± std over seeds):\n\n" + markdown_table(header, rows)
     )
 
 
@@ -266,7 +266,7 @@ def motion_markdown(
         f"# Motion ablation: {low} vs {high} actors (frame-mAP@0.5, %)\n\n"
         f"{completion_line(done, planned)} Mean ± sample std over seeds; {setting}. "
         "Each speed has its own benchmark (identical but for the actors' step) and its own "
-        "stage 1.\n\n" + _table(header, rows) + "\n" + offsets_markdown(stats, levels, unit)
+        "stage 1.\n\n" + markdown_table(header, rows) + "\n" + offsets_markdown(stats, levels, unit)
     )
 
 
@@ -304,7 +304,7 @@ def sweep_markdown(
     return (
         "# Motion sweep: frame-mAP@0.5 (%) against the actors' speed\n\n"
         f"{completion_line(done, planned)} Mean (± sample std with several seeds); {setting}. "
-        "Each speed is its own benchmark with its own stage 1.\n\n" + _table(header, rows)
+        "Each speed is its own benchmark with its own stage 1.\n\n" + markdown_table(header, rows)
     )
 
 

@@ -21,8 +21,8 @@ Corpus facts (AVA v2.1 / v2.2, Gu et al. CVPR 2018):
 - ``ava_file_names_trainval_v2.1.txt``: one video file name per line, with its real
   extension (mixed .mp4 / .mkv / .webm). v2.2 ships none: the v2.1 list is reused.
 
-Every reader is vectorised with pyarrow (the 1.6M-row training CSV parses in about a
-second) and validates every row. A bad row raises `AnnotationError` naming the file,
+Every reader is vectorised with pyarrow (`stvr_data.checked_csv`; the 1.6M-row
+training CSV parses in about a second) and validates every row. A bad row raises `AnnotationError` naming the file,
 the 1-based line and the problem; with ``skip_bad_rows=True`` bad rows are dropped
 and returned in a report frame (``file, line, problem, text``) instead.
 """
@@ -37,184 +37,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 
+from stvr_data.checked_csv import PLAIN_ID, Checks, empty_report, parse_rows, read_lines
 from stvr_data.errors import AnnotationError
-from stvr_data.text import check_text, read_text
+from stvr_data.text import read_text
 
 AVA_SEGMENT = (900.0, 1800.0)
 # Annotated keyframes: whole seconds whose 1.5 s context lies inside the segment.
 KEYFRAMES = (int(AVA_SEGMENT[0]) + 2, int(AVA_SEGMENT[1]) - 2)
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
-REPORT_COLUMNS = ("file", "line", "problem", "text")
-
-PLAIN_ID = r"^[A-Za-z0-9_-]+$"
-_FLOAT = r"^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$"
-# At most 9 digits, so that every accepted id fits int32.
-_INT = r"^[-+]?[0-9]{1,9}$"
-
-
-def empty_report() -> pd.DataFrame:
-    """A bad-row report with no rows."""
-    return pd.DataFrame({name: pd.Series([], dtype="int64" if name == "line" else str)
-                         for name in REPORT_COLUMNS})
-
-
-# ---------------------------------------------------------------------------- CSV core
-
-
-class _Checks:
-    """The first failing check per row; messages are only formatted for bad rows."""
-
-    def __init__(self, n: int):
-        self.first = np.full(n, -1, dtype=np.int16)
-        self.messages: list = []
-
-    def add(self, failed: np.ndarray, message) -> None:
-        """`message(i)` formats the problem of row `i`; earlier checks take precedence."""
-        failed = np.asarray(failed, dtype=bool) & (self.first < 0)
-        self.first[failed] = len(self.messages)
-        self.messages.append(message)
-
-    @property
-    def bad(self) -> np.ndarray:
-        return self.first >= 0
-
-    def problem(self, i: int) -> str:
-        return self.messages[self.first[i]](i)
-
-
-def _csv_options(names, types: dict | None, on_invalid=None):
-    # No quoting: AVA files never quote, and a stray '"' must not swallow lines.
-    return dict(
-        read_options=pa_csv.ReadOptions(column_names=list(names)),
-        parse_options=pa_csv.ParseOptions(delimiter="\x1f" if types is None else ",",
-                                          quote_char=False, escape_char=False,
-                                          ignore_empty_lines=types is not None,
-                                          invalid_row_handler=on_invalid),
-        convert_options=pa_csv.ConvertOptions(column_types=types or {"text": pa.string()},
-                                              strings_can_be_null=False),
-    )
-
-
-def _read_clean(path: Path, types: dict) -> dict | None:
-    """Typed columns in one multithreaded pass when every line is a clean row (right
-    field count, no blank line, finite numbers, ids in int32); None otherwise, so
-    that the exact line-by-line path finds and names the problem."""
-    if not path.is_file():
-        raise AnnotationError(path, None, "file not found")
-    data = path.read_bytes()
-    check_text(data, path)
-    lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
-    invalid: list = []
-    try:
-        table = pa_csv.read_csv(pa.BufferReader(data),
-                                **_csv_options(types, types, lambda row: invalid.append(row) or "skip"))
-    except pa.ArrowInvalid:
-        return None
-    if invalid or table.num_rows != lines:
-        return None
-    columns = {}
-    for name, type_ in types.items():
-        column = table.column(name).combine_chunks()
-        if column.null_count:
-            return None
-        if not pa.types.is_string(type_):
-            column = column.to_numpy()
-            limit = np.inf if pa.types.is_floating(type_) else 1e9
-            if not (np.abs(column) < limit).all():
-                return None
-        columns[name] = column
-    return columns
-
-
-def _read_lines(path: Path) -> pa.Array:
-    """Every line of a text file as a string array, blank lines kept (line = index + 1)."""
-    data = read_text(path).encode("utf-8")
-    if not data:  # an empty exclusion list is valid; Arrow refuses it
-        return pa.array([], type=pa.string())
-    try:
-        table = pa_csv.read_csv(pa.BufferReader(data), **_csv_options(["text"], None))
-    except pa.ArrowInvalid as err:
-        raise AnnotationError(path, None, f"not readable as CSV text ({err})") from None
-    return table.column("text").combine_chunks()
-
-
-def _at(column, i: int):
-    value = column[i]
-    return value.as_py() if isinstance(value, pa.Scalar) else value
-
-
-def _exact_fields(path: Path, types: dict):
-    """``(columns, checks, line, text)`` of every non-blank line, flagging wrong field
-    counts, non-plain ids and bad numbers."""
-    names = tuple(types)
-    lines = _read_lines(path)
-    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0)
-    keep = np.flatnonzero(~blank.to_numpy(zero_copy_only=False))
-    lines = lines.take(pa.array(keep))
-    count = pc.add(pc.count_substring(lines, ","), 1).to_numpy(zero_copy_only=False)
-    wrong = count != len(names)
-    # Rows with the wrong field count are blanked so that every row splits evenly;
-    # they are reported by the first check, which takes precedence.
-    parts = pc.split_pattern(pc.if_else(pa.array(wrong), pa.scalar("," * (len(names) - 1)), lines), ",")
-    checks = _Checks(len(lines))
-    checks.add(wrong, lambda i: f"expected {len(names)} comma-separated fields "
-                                f"({', '.join(names)}), found {count[i]}")
-    strings = {name: pc.utf8_trim_whitespace(pc.list_element(parts, i)) for i, name in enumerate(names)}
-    columns = {name: strings[name] for name, type_ in types.items() if pa.types.is_string(type_)}
-    _check_ids(checks, columns)
-    for name, type_ in types.items():
-        if not pa.types.is_string(type_):
-            columns[name] = _check_number(checks, name, strings[name], type_)
-    return columns, checks, keep + 1, lines
-
-
-def _check_ids(checks: _Checks, columns: dict) -> None:
-    for name, column in columns.items():
-        if isinstance(column, pa.Array) and pa.types.is_string(column.type):
-            ok = pc.match_substring_regex(column, PLAIN_ID).to_numpy(zero_copy_only=False)
-            checks.add(~ok, lambda i, n=name, c=column: f"{n} {_at(c, i)!r} is not a plain id ([A-Za-z0-9_-]+)")
-
-
-def _check_number(checks: _Checks, name: str, column: pa.Array, type_: pa.DataType) -> np.ndarray:
-    integer = pa.types.is_integer(type_)
-    ok = pc.match_substring_regex(column, _INT if integer else _FLOAT).to_numpy(zero_copy_only=False)
-    checks.add(~ok, lambda i: f"{name} {_at(column, i)!r} is not {'an integer' if integer else 'a number'}")
-    return pc.cast(pc.if_else(pa.array(ok), column, pa.scalar("0")), type_).to_numpy(zero_copy_only=False)
-
-
-def _parse(path, types: dict, validate, skip_bad_rows: bool):
-    """``(columns, line, report)`` of a headerless CSV with `types` fields.
-
-    `validate(checks, columns)` adds value checks. Clean files take the fast path;
-    otherwise every line is re-read to name the first bad one (or, with
-    `skip_bad_rows`, to drop and report all of them).
-    """
-    path = Path(path)
-    columns = _read_clean(path, types)
-    if columns is not None:
-        checks = _Checks(len(next(iter(columns.values()))))
-        _check_ids(checks, columns)
-        validate(checks, columns)
-        if not checks.bad.any():
-            return columns, np.arange(1, len(checks.first) + 1), empty_report()
-    columns, checks, line, text = _exact_fields(path, types)
-    validate(checks, columns)
-    rows = np.flatnonzero(checks.bad)
-    if len(rows) and not skip_bad_rows:
-        raise AnnotationError(path, int(line[rows[0]]), checks.problem(rows[0]))
-    report = pd.DataFrame({
-        "file": pd.Series([str(path)] * len(rows), dtype=str), "line": line[rows].astype(np.int64),
-        "problem": pd.Series([checks.problem(i) for i in rows], dtype=str),
-        "text": pd.Series(text.take(pa.array(rows)).to_pylist(), dtype=str),
-    })
-    keep = np.flatnonzero(~checks.bad)
-    columns = {name: (c.take(pa.array(keep)) if isinstance(c, pa.Array) else c[keep])
-               for name, c in columns.items()}
-    return columns, line[keep], report
-
 
 # ---------------------------------------------------------------------------- readers
 
@@ -240,7 +71,7 @@ def read_boxes(path, *, action_ids: set[int] | None = None,
     in `action_ids` (when given). Blank lines are ignored. The first bad row raises
     `AnnotationError(path, line, problem)` unless `skip_bad_rows`.
     """
-    columns, line, report = _parse(path, _BOX_TYPES, partial(_check_values, action_ids=action_ids),
+    columns, line, report = parse_rows(path, _BOX_TYPES, partial(_check_values, action_ids=action_ids),
                                    skip_bad_rows)
     frame = pd.DataFrame({
         "video_id": columns["video_id"].to_pandas().astype(str),
@@ -253,7 +84,7 @@ def read_boxes(path, *, action_ids: set[int] | None = None,
     return frame, report
 
 
-def _check_values(checks: _Checks, columns: dict, action_ids: set[int] | None,
+def _check_values(checks: Checks, columns: dict, action_ids: set[int] | None,
                   boxes: bool = True) -> None:
     """Range checks on parsed rows (rows already failing keep their first problem)."""
     time = columns["timestamp"]
@@ -290,7 +121,7 @@ def read_excluded_timestamps(path, *, skip_bad_rows: bool = False) -> pd.DataFra
 def read_excluded_timestamps_report(path, *, skip_bad_rows: bool = False):
     """`read_excluded_timestamps` plus its bad-row report: ``(excluded, report)``."""
     types = {"video_id": pa.string(), "timestamp": pa.float64()}
-    columns, _, report = _parse(path, types, partial(_check_values, action_ids=None, boxes=False),
+    columns, _, report = parse_rows(path, types, partial(_check_values, action_ids=None, boxes=False),
                                 skip_bad_rows)
     return pd.DataFrame({"video_id": columns["video_id"].to_pandas().astype(str),
                          "timestamp": columns["timestamp"]}), report
@@ -370,7 +201,7 @@ def read_file_names(path) -> dict[str, str]:
     raises `AnnotationError` with its line.
     """
     path = Path(path)
-    lines = _read_lines(path).to_pylist()
+    lines = read_lines(path).to_pylist()
     names: dict[str, str] = {}
     for number, raw in enumerate(lines, start=1):
         name = raw.strip()

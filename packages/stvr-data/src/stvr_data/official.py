@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from stvr_data import __version__, atomic, manifest
-from stvr_data.ava import PLAIN_ID
 from stvr_data.card import write_sharing_files
+from stvr_data.checked_csv import PLAIN_ID
 from stvr_data.errors import AnnotationError, ManifestError
 from stvr_data.text import read_json
 

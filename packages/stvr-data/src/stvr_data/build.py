@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stvr_data import atomic, chance, manifest, outdir, pairs, shards
-from stvr_data.atomic import atomic_write
+from stvr_data import atomic, build_report, manifest, outdir, pairs, shards
 from stvr_data.errors import StvrDataError
 from stvr_data.shards import Shard
 
@@ -199,10 +198,10 @@ def _build_staged(corpus: Corpus, videos_source, output: outdir.Output, options:
     _require_pairs(tables, dropped, videos, output.root)
     files = _write_tables(output, tubelets, videos, tables)
     files += _write_reports(output, corpus, videos, short, cut)
-    _draw_samples_per_label(tubelets, output.staged(FIGURE_FILE),
+    build_report.draw_samples_per_label(tubelets, output.staged(FIGURE_FILE),
                             title=f"{corpus.name}: samples per combined label")
     files += [FIGURE_FILE, *videos.clip_path[videos.status == "ok"].tolist()]
-    counts = _counts(tubelets, videos, tables, dropped)
+    counts = build_report.counts(tubelets, videos, tables, dropped)
     card = dict(corpus.card, name=corpus.name, seed=options.seed, options=options.card(),
                 corpus_options=extra_options, keyframe_interval=corpus.keyframe_interval,
                 clip={"fps": options.fps, "frames": manifest.CLIP_FRAMES,
@@ -210,7 +209,7 @@ def _build_staged(corpus: Corpus, videos_source, output: outdir.Output, options:
                       "size": list(options.resolution)},
                 labels={s: sorted(tubelets.loc[tubelets.split == s, "label"].unique().tolist())
                         for s in ("train", "val", "test")},
-                counts=counts, chance_mAP=_chance_floors(tables, tubelets, corpus.keyframe_interval),
+                counts=counts, chance_mAP=build_report.chance_floors(tables, tubelets, corpus.keyframe_interval),
                 fingerprint=fingerprint)
     return card, files
 
@@ -367,75 +366,3 @@ def _write_reports(output: outdir.Output, corpus: Corpus, videos: pd.DataFrame, 
               "that end" for video, n in sorted(cut.items())]
     media.write_media_report(videos[videos.status != "skipped"], output.staged(MEDIA_REPORT), extra=lines)
     return [*written, MEDIA_REPORT]
-
-
-def _counts(tubelets, videos, tables, dropped) -> dict:
-    counts = {
-        "videos": {status: int(n) for status, n in videos.status.value_counts().sort_index().items()},
-        "tubelets": {s: int((tubelets.split == s).sum()) for s in ("train", "val", "test", "context")},
-        "labels": {s: int(tubelets.loc[tubelets.split == s, "label"].nunique())
-                   for s in ("train", "val", "test")},
-    }
-    for split in ("val", "test"):
-        gt = tables[f"groundtruth_{split}"]
-        counts[f"pairs_{split}"] = len(tables[f"pairs_{split}"])
-        counts[f"pairs_{split}_dropped_for_media"] = dropped[split]
-        counts[f"images_{split}"] = int(gt[["pair_id", "timestamp"]].drop_duplicates().shape[0])
-        counts[f"boxes_{split}"] = int(gt.x1.notna().sum())
-    return counts
-
-
-def _chance_floors(tables, tubelets, keyframe_interval: float) -> dict:
-    """Per val/test split with pairs, the frame-mAP@0.5 of a query-blind detector with
-    perfect boxes (`stvr_data.chance`): the floor every score is read against."""
-    return {split: chance.chance_of_tables(tables[f"pairs_{split}"], tables[f"groundtruth_{split}"],
-                                           tubelets, keyframe_interval)
-            for split in ("val", "test") if len(tables[f"pairs_{split}"])}
-
-
-def _draw_samples_per_label(tubelets: pd.DataFrame, path: Path, *, title: str) -> None:
-    """Bar chart of tubelets per combined label coloured by split (the paper's Figure 6)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tubelets = tubelets[tubelets.split.isin(["train", "val", "test"])]  # not the context actors
-    counts = (tubelets.groupby(["split", "label"]).size().rename("n").reset_index()
-              .sort_values(["split", "n", "label"], ascending=[True, False, True]))
-    order = {"train": 0, "val": 1, "test": 2}
-    counts = counts.sort_values(by="split", key=lambda s: s.map(order), kind="stable")
-    colours = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
-    width = min(max(6.0, 0.18 * len(counts)), 60.0)
-    fig, ax = plt.subplots(figsize=(width, 4.5))
-    ax.bar(np.arange(len(counts)), counts.n, color=counts.split.map(colours), width=0.85)
-    if len(counts) and counts.n.max() > 50 * counts.n.min():  # AVA's long tail needs a log axis
-        ax.set_yscale("log")
-    ax.set_ylabel("tubelets")
-    ax.set_xticks(np.arange(len(counts)), counts.label, rotation=90, fontsize=6)
-    ax.set_xlim(-1, len(counts))
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
-    ax.legend(handles, [f"{s} ({(counts.split == s).sum()} labels)" for s in colours],
-              loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
-    ax.set_title(title, pad=24)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png", metadata={"Software": None})
-    plt.close(fig)
-
-
-def summary(card: dict) -> str:
-    """A few human lines about a built benchmark, or a shard's one line (printed by the CLI)."""
-    if "shard" in card:
-        return shards.summary(card)
-    counts = card.get("counts", {})
-    lines = [f"{card.get('name')}: {json.dumps(counts.get('tubelets'))} tubelets, "
-             f"labels {json.dumps(counts.get('labels'))}",
-             f"pairs: val {counts.get('pairs_val')} ({counts.get('images_val')} images), "
-             f"test {counts.get('pairs_test')} ({counts.get('images_test')} images)",
-             f"videos: {json.dumps(counts.get('videos'))}"]
-    floors = card.get("chance_mAP") or {}
-    if floors:
-        lines.append("chance frame-mAP@0.5 (query-blind, perfect boxes): " + ", ".join(
-            f"{split} {floor['mAP']:.3f}" for split, floor in floors.items()))
-    return "\n".join(lines)

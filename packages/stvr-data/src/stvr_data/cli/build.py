@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from stvr_data.build import BuildOptions, summary
+from stvr_data.build import BuildOptions
+from stvr_data.build_report import summary
 
 EXIT_INCOMPLETE = 1  # some videos could not be had (bad input exits with 2)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from stvr_data.build import summary
+from stvr_data.build_report import summary
 from stvr_data.cli.build import build_options, common_build_options, setup_logging
 
 

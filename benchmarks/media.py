@@ -31,7 +31,7 @@ import imageio_ffmpeg
 import pandas as pd
 from machine import describe  # benchmarks/machine.py (the script's folder is on sys.path)
 
-from stvr_data import media
+from stvr_data import media, media_step
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
@@ -102,7 +102,7 @@ def bench_single(src: Path, work: Path, start: float, end: float, repeat: int) -
         "plain ffmpeg": lambda: plain_ffmpeg(src, work / "plain.mp4", start, end),
         "cut_clip's ffmpeg command alone": lambda: subprocess.run(tool_command, check=True),
         "cut_clip": lambda: media.cut_clip(src, work / "cut.mp4", start=start, end=end),
-        "prepare_media": lambda: media.prepare_media(
+        "prepare_media": lambda: media_step.prepare_media(
             rows, str(src.parent), work / "bench1", start=start, end=end, force=True, progress=False),
     }, repeat)
 
@@ -124,8 +124,8 @@ def bench_many(src: Path, work: Path, start: float, end: float, videos: int,
             plain_ffmpeg(library / f"v{i}.mp4", work / f"plain{i}.mp4", start, end)
 
     def tool(workers):
-        out = media.prepare_media(rows, str(library), work / f"bench{workers}w", workers=workers,
-                                  start=start, end=end, force=True, progress=False)
+        out = media_step.prepare_media(rows, str(library), work / f"bench{workers}w", workers=workers,
+                                       start=start, end=end, force=True, progress=False)
         assert (out["status"] == "ok").all(), out["error"].tolist()
 
     return interleaved({f"plain ffmpeg x{videos}, sequential": plain_all,

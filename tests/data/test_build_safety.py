@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from stvr_data import manifest, media, outdir
+from stvr_data import manifest, media, media_step, outdir
 from stvr_data.cli.main import main
 from stvr_data.sample import SampleConfig, make_sample
 
@@ -118,8 +118,8 @@ def test_every_path_stays_under_the_output_directory(sample, tmp_path):
     # The media step writes through it: a hostile video id stops the build, nothing written.
     videos = pd.DataFrame({"video_id": ["../../escaped"], "source_file": [MKV]})
     with pytest.raises(outdir.OutputDirectoryError, match="outside"):
-        media.prepare_media(videos, str(sample / "videos"), tmp_path / "c" / "d", start=900.0,
-                            end=901.0, size=(32, 32), progress=False)
+        media_step.prepare_media(videos, str(sample / "videos"), tmp_path / "c" / "d", start=900.0,
+                                 end=901.0, size=(32, 32), progress=False)
     assert not list(tmp_path.rglob("escaped*"))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stvr_data import fetch, media
+from stvr_data import fetch, media, media_step
 from stvr_data.atomic import atomic_path
 from stvr_data.cli.main import main
 from stvr_data.errors import MediaError
@@ -191,8 +191,8 @@ def test_prepare_media_over_http_reports_missing_and_corrupt(tmp_path, mirror, v
     mirror.files["bad.mp4"] = (b"garbage" * 1000, "ok")
     videos = pd.DataFrame({"video_id": ["good", "bad", "gone"],
                            "source_file": ["good.mp4", "bad.mp4", "gone.mp4"]})
-    out = media.prepare_media(videos, mirror.url, tmp_path / "bench", start=0.5, end=1.5,
-                              size=(32, 32), download_dir=tmp_path / "dl", progress=False, workers=2)
+    out = media_step.prepare_media(videos, mirror.url, tmp_path / "bench", start=0.5, end=1.5,
+                                   size=(32, 32), download_dir=tmp_path / "dl", progress=False, workers=2)
     assert list(out["status"]) == ["ok", "corrupt", "missing"]
     assert (tmp_path / "dl" / "good.mp4").read_bytes() == video_bytes
     assert media.probe_video(tmp_path / "bench" / out["clip_path"][0]).num_frames == 24

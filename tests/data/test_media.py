@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stvr_data import media, youtube
+from stvr_data import media, media_step, youtube
 from stvr_data.errors import MediaError
 from stvr_data.manifest import atomic_path
 
@@ -191,24 +191,24 @@ OPTIONS = {"start": 1.0, "end": 3.0, "size": (32, 32), "progress": False}
 
 
 def test_prepare_media_reports_each_video_and_goes_on(tmp_path, library):
-    out = media.prepare_media(VIDEOS, str(library), tmp_path / "bench", **OPTIONS)
+    out = media_step.prepare_media(VIDEOS, str(library), tmp_path / "bench", **OPTIONS)
     assert list(out["status"]) == ["ok", "missing", "ok", "corrupt", "missing"]
     assert list(out["subset"]) == list(VIDEOS["subset"])  # other columns kept
     assert list(out["clip_path"].fillna("-")) == ["clips/a.mp4", "-", "clips/b.mp4", "-", "-"]
     assert list(out["clip_end"]) == [3.0, 1.0, 3.0, 1.0, 1.0]
     assert pd.isna(out["error"][0]) and "gone.mkv" in out["error"][1] and "c.mp4" in out["error"][3]
     assert media.probe_video(tmp_path / "bench" / "clips" / "b.mp4").num_frames == 48
-    report = media.write_media_report(out, tmp_path / "bench" / "media_report.txt").read_text()
+    report = media_step.write_media_report(out, tmp_path / "bench" / "media_report.txt").read_text()
     assert report.startswith("Videos that could not be had: 3 (2 missing, 1 corrupt)")
     assert "Videos with clips: 2." in report
     assert [line.split("\t")[0] for line in report.splitlines()[4:]] == ["c", "gone", "nofile"]
-    only_failed = media.write_media_report(out[out.status != "ok"], tmp_path / "failed.txt").read_text()
+    only_failed = media_step.write_media_report(out[out.status != "ok"], tmp_path / "failed.txt").read_text()
     assert "Videos with clips" not in only_failed and "c\tcorrupt\tc.mp4\t" in only_failed
 
 
 def test_prepare_media_is_the_same_whatever_workers(tmp_path, library):
-    one = media.prepare_media(VIDEOS, str(library), tmp_path / "w1", workers=1, **OPTIONS)
-    two = media.prepare_media(VIDEOS, str(library), tmp_path / "w2", workers=2, **OPTIONS)
+    one = media_step.prepare_media(VIDEOS, str(library), tmp_path / "w1", workers=1, **OPTIONS)
+    two = media_step.prepare_media(VIDEOS, str(library), tmp_path / "w2", workers=2, **OPTIONS)
     pd.testing.assert_frame_equal(one, two)
     for name in ("a.mp4", "b.mp4"):
         assert (tmp_path / "w1/clips" / name).read_bytes() == (tmp_path / "w2/clips" / name).read_bytes()
@@ -216,7 +216,7 @@ def test_prepare_media_is_the_same_whatever_workers(tmp_path, library):
 
 def test_prepare_media_skips_finished_clips_and_redoes_the_rest(tmp_path, library, monkeypatch):
     bench = tmp_path / "bench"
-    first = media.prepare_media(VIDEOS, str(library), bench, **OPTIONS)
+    first = media_step.prepare_media(VIDEOS, str(library), bench, **OPTIONS)
     clip_a, clip_b = bench / "clips/a.mp4", bench / "clips/b.mp4"
     stamp = clip_a.stat().st_mtime_ns
     clip_b.write_bytes(clip_b.read_bytes()[:300])  # a damaged clip must not be trusted
@@ -229,15 +229,15 @@ def test_prepare_media_skips_finished_clips_and_redoes_the_rest(tmp_path, librar
         return real(src, dest, **kwargs)
 
     monkeypatch.setattr(media, "cut_clip", counting_cut)
-    again = media.prepare_media(VIDEOS, str(library), bench, **OPTIONS)
+    again = media_step.prepare_media(VIDEOS, str(library), bench, **OPTIONS)
     assert calls == [clip_b, bench / "clips/c.mp4"]  # not a, nor the videos without a file
     assert clip_a.stat().st_mtime_ns == stamp
     pd.testing.assert_frame_equal(first, again)
     calls.clear()
-    media.prepare_media(VIDEOS, str(library), bench, **dict(OPTIONS, size=(48, 48)))
+    media_step.prepare_media(VIDEOS, str(library), bench, **dict(OPTIONS, size=(48, 48)))
     assert calls[:2] == [clip_a, clip_b]  # other options: the clips are cut again
     calls.clear()
-    media.prepare_media(VIDEOS, str(library), bench, force=True, **dict(OPTIONS, size=(48, 48)))
+    media_step.prepare_media(VIDEOS, str(library), bench, force=True, **dict(OPTIONS, size=(48, 48)))
     assert calls[:2] == [clip_a, clip_b]
 
 
@@ -248,13 +248,13 @@ def test_prepare_media_youtube_fallback_is_opt_in(tmp_path, library, monkeypatch
         fetched.append(video_id)
         return library / "a.mp4"
 
-    monkeypatch.setattr(media, "download_youtube", fake_download)
-    monkeypatch.setattr(media, "check_youtube_tool", lambda: "deno 2.5.0")  # no runtime needed here
+    monkeypatch.setattr(media_step, "download_youtube", fake_download)
+    monkeypatch.setattr(media_step, "check_youtube_tool", lambda: "deno 2.5.0")  # no runtime needed here
     rows = _videos(("gone", "gone.mkv", "val"))
-    assert media.prepare_media(rows, str(library), tmp_path / "b1", **OPTIONS)["status"][0] == "missing"
+    assert media_step.prepare_media(rows, str(library), tmp_path / "b1", **OPTIONS)["status"][0] == "missing"
     assert fetched == []
-    out = media.prepare_media(rows, str(library), tmp_path / "b2", youtube_fallback=True,
-                              download_dir=tmp_path / "dl", **OPTIONS)
+    out = media_step.prepare_media(rows, str(library), tmp_path / "b2", youtube_fallback=True,
+                                   download_dir=tmp_path / "dl", **OPTIONS)
     assert fetched == ["gone"] and out["status"][0] == "ok"
 
 

@@ -15,7 +15,7 @@ from test_build_safety import MKV, _build, _last_line
 from yt_dlp.networking.exceptions import TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, GeoRestrictedError
 
-from stvr_data import manifest, media, youtube
+from stvr_data import manifest, media, media_step, youtube
 from stvr_data.errors import TransientMediaError
 from stvr_data.fetch import VideoMissingError
 from stvr_data.sample import SampleConfig, make_sample
@@ -141,7 +141,7 @@ def test_a_build_with_youtube_fallback_and_no_runtime_stops_before_any_video(sam
                                                                              monkeypatch):
     _runtimes(monkeypatch)
     fetched = []
-    monkeypatch.setattr(media, "download_youtube", lambda video_id, dest: fetched.append(video_id))
+    monkeypatch.setattr(media_step, "download_youtube", lambda video_id, dest: fetched.append(video_id))
     monkeypatch.setattr(media, "cut_clip", lambda *a, **k: pytest.fail("no clip is cut"))
     result = _build(sample, tmp_path / "b", "--youtube-fallback", "--resolution", "32x32", videos=one_gone)
     assert result.exit_code == 2
@@ -156,7 +156,7 @@ def test_a_tool_failure_is_reported_apart_from_a_gone_video_and_retried(sample, 
     def broken_tool(video_id, dest):
         raise youtube.youtube_failure(video_id, _download_error("Requested format is not available"))
 
-    monkeypatch.setattr(media, "download_youtube", broken_tool)
+    monkeypatch.setattr(media_step, "download_youtube", broken_tool)
     out = tmp_path / "b"
     first = _build(sample, out, "--youtube-fallback", "--resolution", "32x32", videos=one_gone)
     assert first.exit_code == 2
@@ -173,7 +173,7 @@ def test_a_tool_failure_is_reported_apart_from_a_gone_video_and_retried(sample, 
     def gone(video_id, dest):
         raise youtube.youtube_failure(video_id, _download_error("Video unavailable"))
 
-    monkeypatch.setattr(media, "download_youtube", gone)
+    monkeypatch.setattr(media_step, "download_youtube", gone)
     again = _build(sample, out, "--youtube-fallback", "--resolution", "32x32", videos=one_gone)
     assert again.exit_code == 0, again.output  # tried again; now a verdict on the video
     videos = manifest.read_benchmark_table(out, "videos")

@@ -136,7 +136,7 @@ def build_benchmark(corpus: Corpus, videos_source: str | None, out: str | Path,
 
 
 def _retry_reason(counts: dict) -> str:
-    """What the same command tries again, given media status -> videos (`media.RETRY_STATUSES`);
+    """What the same command tries again, given media status -> videos (`media_step.RETRY_STATUSES`);
     empty when nothing."""
     reasons = {"retryable": "failed for a reason that may pass",
                "tool_unusable": "failed because the download tool (yt-dlp) could not be used"}
@@ -242,11 +242,11 @@ def _media(corpus: Corpus, source: str | None, output: outdir.Output, options: B
     if options.skip_media or source is None:
         return videos.assign(clip_path=None, fps=float(options.fps), width=width, height=height,
                              status="skipped", sha256=None)
-    from stvr_data import media  # ffmpeg is only needed when clips are made
+    from stvr_data import media_step  # ffmpeg is only needed when clips are made
 
     claimed.adopt(output.stage)
     if options.merge:
-        done = media.media_table(videos, claimed.merged_rows(videos, fingerprint, output.stage))
+        done = media_step.media_table(videos, claimed.merged_rows(videos, fingerprint, output.stage))
     else:
         done = _cut(videos, source, output.root, output.stage, options, corpus.media_span)
     failed = done[done.status != "ok"]
@@ -258,10 +258,10 @@ def _media(corpus: Corpus, source: str | None, output: outdir.Output, options: B
 
 def _cut(videos: pd.DataFrame, source: str, root, stage, options: BuildOptions,
          span: tuple[float, float]) -> pd.DataFrame:
-    """The media step proper (`media.prepare_media`): new clips under `stage`."""
-    from stvr_data import media
+    """The media step proper (`media_step.prepare_media`): new clips under `stage`."""
+    from stvr_data import media_step
 
-    return media.prepare_media(
+    return media_step.prepare_media(
         videos, source, root, workers=options.workers, fps=options.fps, size=options.resolution,
         force=options.force, youtube_fallback=options.youtube_fallback, start=span[0], end=span[1],
         stage_dir=stage)
@@ -357,12 +357,12 @@ def _write_reports(output: outdir.Output, corpus: Corpus, videos: pd.DataFrame, 
         written.append(f"{REPORTS_DIR}/{name}")
     if videos.status.isin(["ok", "skipped"]).all() and not short and not cut:
         return written
-    from stvr_data import media
+    from stvr_data import media_step
 
     ends = dict(zip(videos.video_id, videos.clip_end, strict=True))
     lines = [f"{video}\tshort\tdecodes to {ends[video]:.2f} s only\t{n} val/test pairs reaching past "
              "that end are left out" for video, n in sorted(short.items())]
     lines += [f"{video}\tshort\tdecodes to {ends[video]:.2f} s only\t{n} training tubelets cut at "
               "that end" for video, n in sorted(cut.items())]
-    media.write_media_report(videos[videos.status != "skipped"], output.staged(MEDIA_REPORT), extra=lines)
+    media_step.write_media_report(videos[videos.status != "skipped"], output.staged(MEDIA_REPORT), extra=lines)
     return [*written, MEDIA_REPORT]

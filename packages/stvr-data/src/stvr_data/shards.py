@@ -87,11 +87,11 @@ def run_shard(videos: pd.DataFrame, out, shard: Shard, fingerprint: dict, *, com
 
     `cut(videos, stage_dir)` is the build's media step: it returns the videos with their
     media columns and writes new clips under `stage_dir`. The status (``shard``,
-    ``fingerprint``, ``videos``: ``video_id`` and the `media.MEDIA_COLUMNS` of each) is written when the
+    ``fingerprint``, ``videos``: ``video_id`` and the `media_step.MEDIA_COLUMNS` of each) is written when the
     step is done; a shard stopped before that has none, and a merge calls it unfinished.
     Raises `OutputLockedError` when the same shard runs already (or a merge holds it).
     """
-    from stvr_data.media import MEDIA_COLUMNS
+    from stvr_data.media_step import MEDIA_COLUMNS
 
     root = Path(out)
     _check_root(root)
@@ -137,10 +137,10 @@ class Claimed:
     def adopt(self, stage: Path) -> int:
         """Move the shards' finished clips into `stage` (same relative path); their count.
 
-        The media step then finds them finished there (`stvr_data.media`) and the commit
+        The media step then finds them finished there (`stvr_data.media_step`) and the commit
         moves them into place, as if this build had cut them.
         """
-        from stvr_data.media import CLIP_DIR
+        from stvr_data.media_step import CLIP_DIR
 
         moved = 0
         for shard in self.statuses:
@@ -180,7 +180,7 @@ class Claimed:
                     for where in (self.folder(shard), stage, self.root)):
                 raise ShardError(f"{self.folder(shard)}: {row['clip_path']} of shard {shard} is gone; "
                                  f"run shard {shard} again, then --merge")
-        from stvr_data.media import MEDIA_COLUMNS
+        from stvr_data.media_step import MEDIA_COLUMNS
 
         return [{c: rows[v][1][c] for c in MEDIA_COLUMNS} for v in videos.video_id]
 

@@ -128,7 +128,8 @@ def cut_previews(benchmark, pairs: pd.DataFrame, out: Path) -> dict:
     ``out/media`` (H.264 mp4 at the clips' size and frame rate); returns
     ``{pair_id: {"query": path, "ref": path}}`` relative to `out`. A span whose video has
     no clip gets no preview. Previews already cut with the same options are kept."""
-    from stvr_data.media import MediaOptions, cut_clip, finished_clip
+    from stvr_data.media import cut_clip
+    from stvr_data.media_step import MediaOptions, finished_clip
 
     benchmark = Path(benchmark)
     videos = manifest.read_benchmark_table(benchmark, "videos").set_index("video_id")

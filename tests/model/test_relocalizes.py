@@ -21,7 +21,7 @@ PAIRS = 4
 
 @pytest.fixture(scope="module")
 def demo_benchmark(tmp_path_factory):
-    """The demo's benchmark: the default sample at 128 px, actors stepping 1.2 cells per clip."""
+    """The demo's sample at 128 px (actors stepping 1.2 cells per clip), split seed 0."""
     from stvr_data.ava_recipe import prepare_ava
     from stvr_data.build import BuildOptions
     from stvr_data.sample import SampleConfig, make_sample

@@ -96,6 +96,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "cheaper, but the seed spread then leaves out the backbone's and heads' variation",
     )
     parser.add_argument("--fresh", action="store_true", help="delete the work folder first")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: rewrite the tables and charts in --results from their raw JSON "
+        "(table1.json, or motion_sweep.json with --sweep)",
+    )
     return parser.parse_args(argv)
 
 
@@ -107,6 +113,12 @@ def main(argv=None) -> None:
     if args.shared_stage1:
         budget = dataclasses.replace(
             budget, training=dataclasses.replace(budget.training, shared_stage1=True))
+    if args.report_only:
+        from benchmarks.table1.files import rewrite
+
+        count = rewrite(args.results, budget, sweep=args.sweep)
+        print(f"[table1] rewrote the reports of {count} runs in {args.results}", flush=True)
+        return
     work = args.out or Path(f"runs/table1-{budget.name}")
     if args.fresh:
         runner.clean(work)

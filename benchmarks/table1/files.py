@@ -10,7 +10,7 @@ import os
 import platform
 from pathlib import Path
 
-from benchmarks.table1 import report
+from benchmarks.table1 import paired, report
 from benchmarks.table1.plan import MOTIONS, MOVEMENTS, Budget
 from stvr_data.atomic import write_text
 
@@ -95,7 +95,8 @@ def write_results(
     """table1.json (raw), table1.md, table1_motion.md, table1.png; rewritten after every run."""
     common = _write_raw(results / "table1.json", budget, records, planned, machine, wall_seconds)
     levels = [(m, budget.speed(m)) for m in MOTIONS]
-    write_text(results / "table1.md", report.table1_markdown(records, levels, **common))
+    write_text(results / "table1.md", report.table1_markdown(records, levels, **common) + "\n"
+               + paired.paired_markdown(records, levels, budget.unit))
     write_text(results / "table1_motion.md", report.motion_markdown(records, levels, **common))
     report.draw_chart(
         records,
@@ -117,7 +118,9 @@ def write_sweep(
 ) -> None:
     """motion_sweep.json, motion_sweep.md and motion_sweep.png; rewritten after every run."""
     common = _write_raw(results / "motion_sweep.json", budget, records, planned, machine, wall_seconds)
-    write_text(results / "motion_sweep.md", report.sweep_markdown(records, **common))
+    speeds = [("", speed) for speed in sorted({float(r["speed"]) for r in records})]
+    write_text(results / "motion_sweep.md", report.sweep_markdown(records, **common) + "\n"
+               + paired.paired_markdown(records, speeds, budget.unit))
     report.draw_sweep(
         records,
         results / "motion_sweep.png",
@@ -134,3 +137,24 @@ def plain(value):
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     return value
+
+
+def rewrite(results: Path, budget: Budget, *, sweep: bool = False) -> int:
+    """Rewrite the tables and charts from the raw JSON in `results` (the table's, or with
+    `sweep` the sweep's) without running anything, e.g. after a change to the reports.
+    `budget` must be the one the JSON was measured with (it writes the setting line).
+    Returns the number of runs."""
+    name = "motion_sweep.json" if sweep else "table1.json"
+    path = results / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no results to rewrite (run the experiment first)")
+    raw = json.loads(path.read_text())
+    measured, given = raw.get("budget", {}), plain(dataclasses.asdict(budget))
+    changed = sorted(k for k in set(measured) | set(given) if measured.get(k) != given.get(k))
+    if changed:
+        raise ValueError(f"{path}: measured with budget {measured.get('name')!r}, which differs from "
+                         f"{budget.name!r} in {', '.join(changed)}")
+    write = write_sweep if sweep else write_results
+    write(results, budget, raw["runs"], raw["planned_runs"], raw["machine"],
+          raw["wall_seconds_this_invocation"])
+    return len(raw["runs"])

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # benchmarks/ is run from the repository root, not installed
     sys.path.insert(0, str(REPO))
 
-from benchmarks.table1 import offsets, plan, report  # noqa: E402
+from benchmarks.table1 import offsets, paired, plan, report  # noqa: E402
 
 LEVELS = [("static", 0.0), ("moving", 1.5)]
 
@@ -210,6 +210,59 @@ def test_motion_markdown_difference_against_the_spread():
     assert rows["Clip"][3:5] == ["+5.0", "within the seed spread"]
     assert rows["ConvLSTM"][1:5] == ["20.0", "–", "–", "–"]
     assert "Complete: 30 of 30 runs." in text
+
+
+def test_paired_differences_seed_by_seed():
+    """The shared seed's level cancels: Warp beats Clip on every seed although both
+    cells' own spreads (10 points) are far larger than the differences."""
+    records = seeds(1.5, "none", [0.30, 0.40, 0.50]) + seeds(1.5, "warp", [0.35, 0.46, 0.52])
+    records += seeds(1.5, "convlstm", [0.20, 0.60])  # seed 2 did not run
+    warp = paired.paired(records, 1.5, "warp", "none", "0.5")
+    assert (warp.difference.mean, warp.difference.n, warp.wins) == (pytest.approx(13 / 3), 3, 3)
+    assert warp.difference.std == pytest.approx(math.sqrt(13 / 3))
+    assert paired.paired_verdict(warp, "warp", "none") == "Warp LSTM higher by more than the spread"
+    lower = paired.paired(records, 1.5, "none", "warp", "0.5")
+    assert paired.paired_verdict(lower, "none", "warp") == "Clip lower by more than the spread"
+    conv = paired.paired(records, 1.5, "convlstm", "none", "0.5")
+    assert (conv.difference.mean, conv.difference.n, conv.wins) == (pytest.approx(5.0), 2, 1)
+    assert paired.paired_verdict(conv, "convlstm", "none") == "within the spread"
+    one = paired.paired(records[:1] + records[3:4], 1.5, "warp", "none", "0.5")
+    assert paired.paired_verdict(one, "warp", "none") == "one seed: no spread to judge by"
+    absent = paired.paired(records, 0.0, "warp", "none", "0.5")
+    assert paired.paired_verdict(absent, "warp", "none") == "not both run"
+    with pytest.raises(ValueError, match="iou"):
+        paired.paired(records, 1.5, "warp", "none", "0.9")
+
+
+def test_paired_markdown_lists_only_comparisons_that_ran():
+    records = seeds(1.5, "none", [0.30, 0.40, 0.50]) + seeds(1.5, "warp", [0.35, 0.46, 0.52])
+    text = paired.paired_markdown(records, LEVELS, "cells/leap")
+    rows = _rows(text)
+    assert rows[0][:5] == ["A - B", "speed", "difference @0.5", "seeds A > B @0.5", "verdict @0.5"]
+    assert [r[:2] for r in rows[1:]] == [["Warp LSTM - Clip", "moving (1.5 cells/leap)"]]
+    assert rows[1][2:5] == ["4.3 ± 2.1", "3/3", "Warp LSTM higher by more than the spread"]
+    assert rows[1][5:] == ["0.0 ± 0.0", "0/3", "within the spread"]  # mAP@0.7 is 0 in both
+    assert paired.paired_markdown(records, [("", 1.5)], "cells/clip").count("| 1.5 cells/clip |") == 1
+    assert paired.paired_markdown(seeds(1.5, "none", [0.3]), LEVELS, "cells/clip") == ""
+
+
+def test_report_only_rewrites_the_tables_from_the_raw_json(tmp_path):
+    from benchmarks.table1 import files
+    from benchmarks.table1.__main__ import main
+
+    budget = plan.BUDGETS["smoke"]
+    records = [dict(r, train_seconds=1.0, eval_seconds=1.0)
+               for r in seeds(1.0, "none", [0.30, 0.40]) + seeds(1.0, "warp", [0.35, 0.46])]
+    files.write_results(tmp_path, budget, records, 4, {"cpu": "x"}, 1.0)
+    written = (tmp_path / "table1.md").read_text()
+    assert "Paired on the seed" in written
+    (tmp_path / "table1.md").unlink()
+    main(["--report-only", "--results", str(tmp_path), "--budget", "smoke"])
+    assert (tmp_path / "table1.md").read_text() == written
+    with pytest.raises(ValueError, match="differs from 'cpu' in .*resolution"):
+        main(["--report-only", "--results", str(tmp_path), "--budget", "cpu"])
+    with pytest.raises(FileNotFoundError, match="motion_sweep.json"):
+        main(["--report-only", "--sweep", "--results", str(tmp_path), "--budget", "smoke"])
 
 
 def _chance_lines(ax) -> dict[str, float]:

@@ -292,7 +292,7 @@ def test_transposed_tap_matrix_is_the_transpose():
     queries = torch.rand(3, 40, 2) * 12 - 3
     columns, weights, _ = _bilinear_taps(queries, image.shape, image.dtype)
     dense = _tap_matrix(columns, weights, 3 * 5 * 7).to_dense()
-    transposed = _transposed_tap_matrix(columns, weights, 3 * 5 * 7, 7)
+    transposed = _transposed_tap_matrix(columns, weights, 3 * 5 * 7)
     assert transposed.shape == (105, 120)
     assert torch.equal(transposed.to_dense(), dense.t())
 

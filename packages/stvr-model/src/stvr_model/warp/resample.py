@@ -7,17 +7,22 @@ TensorFlow's edge clamping, so that the pixel at q lands on q + flow. Flows are
 
 from __future__ import annotations
 
-import math
 import threading
 import warnings
 from collections.abc import Sequence
-from functools import lru_cache, reduce
+from functools import reduce
 
 import torch
 from torch import Tensor
 
-from stvr_model.warp.errors import NonFiniteWarpError, WarpError
+from stvr_model.warp.errors import WarpError
 from stvr_model.warp.points import grid_locations
+from stvr_model.warp.taps import (
+    _bilinear_taps,
+    _query_gradient,
+    _TapMatrices,
+    transposed_as_coo,
+)
 
 # The sparse CSR products used below are stable for our use; torch flags the whole CSR
 # layout as beta on first use, which would only be noise in every caller's log.
@@ -144,7 +149,9 @@ class _Bilinear(torch.autograd.Function):
     def backward(ctx, *grads: Tensor):
         columns, weights, factors, inside, *rows = ctx.saved_tensors
         batch, _, height, width = ctx.image_shape
-        matrices = _TapMatrices(columns, weights, ctx.image_shape)
+        channels = [g.shape[1] for i, g in enumerate(grads) if ctx.needs_input_grad[2 + i]]
+        coo = transposed_as_coo(columns, channels)
+        matrices = _TapMatrices(columns, weights, ctx.image_shape, coo)
         grad_images, grad_taps = [], 0
         for index, (image_rows, grad) in enumerate(zip(rows, grads, strict=True)):
             dtype = grad.dtype  # autograd hands each output's gradient in its dtype
@@ -166,130 +173,6 @@ class _Bilinear(torch.autograd.Function):
             grad_queries = _query_gradient(grad_taps, factors, inside)
             grad_queries = grad_queries.to(ctx.query_dtype).view(ctx.query_shape)
         return grad_queries, None, *grad_images
-
-
-class _TapMatrices:
-    """The tap matrix and its transpose, built on first use for each image dtype."""
-
-    def __init__(self, columns: Tensor, weights: Tensor, image_shape) -> None:
-        batch, _, height, width = image_shape
-        self.columns, self.weights = columns, weights
-        self.num_sources = batch * height * width
-        self.built: dict[tuple[torch.dtype, bool], Tensor] = {}
-
-    def get(self, dtype: torch.dtype, transposed: bool = False) -> Tensor:
-        key = (dtype, transposed)
-        if key not in self.built:
-            weights = self.weights.to(dtype)
-            if transposed:
-                self.built[key] = _transposed_tap_matrix(self.columns, weights, self.num_sources)
-            else:
-                self.built[key] = _tap_matrix(self.columns, weights, self.num_sources)
-        return self.built[key]
-
-
-def _tap_matrix(columns: Tensor, weights: Tensor, num_sources: int) -> Tensor:
-    """CSR matrix with `columns [N, 4]` (sorted per row) holding `weights [N, 4]`."""
-    num_rows = columns.shape[0]
-    crow = torch.arange(0, 4 * num_rows + 1, 4, device=columns.device)
-    # Built from indices computed here, so the (costly) invariant checks are skipped.
-    return torch.sparse_csr_tensor(
-        crow,
-        columns.reshape(-1),
-        weights.reshape(-1),
-        (num_rows, num_sources),
-        check_invariants=False,
-    )
-
-
-def _transposed_tap_matrix(columns: Tensor, weights: Tensor, num_sources: int) -> Tensor:
-    """The transpose of `_tap_matrix(columns, weights, num_sources)`.
-
-    On CPU it is an uncoalesced COO matrix: entry `(columns[q, k], q)` holds `weights[q, k]`,
-    in the taps' own order, so nothing is sorted. torch's CPU product with such a matrix
-    adds `weight * row` for each entry in turn (in that fixed order: reproducible sums),
-    which costs less than sorting 4N entries into CSR order. Elsewhere (cuSPARSE) the
-    generic CSR conversion is used.
-    """
-    if columns.device.type != "cpu":
-        return _tap_matrix(columns, weights, num_sources).t().to_sparse_csr()
-    count = columns.shape[0]
-    indices = torch.stack([columns.reshape(-1), _query_index(count, columns.shape[1])])
-    return torch.sparse_coo_tensor(
-        indices,
-        weights.reshape(-1),
-        (num_sources, count),
-        check_invariants=False,
-        is_coalesced=False,
-    )
-
-
-@lru_cache(maxsize=16)
-def _query_index(count: int, taps: int) -> Tensor:
-    """`[0, 0, 0, 0, 1, 1, ...]`: the query of each of `count * taps` tap entries."""
-    return torch.arange(count).repeat_interleave(taps)
-
-
-@lru_cache(maxsize=64)
-def _tap_constants(batch: int, height: int, width: int, dtype: torch.dtype, device: torch.device):
-    """`(lower, upper, offsets, deltas)`: the floor's bounds `[0, size - 2]` per axis (in the
-    queries' dtype), the first pixel row of each batch item `[B, 1]` and the four taps'
-    offsets from the top-left pixel `[4]`."""
-    lower = torch.zeros(2, dtype=dtype, device=device)
-    upper = torch.tensor([height - 2, width - 2], dtype=dtype, device=device)
-    offsets = torch.arange(batch, device=device).unsqueeze(1) * (height * width)
-    deltas = torch.tensor([0, 1, width, width + 1], device=device)
-    return lower, upper, offsets, deltas
-
-
-def _bilinear_taps(
-    queries: Tensor, image_shape, dtype: torch.dtype
-) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
-    """Taps of `[B, M, 2]` (y, x) queries on an NCHW map, as rows of its pixel-row matrix.
-
-    Returns `columns [B*M, 4]` (top-left, top-right, bottom-left, bottom-right: ascending,
-    as CSR wants), `weights [B*M, 4]` in `dtype`, and for the gradient the per-axis
-    factors `[B*M, 2, 2]` (axis y then x; `(1 - a, a)`) and where the gradient passes
-    (`[B*M, 2]`, bool). TensorFlow's rule: the floor is clamped to `[0, size - 2]` and
-    `a = q - floor` to `[0, 1]`, so outside the map the edge pixel repeats with a zero
-    gradient; at `a` = 0 or 1 exactly (integer queries) the gradient still passes, as
-    through TF's min/max, so a zero-initialised offset predictor can learn.
-    """
-    batch, _, height, width = image_shape
-    if height < 2 or width < 2:
-        raise WarpError(f"image must be at least 2x2 to interpolate, got {height}x{width}")
-    if queries.numel():  # min and max are NaN or infinite when any query is
-        bounds = torch.aminmax(queries)
-        if not (math.isfinite(bounds.min.item()) and math.isfinite(bounds.max.item())):
-            raise NonFiniteWarpError("query points must be finite (the flow holds NaN or inf)")
-    lower, upper, offsets, deltas = _tap_constants(
-        batch, height, width, queries.dtype, queries.device
-    )
-    floor = torch.clamp(queries.floor(), lower, upper)
-    alpha = queries - floor
-    clamped = alpha.clamp(0, 1)
-    inside = (clamped == alpha).reshape(-1, 2)
-    index = floor.long()
-    top_left = torch.add(index[..., 1], index[..., 0], alpha=width).add_(offsets)
-    columns = top_left.reshape(-1, 1) + deltas
-    # (1 - a) * p + a * q rather than TF's a * (q - p) + p: equal to rounding, but exact
-    # at a in {0, 1}, so a zero flow returns the image bit for bit.
-    alpha = clamped.to(dtype).reshape(-1, 2)
-    factors = torch.stack([1 - alpha, alpha], dim=2)  # (query, axis y/x, 1 - a / a)
-    (y0, y1), (x0, x1) = factors[:, 0].unbind(1), factors[:, 1].unbind(1)
-    weights = torch.stack([y0 * x0, y0 * x1, y1 * x0, y1 * x1], 1)
-    return columns, weights, (factors, inside)
-
-
-def _query_gradient(taps: Tensor, factors: Tensor, inside: Tensor) -> Tensor:
-    """`[N, 2]` (y, x) gradient of the queries from their taps' weights' gradient `[N, 4]`.
-
-    A tap's weight is the product of a y and an x factor, `(1 - a)` or `a`: d/da_y is the
-    bottom row's taps minus the top row's, each times its x factor, and alike for x.
-    """
-    taps = taps.view(-1, 2, 2)  # (query, y tap, x tap)
-    across = torch.stack([taps[:, 1] - taps[:, 0], taps[:, :, 1] - taps[:, :, 0]], 1)
-    return (across * factors.flip(1)).sum(2).mul_(inside)
 
 
 def interpolate_bilinear(image: Tensor, query_points: Tensor) -> Tensor:

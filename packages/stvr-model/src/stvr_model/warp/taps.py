@@ -136,15 +136,17 @@ def _query_index(count: int, taps: int) -> Tensor:
 
 
 @lru_cache(maxsize=64)
-def _tap_constants(batch: int, height: int, width: int, dtype: torch.dtype, device: torch.device):
-    """`(lower, upper, offsets, deltas)`: the floor's bounds `[0, size - 2]` per axis (in the
-    queries' dtype), the first pixel row of each batch item `[B, 1]` and the four taps'
-    offsets from the top-left pixel `[4]`."""
-    lower = torch.zeros(2, dtype=dtype, device=device)
-    upper = torch.tensor([height - 2, width - 2], dtype=dtype, device=device)
-    offsets = torch.arange(batch, device=device).unsqueeze(1) * (height * width)
+def _tap_constants(
+    batch: int, height: int, width: int, count: int, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`(upper, offsets, deltas)` for `count` queries: the floor's upper bounds `[[H - 2],
+    [W - 2]]` (in the queries' dtype), each query's first pixel row of its batch item
+    `[count]`, and the four taps' offsets from the top-left pixel `[4]`."""
+    upper = torch.tensor([[height - 2], [width - 2]], dtype=dtype, device=device)
+    first = torch.arange(batch, device=device).unsqueeze(1) * (height * width)
+    offsets = first.expand(batch, count // batch).reshape(-1)
     deltas = torch.tensor([0, 1, width, width + 1], device=device)
-    return lower, upper, offsets, deltas
+    return upper, offsets, deltas
 
 
 def _bilinear_taps(
@@ -154,11 +156,12 @@ def _bilinear_taps(
 
     Returns `columns [B*M, 4]` (top-left, top-right, bottom-left, bottom-right: ascending,
     as CSR wants), `weights [B*M, 4]` in `dtype`, and for the gradient the per-axis
-    factors `[B*M, 2, 2]` (axis y then x; `(1 - a, a)`) and where the gradient passes
-    (`[B*M, 2]`, bool). TensorFlow's rule: the floor is clamped to `[0, size - 2]` and
+    factors `[2, 2, B*M]` (axis y then x; `1 - a` then `a`) and where the gradient passes
+    (`[2, B*M]`, bool). TensorFlow's rule: the floor is clamped to `[0, size - 2]` and
     `a = q - floor` to `[0, 1]`, so outside the map the edge pixel repeats with a zero
     gradient; at `a` = 0 or 1 exactly (integer queries) the gradient still passes, as
-    through TF's min/max, so a zero-initialised offset predictor can learn.
+    through TF's min/max, so a zero-initialised offset predictor can learn. The work runs
+    coordinate-major (`[2, B*M]`): elementwise ops along an inner axis of 2 are slow on CPU.
     """
     batch, _, height, width = image_shape
     if height < 2 or width < 2:
@@ -167,31 +170,32 @@ def _bilinear_taps(
         bounds = torch.aminmax(queries)
         if not (math.isfinite(bounds.min.item()) and math.isfinite(bounds.max.item())):
             raise NonFiniteWarpError("query points must be finite (the flow holds NaN or inf)")
-    lower, upper, offsets, deltas = _tap_constants(
-        batch, height, width, queries.dtype, queries.device
+    points = queries.reshape(-1, 2).t()
+    upper, offsets, deltas = _tap_constants(
+        batch, height, width, points.shape[1], queries.dtype, queries.device
     )
-    floor = torch.clamp(queries.floor(), lower, upper)
-    alpha = queries - floor
+    floor = torch.minimum(points.floor().clamp_(min=0), upper)
+    alpha = points - floor
     clamped = alpha.clamp(0, 1)
-    inside = (clamped == alpha).reshape(-1, 2)
+    inside = clamped == alpha
     index = floor.long()
-    top_left = torch.add(index[..., 1], index[..., 0], alpha=width).add_(offsets)
-    columns = top_left.reshape(-1, 1) + deltas
+    top_left = torch.add(index[1], index[0], alpha=width).add_(offsets)
+    columns = top_left.unsqueeze(1) + deltas
     # (1 - a) * p + a * q rather than TF's a * (q - p) + p: equal to rounding, but exact
     # at a in {0, 1}, so a zero flow returns the image bit for bit.
-    alpha = clamped.to(dtype).reshape(-1, 2)
-    factors = torch.stack([1 - alpha, alpha], dim=2)  # (query, axis y/x, 1 - a / a)
-    (y0, y1), (x0, x1) = factors[:, 0].unbind(1), factors[:, 1].unbind(1)
-    weights = torch.stack([y0 * x0, y0 * x1, y1 * x0, y1 * x1], 1)
-    return columns, weights, (factors, inside)
+    alpha = clamped.to(dtype)
+    factors = torch.stack([1 - alpha, alpha], 1)  # (axis y/x, 1 - a / a, query)
+    weights = (factors[0].unsqueeze(1) * factors[1].unsqueeze(0)).view(4, -1).t()
+    return columns, weights.contiguous(), (factors, inside)
 
 
 def _query_gradient(taps: Tensor, factors: Tensor, inside: Tensor) -> Tensor:
-    """`[N, 2]` (y, x) gradient of the queries from their taps' weights' gradient `[N, 4]`.
+    """`[N, 2]` (y, x) gradient of the queries from their taps' weights' gradient `[N * 4]`.
 
     A tap's weight is the product of a y and an x factor, `(1 - a)` or `a`: d/da_y is the
-    bottom row's taps minus the top row's, each times its x factor, and alike for x.
+    bottom taps minus the top ones, each times its x factor, and alike for x.
     """
-    taps = taps.view(-1, 2, 2)  # (query, y tap, x tap)
-    across = torch.stack([taps[:, 1] - taps[:, 0], taps[:, :, 1] - taps[:, :, 0]], 1)
-    return (across * factors.flip(1)).sum(2).mul_(inside)
+    taps = taps.view(-1, 4).t()  # (top-left, top-right, bottom-left, bottom-right; query)
+    grad_y = (taps[2:] - taps[:2]).mul_(factors[1]).sum(0)
+    grad_x = (taps[1::2] - taps[0::2]).mul_(factors[0]).sum(0)
+    return torch.stack([grad_y, grad_x], 1).mul_(inside.t())

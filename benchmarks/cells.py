@@ -229,8 +229,10 @@ def _warp_calls(layout, device: torch.device) -> dict:
             sparse_image_warp(image, source, dest, 2, 0.0, 4)
 
     def forward_backward() -> None:
+        # The gradients are returned, not accumulated into `.grad`: TensorFlow's
+        # `tape.gradient` in the side-by-side run does the same.
         warped, _ = sparse_image_warp(image_grad, source, dest_grad, 2, 0.0, 4)
-        warped.sum().backward()
+        torch.autograd.grad(warped.sum(), [image_grad, dest_grad])
 
     return {"forward": forward, "forward+backward": forward_backward}
 

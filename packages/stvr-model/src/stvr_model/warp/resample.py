@@ -115,9 +115,10 @@ class _Bilinear(torch.autograd.Function):
     product itself. Channels-last maps are their own pixel rows; other layouts are
     transposed into reused scratch buffers (`_Scratch`).
 
-    Backward: the image gradients multiply by M's transpose (`_transposed_tap_matrix`,
-    built once per dtype) and come back in the image's memory format, so that autograd sums
-    them with the images' other gradients without a layout change; the tap weights'
+    Backward: the image gradients multiply by M's transpose (CSR, or for a single map of
+    few channels an unsorted COO: `taps._TapMatrices`; built once per dtype) and come back
+    in the image's memory format, so that autograd sums them with the images' other
+    gradients without a layout change; the tap weights'
     gradient (a sampled dense-dense product, summed over images) becomes the queries'
     gradient by hand, the bilinear weights being products of per-axis factors. The pixel
     rows that product reads are kept from the forward pass when the queries need a

@@ -116,7 +116,7 @@ def _transposed_tap_coo(columns: Tensor, weights: Tensor, num_sources: int) -> T
     matrix (CPU): entry `(columns[q, k], q)` holds `weights[q, k]`, in the taps' own order,
     so nothing is sorted. torch's CPU product with it adds `weight * row` for each entry in
     turn (in that fixed order: reproducible sums): no build cost, but a cost per entry
-    that a CSR product does not have (see `_TapMatrices.get`).
+    that a CSR product does not have (see `COO_MAX_CHANNELS`).
     """
     count = columns.shape[0]
     indices = torch.stack([columns.reshape(-1), _query_index(count, columns.shape[1])])

@@ -12,8 +12,9 @@
    num_boundary_points=4 (16 border points), order 2: forward, and forward + backward,
    on NCHW-contiguous and on channels-last images (TensorFlow's NHWC layout).
 
-Parts 1 and 2 run quiet, then beside `--busy` processes (default 1) that the script starts
-and each keep one CPU busy, in the same process, and print CPU time over wall time:
+Parts 1 and 2 (and TensorFlow's warp, when asked for) run quiet, then beside `--busy`
+processes (default 1) that the script starts and each keep one CPU busy, and print CPU
+time over wall time:
 a ratio above the number of cores' worth of work means threads spinning, and the loaded
 median over the quiet one says how badly other processes hurt. OpenMP's wait policy in
 effect (`stvr_model` sets PASSIVE unless `OMP_WAIT_POLICY` is set) is printed.
@@ -135,7 +136,9 @@ def bench_cells(device_name: str, args: argparse.Namespace) -> None:
     device = torch.device(device_name)
     in_child = device_name == "cpu" and not args.smoke  # smoke: one process, cumulative peaks
     peaks = {
-        kind: _peak_in_child(kind, device_name, args) if in_child else peak_memory(kind, device_name, args)
+        kind: _peak_in_child(kind, device_name, args)
+        if in_child
+        else peak_memory(kind, device_name, args)
         for kind in args.kinds
     }
     runs = {kind: CellRun(kind, device, args) for kind in args.kinds}
@@ -196,16 +199,18 @@ def _timed(function, device: torch.device, calls: int) -> dict[str, float]:
         _sync(device)
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
-    return {"median": statistics.median(times), "min": min(times),
-            "cpu": sum(cpu_times) / calls, "cpu_per_wall": sum(cpu_times) / sum(times)}
+    return {
+        "median": statistics.median(times),
+        "min": min(times),
+        "cpu": sum(cpu_times) / calls,
+        "cpu_per_wall": sum(cpu_times) / sum(times),
+    }
 
 
 @contextmanager
 def competing(busy: int):
     """Run the block beside `busy` processes that each keep one CPU busy (a Python loop)."""
-    processes = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)
-    ]
+    processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
     try:
         time.sleep(0.2 if busy else 0)  # let them start spinning
         yield
@@ -229,8 +234,10 @@ def _warp_calls(layout, device: torch.device) -> dict:
             sparse_image_warp(image, source, dest, 2, 0.0, 4)
 
     def forward_backward() -> None:
+        # The gradients are returned, not accumulated into `.grad`: TensorFlow's
+        # `tape.gradient` in the side-by-side run does the same.
         warped, _ = sparse_image_warp(image_grad, source, dest_grad, 2, 0.0, 4)
-        warped.sum().backward()
+        torch.autograd.grad(warped.sum(), [image_grad, dest_grad])
 
     return {"forward": forward, "forward+backward": forward_backward}
 
@@ -301,18 +308,27 @@ for name, function in (("forward", forward), ("forward+backward", forward_backwa
 
 
 def bench_tensorflow(python: str, args: argparse.Namespace) -> None:
+    """TensorFlow Addons' warp, quiet and beside `args.busy` busy processes, as ours."""
     print(
         f"\ntfa.image.sparse_image_warp (TensorFlow graph mode, CPU), same shapes, "
         f"{args.warp_calls} calls, run by {python}"
     )
-    done = subprocess.run(
-        [python, "-c", TENSORFLOW_SNIPPET, str(args.warp_calls)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    print("\n".join(lines) if done.returncode == 0 else f"failed: {done.stderr[-500:]}")
+    for busy in sorted({0, args.busy}):
+        condition = "quiet" if busy == 0 else f"beside {busy} busy process(es)"
+        with competing(busy):
+            load = os.getloadavg()[0]
+            done = subprocess.run(
+                [python, "-c", TENSORFLOW_SNIPPET, str(args.warp_calls)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            )
+        lines = [
+            f"{line}  ({condition}, load {load:.1f})"
+            for line in done.stdout.splitlines()
+            if line.strip()
+        ]
+        print("\n".join(lines) if done.returncode == 0 else f"failed: {done.stderr[-500:]}")
 
 
 def bench_optical_flow(device_name: str, batch: int = 8, clips: int = 6, size: int = 320) -> None:

@@ -283,8 +283,13 @@ def test_dense_flow_gradients_match_autograd_through_the_spline(order, boundary,
         assert torch.allclose(g, w, rtol=1e-6, atol=1e-8)
 
 
-def test_transposed_tap_matrix_is_the_transpose():
-    from stvr_model.warp import _bilinear_taps, _tap_matrix, _transposed_tap_matrix
+def test_transposed_tap_matrices_are_the_transpose():
+    from stvr_model.warp import (
+        _bilinear_taps,
+        _tap_matrix,
+        _transposed_tap_coo,
+        _transposed_tap_csr,
+    )
 
     torch.manual_seed(11)
     image = torch.zeros(3, 1, 5, 7)
@@ -292,9 +297,32 @@ def test_transposed_tap_matrix_is_the_transpose():
     queries = torch.rand(3, 40, 2) * 12 - 3
     columns, weights, _ = _bilinear_taps(queries, image.shape, image.dtype)
     dense = _tap_matrix(columns, weights, 3 * 5 * 7).to_dense()
-    transposed = _transposed_tap_matrix(columns, weights, 3 * 5 * 7, 7)
-    assert transposed.shape == (105, 120)
-    assert torch.equal(transposed.to_dense(), dense.t())
+    csr = _transposed_tap_csr(columns, weights, 3 * 5 * 7, 7)
+    coo = _transposed_tap_coo(columns, weights, 3 * 5 * 7)
+    for transposed in (csr, coo):
+        assert transposed.shape == (105, 120)
+        assert torch.equal(transposed.to_dense(), dense.t())
+
+
+@pytest.mark.parametrize("channels", [3, 300])
+def test_image_gradient_is_the_same_through_either_transpose(channels):
+    # One map of few channels takes the COO transpose, more channels the CSR one.
+    torch.manual_seed(13)
+    image = torch.randn(2, channels, 6, 7, dtype=torch.float64, requires_grad=True)
+    flow = 1.5 * torch.randn(2, 6, 7, 2, dtype=torch.float64)
+    weight = torch.randn(2, channels, 6, 7, dtype=torch.float64)
+    (got,) = torch.autograd.grad((dense_image_warp(image, flow) * weight).sum(), image)
+    expected = torch.zeros_like(image)
+    for item in range(2):
+        for y in range(6):
+            for x in range(7):
+                qy, qx = y - flow[item, y, x, 0].item(), x - flow[item, y, x, 1].item()
+                top, left = min(max(int(np.floor(qy)), 0), 4), min(max(int(np.floor(qx)), 0), 5)
+                ay, ax = min(max(qy - top, 0.0), 1.0), min(max(qx - left, 0.0), 1.0)
+                for dy, wy in ((0, 1 - ay), (1, ay)):
+                    for dx, wx in ((0, 1 - ax), (1, ax)):
+                        expected[item, :, top + dy, left + dx] += wy * wx * weight[item, :, y, x]
+    assert torch.allclose(got, expected, atol=1e-12)
 
 
 def test_maps_of_different_dtypes_warp_together():

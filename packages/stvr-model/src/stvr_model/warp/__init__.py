@@ -18,7 +18,8 @@ flows are `[B, H, W, 2]` in (dy, dx) pixels. The spline is always solved in floa
 28x28 system at the paper's settings costs nothing) and cast back to the dtype of the points.
 
 Modules: `points` (the pixel grid and the border lattice), `spline` (steps 1-3: the dense
-flow), `resample` (step 4: bilinear sampling). This package composes them.
+flow), `taps` (the bilinear taps of query points and their sparse matrices), `resample`
+(step 4: bilinear sampling). This package composes them.
 """
 
 from __future__ import annotations
@@ -28,9 +29,6 @@ from torch import Tensor
 from stvr_model.warp.errors import NonFiniteWarpError, WarpError
 from stvr_model.warp.points import boundary_locations, grid_locations
 from stvr_model.warp.resample import (
-    _bilinear_taps,  # noqa: F401 (the tap-matrix tests import these three from here)
-    _tap_matrix,  # noqa: F401
-    _transposed_tap_matrix,  # noqa: F401
     dense_image_warp,
     dense_image_warp_many,
     interpolate_bilinear,
@@ -43,6 +41,12 @@ from stvr_model.warp.spline import (
     polyharmonic_phi,
     polyharmonic_phi_derivative,
     sparse_flow,
+)
+from stvr_model.warp.taps import (
+    _bilinear_taps,  # noqa: F401 (the tap-matrix tests import these four from here)
+    _tap_matrix,  # noqa: F401
+    _transposed_tap_coo,  # noqa: F401
+    _transposed_tap_csr,  # noqa: F401
 )
 
 __all__ = [

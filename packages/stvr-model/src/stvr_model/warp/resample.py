@@ -13,11 +13,16 @@ from collections.abc import Sequence
 from functools import reduce
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from stvr_model.warp.errors import NonFiniteWarpError, WarpError
+from stvr_model.warp.errors import WarpError
 from stvr_model.warp.points import grid_locations
+from stvr_model.warp.taps import (
+    _bilinear_taps,
+    _query_gradient,
+    _TapMatrices,
+    transposed_as_coo,
+)
 
 # The sparse CSR products used below are stable for our use; torch flags the whole CSR
 # layout as beta on first use, which would only be noise in every caller's log.
@@ -110,9 +115,10 @@ class _Bilinear(torch.autograd.Function):
     product itself. Channels-last maps are their own pixel rows; other layouts are
     transposed into reused scratch buffers (`_Scratch`).
 
-    Backward: the image gradients multiply by M's transpose (`_transposed_tap_matrix`,
-    built once per dtype) and come back in the image's memory format, so that autograd sums
-    them with the images' other gradients without a layout change; the tap weights'
+    Backward: the image gradients multiply by M's transpose (CSR, or for a single map of
+    few channels an unsorted COO: `taps._TapMatrices`; built once per dtype) and come back
+    in the image's memory format, so that autograd sums them with the images' other
+    gradients without a layout change; the tap weights'
     gradient (a sampled dense-dense product, summed over images) becomes the queries'
     gradient by hand, the bilinear weights being products of per-axis factors. The pixel
     rows that product reads are kept from the forward pass when the queries need a
@@ -142,9 +148,11 @@ class _Bilinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads: Tensor):
-        columns, weights, factor_y, factor_x, inside, *rows = ctx.saved_tensors
+        columns, weights, factors, inside, *rows = ctx.saved_tensors
         batch, _, height, width = ctx.image_shape
-        matrices = _TapMatrices(columns, weights, ctx.image_shape)
+        channels = [g.shape[1] for i, g in enumerate(grads) if ctx.needs_input_grad[2 + i]]
+        coo = transposed_as_coo(columns, channels)
+        matrices = _TapMatrices(columns, weights, ctx.image_shape, coo)
         grad_images, grad_taps = [], 0
         for index, (image_rows, grad) in enumerate(zip(rows, grads, strict=True)):
             dtype = grad.dtype  # autograd hands each output's gradient in its dtype
@@ -163,124 +171,9 @@ class _Bilinear(torch.autograd.Function):
                 grad_taps = grad_taps + taps.values().to(weights.dtype)
         grad_queries = None
         if ctx.needs_input_grad[0]:
-            taps = grad_taps.view(-1, 2, 2)  # (query, y tap, x tap)
-            grad_y = ((taps[:, 1] - taps[:, 0]) * factor_x).sum(1)
-            grad_x = ((taps[:, :, 1] - taps[:, :, 0]) * factor_y).sum(1)
-            grad_queries = torch.stack([grad_y, grad_x], 1).mul_(inside)
+            grad_queries = _query_gradient(grad_taps, factors, inside)
             grad_queries = grad_queries.to(ctx.query_dtype).view(ctx.query_shape)
         return grad_queries, None, *grad_images
-
-
-class _TapMatrices:
-    """The tap matrix and its transpose, built on first use for each image dtype."""
-
-    def __init__(self, columns: Tensor, weights: Tensor, image_shape) -> None:
-        batch, _, height, width = image_shape
-        self.columns, self.weights = columns, weights
-        self.num_sources, self.width = batch * height * width, width
-        self.built: dict[tuple[torch.dtype, bool], Tensor] = {}
-
-    def get(self, dtype: torch.dtype, transposed: bool = False) -> Tensor:
-        key = (dtype, transposed)
-        if key not in self.built:
-            weights = self.weights.to(dtype)
-            if transposed:
-                self.built[key] = _transposed_tap_matrix(
-                    self.columns, weights, self.num_sources, self.width
-                )
-            else:
-                self.built[key] = _tap_matrix(self.columns, weights, self.num_sources)
-        return self.built[key]
-
-
-def _tap_matrix(columns: Tensor, weights: Tensor, num_sources: int) -> Tensor:
-    """CSR matrix with `columns [N, 4]` (sorted per row) holding `weights [N, 4]`."""
-    num_rows = columns.shape[0]
-    crow = torch.arange(0, 4 * num_rows + 1, 4, device=columns.device)
-    # Built from indices computed here, so the (costly) invariant checks are skipped.
-    return torch.sparse_csr_tensor(
-        crow,
-        columns.reshape(-1),
-        weights.reshape(-1),
-        (num_rows, num_sources),
-        check_invariants=False,
-    )
-
-
-def _transposed_tap_matrix(
-    columns: Tensor, weights: Tensor, num_sources: int, width: int
-) -> Tensor:
-    """The transpose of `_tap_matrix(columns, weights, num_sources)`, as CSR.
-
-    On CPU it is built from the taps' structure (`columns = t + (0, 1, W, W + 1)` for a
-    top-left pixel t) with one sort of the N top-left pixels instead of torch's generic
-    conversion, which sorts all 4N entries. Source pixel s collects, tap by tap, the
-    queries whose top-left pixel is `s - delta_k`; within a row the column indices are
-    grouped by tap, not sorted, which MKL's product accepts. Elsewhere (cuSPARSE) the
-    generic conversion is used.
-    """
-    if columns.device.type != "cpu":
-        return _tap_matrix(columns, weights, num_sources).t().to_sparse_csr()
-    top_left = columns[:, 0]
-    count = top_left.shape[0]
-    order = torch.argsort(top_left, stable=True)  # reproducible sums in the product
-    sorted_top_left = top_left[order]
-    per_pixel = torch.bincount(top_left, minlength=num_sources)
-    deltas = (0, 1, width, width + 1)
-    padded = F.pad(per_pixel, (width + 1, 0))
-    # per_tap[k, s]: entries that row s receives from tap k, i.e. per_pixel[s - delta_k].
-    per_tap = torch.stack([padded[width + 1 - d : width + 1 - d + num_sources] for d in deltas])
-    before = per_tap.cumsum(0) - per_tap  # entries of earlier taps in the same row
-    crow = F.pad(per_tap.sum(0).cumsum(0), (1, 0))
-    # Rank of each sorted query among those sharing its top-left pixel.
-    rank = (
-        torch.arange(count, device=columns.device)
-        - (per_pixel.cumsum(0) - per_pixel)[sorted_top_left]
-    )
-    rows = sorted_top_left + columns.new_tensor(deltas).unsqueeze(1)  # (4, N)
-    position = (crow[rows] + before.gather(1, rows) + rank).reshape(-1)
-    queries = torch.empty_like(position)
-    queries[position] = order.repeat(len(deltas))
-    values = weights.new_empty(position.shape[0])
-    values[position] = weights[order].t().reshape(-1)
-    return torch.sparse_csr_tensor(
-        crow, queries, values, (num_sources, count), check_invariants=False
-    )
-
-
-def _bilinear_taps(
-    queries: Tensor, image_shape, dtype: torch.dtype
-) -> tuple[Tensor, Tensor, tuple]:
-    """Taps of `[B, M, 2]` (y, x) queries on an NCHW map, as rows of its pixel-row matrix.
-
-    Returns `columns [B*M, 4]` (top-left, top-right, bottom-left, bottom-right: ascending,
-    as CSR wants), `weights [B*M, 4]` in `dtype`, and for the gradient the
-    per-axis factors `(1 - a, a)` of y and x (`[B*M, 2]` each) and where the gradient
-    passes (`[B*M, 2]`). TensorFlow's rule: the floor is clamped to `[0, size - 2]` and
-    `a = q - floor` to `[0, 1]`, so outside the map the edge pixel repeats with a zero
-    gradient; at `a` = 0 or 1 exactly (integer queries) the gradient still passes, as
-    through TF's min/max, so a zero-initialised offset predictor can learn.
-    """
-    batch, _, height, width = image_shape
-    if height < 2 or width < 2:
-        raise WarpError(f"image must be at least 2x2 to interpolate, got {height}x{width}")
-    if not bool(torch.isfinite(queries).all()):
-        raise NonFiniteWarpError("query points must be finite (the flow holds NaN or inf)")
-    floor = torch.minimum(queries.floor().clamp_min(0), queries.new_tensor([height - 2, width - 2]))
-    alpha = queries - floor
-    inside = ((alpha >= 0) & (alpha <= 1)).reshape(-1, 2).to(dtype)
-    alpha = alpha.clamp(0, 1).to(dtype).reshape(-1, 2)
-    index = floor.long()
-    top_left = index[..., 0] * width + index[..., 1]
-    top_left += torch.arange(batch, device=queries.device).unsqueeze(1) * (height * width)
-    columns = top_left.reshape(-1, 1) + top_left.new_tensor([0, 1, width, width + 1])
-    # (1 - a) * p + a * q rather than TF's a * (q - p) + p: equal to rounding, but exact
-    # at a in {0, 1}, so a zero flow returns the image bit for bit.
-    factor_y = torch.stack([1 - alpha[:, 0], alpha[:, 0]], 1)
-    factor_x = torch.stack([1 - alpha[:, 1], alpha[:, 1]], 1)
-    (y0, y1), (x0, x1) = factor_y.unbind(1), factor_x.unbind(1)
-    weights = torch.stack([y0 * x0, y0 * x1, y1 * x0, y1 * x1], 1)
-    return columns, weights, (factor_y, factor_x, inside)
 
 
 def interpolate_bilinear(image: Tensor, query_points: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ in float64 (a 28x28 system at the paper's settings costs nothing). Flows are
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -134,23 +135,66 @@ def interpolate_spline(
     return radial @ solution[:, :num] + _affine_design(queries) @ solution[:, num:]
 
 
-@lru_cache(maxsize=64)
-def _fixed_design(
-    height: int, width: int, num_boundary_points: int, order: int, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """The parts of the dense-flow spline that do not move: `(border, design)`.
+class _Fixed(NamedTuple):
+    """The parts of the dense-flow spline that do not move with the control points.
 
-    `border [K, 2]` are the zero-flow points and `design [H*W, K + 3]` holds, for every
-    pixel, the radial terms of those points followed by the affine terms `(y, x, 1)`: the
-    spline read at all pixels is `phi(moving) @ w_moving + design @ [w_border, v]`.
+    For `num` moving centres (the dest points) followed by the `K` border points and the
+    affine terms, `n = num + K + 3` unknowns:
+    - `grid [3, P]`, `border [3, K]`: pixel centres and border points as `(y, x, 1)`,
+      coordinate-major;
+    - `design [P, K + 3]`: every pixel's radial terms of the border points, then `(y, x, 1)`:
+      the spline read at all pixels is `phi(|q - dest|^2) @ s[:num] + design @ s[num:]`;
+    - `system [n, n]`: the system matrix with its border-border block (regulariser
+      included), the border's affine rows and columns and the moving points' ones filled in;
+      the moving points' radial terms and coordinates are written over it per call.
     """
+
+    grid: Tensor
+    border: Tensor
+    design: Tensor
+    system: Tensor
+
+
+@lru_cache(maxsize=64)
+def _fixed_parts(
+    height: int,
+    width: int,
+    num_boundary_points: int,
+    order: int,
+    regularization_weight: float,
+    num: int,
+    device: torch.device,
+) -> _Fixed:
     queries = grid_locations(height, width, device)
     if num_boundary_points > 0:
         border = boundary_locations(height, width, num_boundary_points, device)
     else:
         border = queries.new_zeros(0, 2)
     radial = polyharmonic_phi(_squared_distances(queries, border.unsqueeze(0))[0], order)
-    return border, torch.cat([radial, _affine_design(queries)], dim=1)
+    design = torch.cat([radial, _affine_design(queries)], dim=1)
+    count = num + border.shape[0]
+    system = queries.new_zeros(count + 3, count + 3)
+    system[num:count, num:count] = polyharmonic_phi(
+        _squared_distances(border, border.unsqueeze(0))[0], order
+    )
+    system[:count, :count].diagonal().add_(regularization_weight)
+    system[num:count, count:] = _affine_design(border)
+    system[count:, num:count] = _affine_design(border).t()
+    system[:num, count + 2] = 1.0
+    system[count + 2, :num] = 1.0
+    return _Fixed(_affine_design(queries).t(), _affine_design(border).t(), design, system)
+
+
+def _phi_and_derivative(squared: Tensor, order: int, derivative: bool):
+    """`polyharmonic_phi` of squared distances and, if asked, its derivative (else None)."""
+    if order != 2:
+        slope = polyharmonic_phi_derivative(squared, order) if derivative else None
+        return polyharmonic_phi(squared, order), slope
+    log = squared.clamp_min(EPSILON).log_()
+    phi = (0.5 * squared).mul_(log)  # the same rounding as polyharmonic_phi
+    if not derivative:
+        return phi, None
+    return phi, log.add_(squared >= EPSILON).mul_(0.5)
 
 
 def check_points(source: Tensor, dest: Tensor, batch: int) -> None:
@@ -189,60 +233,88 @@ class _DenseFlow(torch.autograd.Function):
     """`sparse_flow`'s spline, solved and read at every pixel, with a hand-made backward.
 
     `apply(source, dest, (H, W, order, regularization_weight, num_boundary_points))`, all in
-    float64. Forward: centres `c = [dest; border]`, values `[dest - source; 0]`, the system
+    float64. Centres `c = [dest; border]`, values `[dest - source; 0]`, the system
     `L s = [values; 0]` solved through an LU factorisation, and the flow
-    `phi(|q - dest|^2) @ s_dest + design @ s_rest` at all pixels `q` (the border's radial
-    terms and the affine terms are fixed: `_fixed_design`). Backward: the same chain rule
-    autograd would take through those ~40 small ops, as ~20 batched ones: `L` is symmetric,
-    so its gradient solve reuses the factorisation; `dL = -dR s^T` and the flow's own radial
-    terms send gradients to `dest` through `phi'(r^2) * 2 (c_i - c_j)`.
+    `phi(|q - dest|^2) @ s[:num] + design @ s[num:]` at all pixels `q`.
+
+    Every radial term that moves is a distance to a dest point: from the pixels (the flow)
+    and from the centres (the dest columns of `L`, and by symmetry its dest rows). So the
+    forward pass measures one set of targets `t = [pixels; dest; border]` against the dest
+    points, once, and writes the centres' part into the fixed system (`_fixed_parts`).
+    Backward: `L` is symmetric, so its gradient solve reuses the factorisation; with
+    `dL = -dR s^T`, each radial term `phi(|t - d_i|^2)` has one gradient weight `A[t, i]`
+    (from the flow at a pixel, or `dL[j, i] + dL[i, j]` at a centre) and sends
+    `2 A[t, i] phi'(|t - d_i|^2) (d_i - t)` to `d_i`: one product with `[t, 1]` gives
+    those sums for all targets at once.
     """
 
     @staticmethod
     def forward(ctx, source: Tensor, dest: Tensor, spline) -> Tensor:
         height, width, order, regularization_weight, num_boundary_points = spline
         batch, num = dest.shape[:2]
-        border, design = _fixed_design(height, width, num_boundary_points, order, dest.device)
-        centres = torch.cat([dest, border.unsqueeze(0).expand(batch, -1, -1)], dim=1)
-        lhs = _spline_system(centres, order, regularization_weight)
+        fixed = _fixed_parts(
+            height, width, num_boundary_points, order, regularization_weight, num, dest.device
+        )
+        pixels, count = fixed.grid.shape[1], num + fixed.border.shape[1]
+        targets = torch.cat(
+            [
+                fixed.grid.expand(batch, -1, -1),
+                F.pad(dest, (0, 1), value=1.0).transpose(1, 2),
+                fixed.border.expand(batch, -1, -1),
+            ],
+            dim=2,
+        )  # (B, 3, P + count): (y, x, 1) of every target, coordinate-major
+        # (B, num, P + count): a row per dest point, laid out so that every op runs along
+        # the long axis (an inner axis of 2 coordinates is slow on CPU).
+        dy = targets[:, 0:1] - dest[:, :, 0:1]
+        dx = targets[:, 1:2] - dest[:, :, 1:2]
+        squared = dy.mul_(dy).addcmul_(dx, dx)
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        phi, slope = _phi_and_derivative(squared, order, need_grad)
+        lhs = fixed.system.repeat(batch, 1, 1)
+        lhs[:, :num, :count] = phi[:, :, pixels:]
+        lhs[:, :count, :num] = phi[:, :, pixels:].transpose(1, 2)
+        lhs[:, :num, count : count + 2] = dest
+        lhs[:, count : count + 2, :num] = dest.transpose(1, 2)
+        if regularization_weight > 0:
+            lhs.diagonal(dim1=1, dim2=2)[:, :num] += regularization_weight
         factors, pivots, info = torch.linalg.lu_factor_ex(lhs)
-        _check_solved(info, order)
-        rhs = F.pad(dest - source, (0, 0, 0, lhs.shape[1] - num))  # zero at border and affine
+        if bool(info.any()):
+            _check_solved(info, order)
+        rhs = dest.new_zeros(batch, lhs.shape[1], 2)
+        torch.sub(dest, source, out=rhs[:, :num])
         solution = torch.linalg.lu_solve(factors, pivots, rhs)
-        queries = grid_locations(height, width, dest.device)
-        squared = _squared_distances(queries, dest)  # (B, H*W, N)
-        radial = polyharmonic_phi(squared, order)
-        ctx.save_for_backward(centres, solution, factors, pivots, squared, radial)
-        ctx.order, ctx.num, ctx.spline = order, num, spline
-        return radial @ solution[:, :num] + design @ solution[:, num:]
+        radial = phi[:, :, :pixels]
+        # design @ solution[:, num:] for all batch items as one product: (P, B, 2).
+        rest = solution[:, num:].transpose(0, 1).reshape(solution.shape[1] - num, 2 * batch)
+        fixed_part = (fixed.design @ rest).view(pixels, batch, 2).transpose(0, 1)
+        flow = torch.bmm(radial.transpose(1, 2), solution[:, :num]).add_(fixed_part)
+        if need_grad:
+            ctx.save_for_backward(dest, targets, radial, slope, solution, factors, pivots)
+            ctx.design, ctx.count = fixed.design, count
+        return flow
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        centres, solution, factors, pivots, squared, radial = ctx.saved_tensors
-        order, num = ctx.order, ctx.num
-        height, width, _, _, num_boundary_points = ctx.spline
-        _, design = _fixed_design(height, width, num_boundary_points, order, grad.device)
-        queries = grid_locations(height, width, grad.device)
-        dest = centres[:, :num]
-        # The flow read at the pixels: through the solution and the dest radial terms.
-        grad_solution = torch.cat([radial.transpose(1, 2) @ grad, design.t() @ grad], dim=1)
-        pulls = (grad @ solution[:, :num].transpose(1, 2)) * polyharmonic_phi_derivative(
-            squared, order
-        )  # (B, H*W, N): d loss / d r^2 at every pixel and dest point
-        grad_dest = -2 * (pulls.transpose(1, 2) @ queries - pulls.sum(1).unsqueeze(2) * dest)
-        # Through the solve: dR = L^-T dS and dL = -dR S^T.
+        dest, targets, radial, slope, solution, factors, pivots = ctx.saved_tensors
+        num, count = dest.shape[1], ctx.count
+        moving = solution[:, :num]
+        # The flow read at the pixels: through the solution and the pixels' radial terms.
+        grad_solution = torch.cat([radial @ grad, ctx.design.t() @ grad], dim=1)
         grad_rhs = torch.linalg.lu_solve(factors, pivots, grad_solution, adjoint=True)
         grad_values = grad_rhs[:, :num]  # values = dest - source at the moving points
-        grad_dest = grad_dest + grad_values
-        grad_lhs = -grad_rhs @ solution.transpose(1, 2)
-        count = centres.shape[1]
-        # L's radial block phi(|c_i - c_j|^2) and its affine blocks [c, 1], [c, 1]^T.
-        block = grad_lhs[:, :count, :count]
-        pair = (block + block.transpose(1, 2)) * polyharmonic_phi_derivative(
-            _squared_distances(centres, centres), order
+        # dL[j, i] + dL[i, j] for the dest points i and the rows j of the centres and of the
+        # affine (y, x) terms, with dL = -grad_rhs @ solution^T.
+        pairs = torch.baddbmm(
+            moving @ grad_rhs[:, : count + 2].transpose(1, 2),
+            grad_values,
+            solution[:, : count + 2].transpose(1, 2),
+            beta=-1,
+            alpha=-1,
         )
-        grad_centres = 2 * (pair.sum(2).unsqueeze(2) * centres - pair @ centres)
-        grad_centres = grad_centres + grad_lhs[:, :count, count : count + 2]
-        grad_centres = grad_centres + grad_lhs[:, count : count + 2, :count].transpose(1, 2)
-        grad_dest = grad_dest + grad_centres[:, :num]
+        weights = torch.cat([moving @ grad.transpose(1, 2), pairs[:, :, :count]], dim=2)
+        sums = weights.mul_(slope) @ targets.transpose(1, 2)  # (B, num, 3)
+        grad_dest = torch.addcmul(sums[..., :2], dest, sums[..., 2:], value=-1).mul_(-2)
+        grad_dest += grad_values
+        grad_dest += pairs[:, :, count:]  # dest's own affine entries
         return -grad_values, grad_dest, None

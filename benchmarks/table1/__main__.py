@@ -116,7 +116,10 @@ def main(argv=None) -> None:
     if args.report_only:
         from benchmarks.table1.files import rewrite
 
-        count = rewrite(args.results, budget, sweep=args.sweep)
+        try:
+            count = rewrite(args.results, budget, sweep=args.sweep)
+        except (FileNotFoundError, ValueError) as err:
+            raise SystemExit(f"python -m benchmarks.table1: {err}") from None
         print(f"[table1] rewrote the reports of {count} runs in {args.results}", flush=True)
         return
     work = args.out or Path(f"runs/table1-{budget.name}")

@@ -148,13 +148,17 @@ def rewrite(results: Path, budget: Budget, *, sweep: bool = False) -> int:
     path = results / name
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no results to rewrite (run the experiment first)")
-    raw = json.loads(path.read_text())
+    try:
+        raw = json.loads(path.read_text())
+        runs, planned, machine = raw["runs"], raw["planned_runs"], raw["machine"]
+        wall = raw["wall_seconds_this_invocation"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a Table-1 result file ({type(err).__name__}: {err})") from None
     measured, given = raw.get("budget", {}), plain(dataclasses.asdict(budget))
     changed = sorted(k for k in set(measured) | set(given) if measured.get(k) != given.get(k))
     if changed:
         raise ValueError(f"{path}: measured with budget {measured.get('name')!r}, which differs from "
                          f"{budget.name!r} in {', '.join(changed)}")
     write = write_sweep if sweep else write_results
-    write(results, budget, raw["runs"], raw["planned_runs"], raw["machine"],
-          raw["wall_seconds_this_invocation"])
-    return len(raw["runs"])
+    write(results, budget, runs, planned, machine, wall)
+    return len(runs)

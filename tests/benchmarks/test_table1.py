@@ -259,10 +259,14 @@ def test_report_only_rewrites_the_tables_from_the_raw_json(tmp_path):
     (tmp_path / "table1.md").unlink()
     main(["--report-only", "--results", str(tmp_path), "--budget", "smoke"])
     assert (tmp_path / "table1.md").read_text() == written
-    with pytest.raises(ValueError, match="differs from 'cpu' in .*resolution"):
+    with pytest.raises(SystemExit, match="differs from 'cpu' in .*resolution"):
         main(["--report-only", "--results", str(tmp_path), "--budget", "cpu"])
-    with pytest.raises(FileNotFoundError, match="motion_sweep.json"):
+    with pytest.raises(SystemExit, match="motion_sweep.json: no results to rewrite"):
         main(["--report-only", "--sweep", "--results", str(tmp_path), "--budget", "smoke"])
+    (tmp_path / "table1.json").write_text('{"runs": []')  # cut short
+    with pytest.raises(SystemExit, match="table1.json: not a Table-1 result file"):
+        main(["--report-only", "--results", str(tmp_path), "--budget", "smoke"])
+    assert (tmp_path / "table1.md").read_text() == written  # nothing rewritten from it
 
 
 def _chance_lines(ax) -> dict[str, float]:

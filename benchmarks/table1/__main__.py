@@ -17,6 +17,16 @@ def _seeds(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"seeds must be integers, not {text!r}") from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"iterations must be a positive integer, not {text!r}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.table1",
@@ -95,6 +105,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="one stage 0 and stage 1 per speed (the first seed's) under every seed's stage 2: "
         "cheaper, but the seed spread then leaves out the backbone's and heads' variation",
     )
+    for stage in ("stage1", "stage2"):
+        parser.add_argument(
+            f"--{stage}-iterations",
+            type=_positive,
+            default=None,
+            help=f"override the budget's {stage.replace('stage', 'stage ')} iterations (recorded "
+            "in the results; use a new --out: finished runs are not retrained)",
+        )
     parser.add_argument("--fresh", action="store_true", help="delete the work folder first")
     parser.add_argument(
         "--report-only",
@@ -110,9 +128,11 @@ def main(argv=None) -> None:
     from benchmarks.table1 import runner
 
     budget = BUDGETS[args.budget]
-    if args.shared_stage1:
-        budget = dataclasses.replace(
-            budget, training=dataclasses.replace(budget.training, shared_stage1=True))
+    changes = {"shared_stage1": True} if args.shared_stage1 else {}
+    changes.update({f"{stage}_iterations": n for stage in ("stage1", "stage2")
+                    if (n := getattr(args, f"{stage}_iterations")) is not None})
+    if changes:
+        budget = dataclasses.replace(budget, training=dataclasses.replace(budget.training, **changes))
     if args.report_only:
         from benchmarks.table1.files import rewrite
 

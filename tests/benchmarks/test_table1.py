@@ -390,3 +390,24 @@ def test_smoke_budget_end_to_end(tmp_path, one_thread):
     )
     assert again == records
     assert {p: p.stat().st_mtime_ns for p in work.rglob("record.json")} == before
+
+
+def test_iteration_overrides_reach_the_budget_the_results_record(tmp_path):
+    import dataclasses
+
+    from benchmarks.table1 import files
+    from benchmarks.table1.__main__ import main
+
+    smoke = plan.BUDGETS["smoke"]
+    longer = dataclasses.replace(
+        smoke, training=dataclasses.replace(smoke.training, stage1_iterations=7, stage2_iterations=5))
+    records = [dict(r, train_seconds=1.0, eval_seconds=1.0) for r in seeds(1.0, "none", [0.3])]
+    files.write_results(tmp_path, longer, records, 1, {"cpu": "x"}, 1.0)
+    assert "stage 1 (Clip, end to end) 7 and stage 2 (each cell, frozen backbone) 5 iterations" in (
+        tmp_path / "table1.md").read_text()
+    base = ["--report-only", "--results", str(tmp_path), "--budget", "smoke"]
+    main([*base, "--stage1-iterations", "7", "--stage2-iterations", "5"])  # the same budget: rewritten
+    with pytest.raises(SystemExit, match="in training"):
+        main(base)
+    with pytest.raises(SystemExit):
+        main([*base, "--stage2-iterations", "-3"])

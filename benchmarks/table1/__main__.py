@@ -17,6 +17,9 @@ def _seeds(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"seeds must be integers, not {text!r}") from None
 
 
+STAGES = ("stage1", "stage2")  # the stages whose iterations a flag overrides
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -105,7 +108,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="one stage 0 and stage 1 per speed (the first seed's) under every seed's stage 2: "
         "cheaper, but the seed spread then leaves out the backbone's and heads' variation",
     )
-    for stage in ("stage1", "stage2"):
+    for stage in STAGES:
         parser.add_argument(
             f"--{stage}-iterations",
             type=_positive,
@@ -129,7 +132,7 @@ def main(argv=None) -> None:
 
     budget = BUDGETS[args.budget]
     changes = {"shared_stage1": True} if args.shared_stage1 else {}
-    changes.update({f"{stage}_iterations": n for stage in ("stage1", "stage2")
+    changes.update({f"{stage}_iterations": n for stage in STAGES
                     if (n := getattr(args, f"{stage}_iterations")) is not None})
     if changes:
         budget = dataclasses.replace(budget, training=dataclasses.replace(budget.training, **changes))

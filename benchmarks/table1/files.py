@@ -151,10 +151,10 @@ def rewrite(results: Path, budget: Budget, *, sweep: bool = False) -> int:
     try:
         raw = json.loads(path.read_text())
         runs, planned, machine = raw["runs"], raw["planned_runs"], raw["machine"]
-        wall = raw["wall_seconds_this_invocation"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        wall, measured = raw["wall_seconds_this_invocation"], dict(raw["budget"])
+    except (ValueError, KeyError, TypeError) as err:  # ValueError: JSON and UTF-8 decoding too
         raise ValueError(f"{path}: not a Table-1 result file ({type(err).__name__}: {err})") from None
-    measured, given = raw.get("budget", {}), plain(dataclasses.asdict(budget))
+    given = plain(dataclasses.asdict(budget))
     changed = sorted(k for k in set(measured) | set(given) if measured.get(k) != given.get(k))
     if changed:
         raise ValueError(f"{path}: measured with budget {measured.get('name')!r}, which differs from "

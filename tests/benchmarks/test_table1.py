@@ -266,7 +266,11 @@ def test_report_only_rewrites_the_tables_from_the_raw_json(tmp_path):
     (tmp_path / "table1.json").write_text('{"runs": []')  # cut short
     with pytest.raises(SystemExit, match="table1.json: not a Table-1 result file"):
         main(["--report-only", "--results", str(tmp_path), "--budget", "smoke"])
-    assert (tmp_path / "table1.md").read_text() == written  # nothing rewritten from it
+    (tmp_path / "table1.json").write_text('{"runs": [], "planned_runs": 0, "machine": {}, '
+                                          '"wall_seconds_this_invocation": 0, "budget": 5}')
+    with pytest.raises(SystemExit, match="table1.json: not a Table-1 result file"):
+        main(["--report-only", "--results", str(tmp_path), "--budget", "smoke"])
+    assert (tmp_path / "table1.md").read_text() == written  # nothing rewritten from either
 
 
 def _chance_lines(ax) -> dict[str, float]:
